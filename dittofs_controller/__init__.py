@@ -1,0 +1,3 @@
+"""Kubernetes operator for the DittoFS NFS/SMB file server."""
+
+__version__ = "0.1.0"
