@@ -1,0 +1,1311 @@
+"""The DittoServer API, version v1alpha1: the single source of truth for the CRD and the model.
+
+`python -m dittofs_controller.api.crd` turns these classes into the CRD; the operator parses
+DittoServer objects into them with `schema.parse`. Descriptions are what `kubectl explain`
+shows, so they say what a field does and why, for people who never read this code.
+
+Bounds (maxItems, maxLength) matter beyond input hygiene: the API server estimates the worst-case
+cost of every CEL rule from them and rejects the CRD when a rule could exceed its budget.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from dittofs_controller.api.schema import JSON, Rule, field, model
+
+GROUP = "dittofs.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DittoServer"
+
+DEFAULT_IMAGE = "marmos91c/dittofs:v0.29.0"
+DEFAULT_PERCONA_CR_VERSION = "2.8.2"
+DEFAULT_PERCONA_IMAGE = "percona/percona-distribution-postgresql:17.7-2"
+BUILTIN_GROUPS = ("admins", "operators", "users")
+PERCONA_CLUSTER_NAME_MAX = 22
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+ACCOUNT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+# One lowercase path segment: SMB clients ask for \\server\<name>, which DittoFS lower-cases and
+# takes as a single segment, and the REST API addresses a share as /shares/<name>.
+SHARE_NAME = r"^/[a-z0-9][a-z0-9._-]*$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+PROMETHEUS_DURATION = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+HTTP_ENDPOINT = r"^https?://[^/\s?#]+/?$"
+POSTGRES_IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
+SEMVER = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+
+STORE_NAME_MAX = 32
+ACCOUNT_NAME_MAX = 32
+SHARE_NAME_MAX = 64
+
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+PermissionLevel = Literal["none", "read", "read-write", "admin"]
+ServiceType = Literal["LoadBalancer", "NodePort", "ClusterIP"]
+
+
+def _port(description: str, default: int) -> int:
+    """An unprivileged container port: DittoFS runs as a non-root user (UID 65532)."""
+    result: int = field(description, default=default, minimum=1024, maximum=65535)
+    return result
+
+
+def _size(default: str) -> str:
+    """A PVC size; the default differs per use, the rules do not."""
+    result: str = field(
+        f"Requested capacity, a Kubernetes quantity such as {default}. It may be increased "
+        "later (the PersistentVolumeClaim is expanded, which needs a StorageClass with "
+        "allowVolumeExpansion) but never decreased.",
+        default=default,
+        max_length=32,
+        rules=(
+            Rule(
+                "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                "size must be a positive Kubernetes quantity such as 10Gi",
+            ),
+            Rule(
+                "!isQuantity(self) || !isQuantity(oldSelf) || "
+                "quantity(self).compareTo(quantity(oldSelf)) >= 0",
+                "storage size cannot shrink: PersistentVolumeClaims can only grow",
+            ),
+        ),
+    )
+    return result
+
+
+# --- shared building blocks -----------------------------------------------------------------
+
+
+@model
+class SecretKeySelector:
+    """One key of a Secret in the DittoServer's namespace."""
+
+    name: str = field(
+        "Name of the Secret, in the DittoServer's namespace.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    key: str = field("Key inside the Secret.", pattern=SECRET_KEY, max_length=253)
+
+
+@model
+class LocalObjectReference:
+    """A reference to an object by name, in the same namespace."""
+
+    name: str = field("Name of the referenced object.", pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+@model
+class Storage:
+    """A PersistentVolumeClaim the operator creates; it may grow but never shrink."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(oldSelf.storageClassName) || (has(self.storageClassName) && "
+            "self.storageClassName == oldSelf.storageClassName)",
+            "storageClassName is immutable once set: a PersistentVolumeClaim cannot change "
+            "its storage class",
+            field_path=".storageClassName",
+        ),
+    )
+
+    size: str = _size("10Gi")
+    storage_class_name: str | None = field(
+        "StorageClass of the PersistentVolumeClaim; omit to use the cluster's default class. "
+        "Immutable once set; setting it later only affects volumes not created yet.",
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    access_modes: list[AccessMode] = field(
+        "Access modes of the PersistentVolumeClaim. DittoFS runs a single pod, so "
+        "ReadWriteOnce is enough.",
+        factory=lambda: ["ReadWriteOnce"],
+        min_items=1,
+        max_items=4,
+        unique=True,
+    )
+
+
+@model
+class ControlPlaneStorage(Storage):
+    """Storage of the control-plane SQLite database: small, so it defaults to 1Gi."""
+
+    size: str = _size("1Gi")
+
+
+# --- pod ------------------------------------------------------------------------------------
+
+
+@model
+class Resources:
+    """Compute resources of the DittoFS container (core/v1 ResourceRequirements, without claims)."""
+
+    limits: dict[str, int | str] = field(
+        "Maximum resources, e.g. {cpu: '2', memory: 4Gi}. Set a memory limit deliberately: "
+        "DittoFS sizes its caches from the container's memory limit.",
+        factory=dict,
+    )
+    requests: dict[str, int | str] = field(
+        "Minimum resources the scheduler reserves, e.g. {cpu: 500m, memory: 1Gi}.",
+        factory=dict,
+    )
+
+
+@model
+class PodOptions:
+    """How the DittoFS pod is labelled, scheduled and run."""
+
+    labels: dict[str, str] = field("Extra labels for the DittoFS pod.", factory=dict)
+    annotations: dict[str, str] = field("Extra annotations for the DittoFS pod.", factory=dict)
+    node_selector: dict[str, str] = field(
+        "Node labels the pod must match (core/v1 PodSpec.nodeSelector).", factory=dict
+    )
+    tolerations: list[JSON] = field(
+        "Tolerations of the pod; each entry is a core/v1 Toleration "
+        "(see `kubectl explain pod.spec.tolerations`).",
+        factory=list,
+    )
+    affinity: JSON | None = field(
+        "Scheduling affinity of the pod, a core/v1 Affinity "
+        "(see `kubectl explain pod.spec.affinity`).",
+        default=None,
+    )
+    topology_spread_constraints: list[JSON] = field(
+        "Topology spread constraints of the pod; each entry is a core/v1 "
+        "TopologySpreadConstraint (see `kubectl explain pod.spec.topologySpreadConstraints`).",
+        factory=list,
+    )
+    priority_class_name: str | None = field(
+        "PriorityClass of the pod.", default=None, pattern=DNS_SUBDOMAIN, max_length=253
+    )
+    service_account_name: str | None = field(
+        "ServiceAccount the pod runs as; omit to let the operator create a dedicated one. "
+        "DittoFS itself does not call the Kubernetes API.",
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    resources: Resources = field(
+        "CPU and memory requests and limits of the DittoFS container.", factory=Resources
+    )
+    env: list[JSON] = field(
+        "Extra environment variables of the DittoFS container; each entry is a core/v1 EnvVar "
+        "(see `kubectl explain pod.spec.containers.env`). Every DittoFS config key can be set "
+        "as DITTOFS_<UPPER_DOTTED_PATH>; these override what the operator sets.",
+        factory=list,
+    )
+    security_context: JSON | None = field(
+        "Overrides the pod's security context, a core/v1 PodSecurityContext (see `kubectl "
+        "explain pod.spec.securityContext`). The default runs as the image's non-root user "
+        "65532 under the restricted Pod Security Standard.",
+        default=None,
+    )
+    container_security_context: JSON | None = field(
+        "Overrides the DittoFS container's security context, a core/v1 SecurityContext "
+        "(see `kubectl explain pod.spec.containers.securityContext`). The default drops all "
+        "capabilities, forbids privilege escalation and mounts the root filesystem read-only.",
+        default=None,
+    )
+
+
+# --- control plane --------------------------------------------------------------------------
+
+
+@model
+class TLS:
+    """TLS for the DittoFS REST API."""
+
+    secret_name: str = field(
+        "Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the DittoServer's "
+        "namespace; DittoFS serves its REST API over HTTPS with it. Client certificates are "
+        "not required: the operator must still be able to call the API.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+
+
+@model
+class ServiceMonitor:
+    """A Prometheus Operator ServiceMonitor for the metrics endpoint."""
+
+    enabled: bool = field(
+        "Create a monitoring.coreos.com/v1 ServiceMonitor (needs the Prometheus Operator's "
+        "CRDs in the cluster).",
+        default=False,
+    )
+    interval: str | None = field(
+        "Scrape interval such as 30s; omit to use Prometheus' default.",
+        default=None,
+        pattern=PROMETHEUS_DURATION,
+        max_length=32,
+    )
+    labels: dict[str, str] = field(
+        "Extra labels of the ServiceMonitor, e.g. the one your Prometheus selects on.",
+        factory=dict,
+    )
+
+
+@model
+class Metrics:
+    """The Prometheus metrics endpoint of DittoFS."""
+
+    enabled: bool = field(
+        "Serve Prometheus metrics and create a ClusterIP metrics Service.", default=True
+    )
+    port: int = _port("Container port of the metrics endpoint.", 9090)
+    service_monitor: ServiceMonitor = field(
+        "Optional Prometheus Operator ServiceMonitor.", factory=ServiceMonitor
+    )
+
+
+@model
+class SQLite:
+    """The embedded SQLite control-plane database."""
+
+    storage: ControlPlaneStorage = field(
+        "Volume holding the SQLite database file.", factory=ControlPlaneStorage
+    )
+
+
+@model
+class Database:
+    """Where DittoFS keeps its control-plane state (users, stores, shares, adapters)."""
+
+    type: Literal["sqlite", "postgres"] = field(
+        "sqlite keeps the state in a file on a volume; postgres uses the PostgreSQL that "
+        "spec.postgres describes (required then).",
+        default="sqlite",
+    )
+    sqlite: SQLite = field("Settings for type sqlite; ignored for type postgres.", factory=SQLite)
+
+
+@model
+class ControlPlane:
+    """The DittoFS control plane: its REST API, logging, secrets and database."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.port != self.metrics.port",
+            "controlPlane.port and controlPlane.metrics.port must differ",
+        ),
+    )
+
+    port: int = _port(
+        "Container port of the REST API (and its /health endpoints), which the operator uses "
+        "to manage the server.",
+        8080,
+    )
+    log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = field(
+        "Server log level.", default="INFO"
+    )
+    log_format: Literal["text", "json"] = field(
+        "Server log format, written to stdout.", default="json"
+    )
+    shutdown_timeout: int = field(
+        "Seconds DittoFS may spend on each shutdown phase (draining, flushing metadata). The "
+        "pod's termination grace period is derived from it: DittoFS may take up to "
+        "3 x shutdownTimeout + 5 s to stop.",
+        default=30,
+        minimum=1,
+        maximum=600,
+    )
+    jwt_secret_ref: SecretKeySelector | None = field(
+        "Secret key holding the JWT signing secret of the REST API (at least 32 characters). "
+        "When omitted the operator generates a Secret.",
+        default=None,
+    )
+    admin_password_secret_ref: SecretKeySelector | None = field(
+        "Secret key holding the password of DittoFS' built-in `admin` account, which the "
+        "operator uses to manage the server. DittoFS reads it at first boot only. When omitted "
+        "the operator generates a Secret.",
+        default=None,
+    )
+    tls: TLS | None = field(
+        "Serve the REST API over HTTPS. Required to expose the API through a LoadBalancer.",
+        default=None,
+    )
+    metrics: Metrics = field("Prometheus metrics.", factory=Metrics)
+    database: Database = field("The control-plane database.", factory=Database)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+@model
+class PerconaBackups:
+    """pgBackRest backups of the Percona cluster."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!self.enabled || has(self.pgbackrest)",
+            "percona.backups.pgbackrest is required when backups are enabled",
+            field_path=".pgbackrest",
+        ),
+    )
+
+    enabled: bool = field(
+        "Configure pgBackRest backups. When false the cluster gets `backups: {enabled: false}`.",
+        default=False,
+    )
+    pgbackrest: JSON | None = field(
+        "The PerconaPGCluster's spec.backups.pgbackrest (repos, global, manual, image...), "
+        "copied as is; see the Percona Operator for PostgreSQL documentation.",
+        default=None,
+    )
+
+
+@model
+class Percona:
+    """A PostgreSQL cluster the operator creates through the Percona Operator for PostgreSQL."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!self.image.matches('percona-distribution-postgresql:[0-9]+[.]') || "
+            "int(self.image.split('percona-distribution-postgresql:')[1].split('.')[0]) == "
+            "self.postgresVersion",
+            "percona.image must be a percona-distribution-postgresql image of postgresVersion: "
+            "set image when you change postgresVersion",
+            field_path=".image",
+        ),
+    )
+
+    postgres_version: int = field("Major PostgreSQL version.", default=17, minimum=12, maximum=18)
+    cr_version: str = field(
+        "crVersion of the PerconaPGCluster; must match the installed Percona operator.",
+        default=DEFAULT_PERCONA_CR_VERSION,
+        pattern=SEMVER,
+        max_length=16,
+    )
+    image: str = field(
+        "PostgreSQL image. The default fits postgresVersion 17; set it together with "
+        "postgresVersion.",
+        default=DEFAULT_PERCONA_IMAGE,
+        max_length=512,
+    )
+    instances: int = field(
+        "Number of PostgreSQL pods (one primary plus replicas).",
+        default=1,
+        minimum=1,
+        maximum=5,
+    )
+    storage: Storage = field("Data volume of each PostgreSQL pod.", factory=Storage)
+    cluster_name: str | None = field(
+        "Name of the PerconaPGCluster. Defaults to one derived from the DittoServer's name. "
+        f"At most {PERCONA_CLUSTER_NAME_MAX} characters (a Percona limit).",
+        default=None,
+        pattern=DNS_1035_LABEL,
+        max_length=63,
+        rules=(
+            Rule(
+                f"size(self) <= {PERCONA_CLUSTER_NAME_MAX}",
+                f"percona.clusterName must be at most {PERCONA_CLUSTER_NAME_MAX} characters "
+                "(a Percona Operator limit)",
+            ),
+        ),
+    )
+    backups: PerconaBackups = field("Backups of the cluster.", factory=PerconaBackups)
+
+
+@model
+class ExternalPostgres:
+    """A PostgreSQL server managed elsewhere, reached with credentials from a Secret."""
+
+    secret_name: str = field(
+        "Secret with the connection settings (keys host, port, user, password and dbname "
+        "unless renamed below). A Percona `<cluster>-pguser-<user>` Secret fits as is.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    host_key: str = field(
+        "Secret key holding the host name.", default="host", pattern=SECRET_KEY, max_length=253
+    )
+    port_key: str = field(
+        "Secret key holding the port.", default="port", pattern=SECRET_KEY, max_length=253
+    )
+    user_key: str = field(
+        "Secret key holding the user name.", default="user", pattern=SECRET_KEY, max_length=253
+    )
+    password_key: str = field(
+        "Secret key holding the password.",
+        default="password",
+        pattern=SECRET_KEY,
+        max_length=253,
+    )
+    database_key: str = field(
+        "Secret key holding the database name.",
+        default="dbname",
+        pattern=SECRET_KEY,
+        max_length=253,
+    )
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = field(
+        "libpq sslmode of the connection.", default="require"
+    )
+    ssl_root_cert_secret_ref: SecretKeySelector | None = field(
+        "Secret key holding the CA certificate (PEM) that signs the server's certificate, for "
+        "sslMode verify-ca and verify-full.",
+        default=None,
+    )
+
+
+@model
+class Postgres:
+    """Where PostgreSQL comes from: exactly one of percona or external."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.percona) != has(self.external)",
+            "postgres must set exactly one of percona or external",
+        ),
+    )
+
+    percona: Percona | None = field(
+        "Create a PerconaPGCluster next to the DittoServer (needs the Percona Operator for "
+        "PostgreSQL in the cluster).",
+        default=None,
+    )
+    external: ExternalPostgres | None = field("Use an existing PostgreSQL server.", default=None)
+
+
+# --- stores ---------------------------------------------------------------------------------
+
+
+@model
+class BadgerMetadata:
+    """An embedded BadgerDB metadata store on its own volume."""
+
+    storage: Storage = field("Volume holding the Badger database.", factory=Storage)
+    block_cache_mb: int | None = field(
+        "Badger block cache in MiB; omit (or 0) to size it from the container's memory limit.",
+        default=None,
+        wire_name="blockCacheMB",
+        minimum=0,
+        maximum=1048576,
+    )
+    index_cache_mb: int | None = field(
+        "Badger index cache in MiB; omit (or 0) to size it from the container's memory limit.",
+        default=None,
+        wire_name="indexCacheMB",
+        minimum=0,
+        maximum=1048576,
+    )
+
+
+@model
+class PostgresMetadata:
+    """A metadata store in PostgreSQL (from spec.postgres)."""
+
+    database: str | None = field(
+        "Database holding this store's tables. Defaults to one derived from the store name.",
+        default=None,
+        pattern=POSTGRES_IDENTIFIER,
+        max_length=63,
+    )
+
+
+@model
+class MetadataStore:
+    """A metadata store: where the file system tree, attributes and block maps live."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.badger) || self.type == 'badger'",
+            "metadataStores[].badger is only allowed when type is badger",
+            field_path=".badger",
+        ),
+        Rule(
+            "!has(self.postgres) || self.type == 'postgres'",
+            "metadataStores[].postgres is only allowed when type is postgres",
+            field_path=".postgres",
+        ),
+        Rule(
+            "self.type == oldSelf.type",
+            "metadataStores[].type is immutable: add a new store instead",
+            field_path=".type",
+        ),
+    )
+
+    name: str = field(
+        "Name of the metadata store, unique in its list; shares refer to it by this name. "
+        "A DNS-1123 label (lowercase letters, digits and '-').",
+        pattern=DNS_LABEL,
+        max_length=STORE_NAME_MAX,
+    )
+    type: Literal["memory", "badger", "postgres"] = field(
+        "memory loses everything on restart (tests only); badger is an embedded database on a "
+        "volume; postgres uses spec.postgres (required then)."
+    )
+    badger: BadgerMetadata | None = field(
+        "Settings for type badger (defaults apply when omitted).", default=None
+    )
+    postgres: PostgresMetadata | None = field(
+        "Settings for type postgres (defaults apply when omitted).", default=None
+    )
+
+
+@model
+class FilesystemBlocks:
+    """A local block store on a volume."""
+
+    storage: Storage = field("Volume holding the blocks.", factory=Storage)
+
+
+@model
+class LocalBlockStore:
+    """A local block store: the on-node cache (or the only copy) of file contents."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.filesystem) || self.type == 'filesystem'",
+            "localBlockStores[].filesystem is only allowed when type is filesystem",
+            field_path=".filesystem",
+        ),
+        Rule(
+            "self.type == oldSelf.type",
+            "localBlockStores[].type is immutable: add a new store instead",
+            field_path=".type",
+        ),
+    )
+
+    name: str = field(
+        "Name of the local block store, unique in its list; shares refer to it by this name. "
+        "A DNS-1123 label (lowercase letters, digits and '-').",
+        pattern=DNS_LABEL,
+        max_length=STORE_NAME_MAX,
+    )
+    type: Literal["memory", "filesystem"] = field(
+        "memory loses everything on restart (tests only); filesystem keeps blocks on a volume."
+    )
+    filesystem: FilesystemBlocks | None = field(
+        "Settings for type filesystem (defaults apply when omitted).", default=None
+    )
+
+
+@model
+class S3Credentials:
+    """Static S3 access keys (DittoFS has no IAM/IRSA credential chain)."""
+
+    name: str = field(
+        "Name of the Secret holding the access keys.", pattern=DNS_SUBDOMAIN, max_length=253
+    )
+    access_key_id_key: str = field(
+        "Secret key holding the access key ID.",
+        default="accessKeyId",
+        pattern=SECRET_KEY,
+        max_length=253,
+    )
+    secret_access_key_key: str = field(
+        "Secret key holding the secret access key.",
+        default="secretAccessKey",
+        pattern=SECRET_KEY,
+        max_length=253,
+    )
+
+
+@model
+class S3:
+    """An S3-compatible bucket. The defaults point at Cubbit DS3."""
+
+    endpoint: str = field(
+        "S3 endpoint URL (scheme and host, no path).",
+        default="https://s3.cubbit.eu",
+        pattern=HTTP_ENDPOINT,
+        max_length=253,
+    )
+    region: str = field("S3 region.", default="eu-west-1", pattern=r"^[a-z0-9-]+$", max_length=63)
+    bucket: str = field("Bucket name.", pattern=S3_BUCKET, max_length=63)
+    prefix: str | None = field(
+        "Key prefix for every object DittoFS writes, to share a bucket.",
+        default=None,
+        max_length=512,
+    )
+    force_path_style: bool = field(
+        "Address the bucket as <endpoint>/<bucket> instead of <bucket>.<endpoint>.",
+        default=True,
+    )
+    allow_private_endpoint: bool = field(
+        "Allow an endpoint that resolves to a private, loopback or in-cluster address "
+        "(DittoFS refuses those by default as an SSRF guard).",
+        default=False,
+    )
+    credentials_secret_ref: S3Credentials = field("Secret holding the S3 access keys.")
+
+
+@model
+class RemoteBlockStore:
+    """A remote block store: durable storage of file contents behind the local cache."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.type != 's3' || has(self.s3)",
+            "remoteBlockStores[].s3 is required when type is s3",
+            field_path=".s3",
+        ),
+        Rule(
+            "!has(self.s3) || self.type == 's3'",
+            "remoteBlockStores[].s3 is only allowed when type is s3",
+            field_path=".s3",
+        ),
+        Rule(
+            "self.type == oldSelf.type",
+            "remoteBlockStores[].type is immutable: add a new store instead",
+            field_path=".type",
+        ),
+    )
+
+    name: str = field(
+        "Name of the remote block store, unique in its list; shares refer to it by this name. "
+        "A DNS-1123 label (lowercase letters, digits and '-').",
+        pattern=DNS_LABEL,
+        max_length=STORE_NAME_MAX,
+    )
+    type: Literal["s3", "memory"] = field(
+        "s3 stores blocks in an S3-compatible bucket; memory is for tests only."
+    )
+    s3: S3 | None = field("Settings for type s3.", default=None)
+
+
+# --- shares ---------------------------------------------------------------------------------
+
+
+@model
+class SharePermission:
+    """A permission on a share, for one user or one group."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.user) != has(self.group)",
+            "a share permission names exactly one of user or group",
+        ),
+    )
+
+    user: str | None = field(
+        "A user of spec.users.", default=None, pattern=ACCOUNT_NAME, max_length=ACCOUNT_NAME_MAX
+    )
+    group: str | None = field(
+        "A group of spec.groups, or one of the built-in groups admins, operators, users.",
+        default=None,
+        pattern=ACCOUNT_NAME,
+        max_length=ACCOUNT_NAME_MAX,
+    )
+    level: PermissionLevel = field("The access granted.")
+
+
+@model
+class ShareNFS:
+    """NFS export options of a share."""
+
+    squash: Literal["none", "root_to_admin", "root_to_guest", "all_to_admin", "all_to_guest"] = (
+        field(
+            "Identity mapping: none passes UIDs through; root_to_admin keeps root's rights "
+            "(no_root_squash); root_to_guest maps root to the anonymous identity (root_squash, "
+            "the DittoFS default); all_to_admin maps everyone to root; all_to_guest maps "
+            "everyone to the anonymous identity (all_squash).",
+            default="root_to_guest",
+        )
+    )
+    anon_uid: int | None = field(
+        "UID of the anonymous identity; omit for the server default (65534).",
+        default=None,
+        minimum=0,
+        maximum=4294967295,
+    )
+    anon_gid: int | None = field(
+        "GID of the anonymous identity; omit for the server default (65534).",
+        default=None,
+        minimum=0,
+        maximum=4294967295,
+    )
+
+
+@model
+class Share:
+    """A share, exported over every enabled protocol (NFS and SMB)."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.metadataStore == oldSelf.metadataStore",
+            "shares[].metadataStore is immutable: the share's files live in that store",
+            field_path=".metadataStore",
+        ),
+    )
+
+    name: str = field(
+        "Share name, one lowercase path segment with a leading slash, e.g. /export. NFS "
+        "clients mount server:/export; SMB clients open \\\\server\\export.",
+        pattern=SHARE_NAME,
+        max_length=SHARE_NAME_MAX,
+    )
+    metadata_store: str = field(
+        "Name of the metadataStores entry holding the share's file system tree.",
+        max_length=STORE_NAME_MAX,
+    )
+    local_block_store: str = field(
+        "Name of the localBlockStores entry caching (or holding) the share's contents.",
+        max_length=STORE_NAME_MAX,
+    )
+    remote_block_store: str | None = field(
+        "Name of the remoteBlockStores entry holding the share's contents durably; omit to keep "
+        "contents only in the local block store.",
+        default=None,
+        max_length=STORE_NAME_MAX,
+    )
+    read_only: bool = field("Export the share read-only.", default=False)
+    default_permission: PermissionLevel = field(
+        "Access for users without an explicit permission. (DittoFS itself defaults to none, "
+        "which lets nobody mount.)",
+        default="read-write",
+    )
+    owner: str | None = field(
+        "A user of spec.users whose UID/GID own the share's root directory; omit to leave it "
+        "owned by root, which only root (see nfs.squash) can write to.",
+        default=None,
+        pattern=ACCOUNT_NAME,
+        max_length=ACCOUNT_NAME_MAX,
+    )
+    permissions: list[SharePermission] = field(
+        "Explicit permissions of users and groups.", factory=list, max_items=16
+    )
+    nfs: ShareNFS = field("NFS export options.", factory=ShareNFS)
+
+
+# --- adapters -------------------------------------------------------------------------------
+
+
+@model
+class Portmapper:
+    """The embedded portmapper (rpcbind) of the NFS adapter."""
+
+    enabled: bool = field(
+        "Run the portmapper, for NFSv3 clients that cannot be told the port. Not needed when "
+        "clients mount with port=2049,mountport=2049 (MOUNT shares the NFS port).",
+        default=False,
+    )
+    port: int = _port("Container port of the portmapper.", 10111)
+    service_port: int = field(
+        "Port the NFS Service publishes for the portmapper.",
+        default=111,
+        minimum=1,
+        maximum=65535,
+    )
+
+
+@model
+class NFSAdapter:
+    """The NFS adapter (NFSv3, v4.0, v4.1 and v4.2 with MOUNT, NLM and NSM on one port)."""
+
+    enabled: bool = field("Serve NFS.", default=True)
+    port: int = _port("Container port DittoFS listens on for NFS.", 12049)
+    service_port: int = field(
+        "Port the NFS Service publishes (mapped to the container port).",
+        default=2049,
+        minimum=1,
+        maximum=65535,
+    )
+    portmapper: Portmapper = field("The embedded portmapper.", factory=Portmapper)
+
+
+@model
+class SMBAdapter:
+    """The SMB adapter (SMB 2.0 through 3.1.1, NTLM logins with DittoFS users)."""
+
+    enabled: bool = field("Serve SMB.", default=True)
+    port: int = _port("Container port DittoFS listens on for SMB.", 12445)
+    service_port: int = field(
+        "Port the SMB Service publishes (mapped to the container port).",
+        default=445,
+        minimum=1,
+        maximum=65535,
+    )
+
+
+@model
+class Adapters:
+    """The file protocols DittoFS serves."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.nfs.port != self.smb.port",
+            "adapters.nfs.port and adapters.smb.port must differ",
+        ),
+        Rule(
+            "self.nfs.portmapper.port != self.nfs.port && "
+            "self.nfs.portmapper.port != self.smb.port",
+            "adapters.nfs.portmapper.port must differ from the NFS and SMB ports",
+        ),
+    )
+
+    nfs: NFSAdapter = field("The NFS adapter.", factory=NFSAdapter)
+    smb: SMBAdapter = field("The SMB adapter.", factory=SMBAdapter)
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+@model
+class User:
+    """A DittoFS user (role user), for NFS identity mapping, SMB logins and share permissions."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.name != 'admin'",
+            "the user name admin is reserved for the operator",
+            field_path=".name",
+        ),
+    )
+
+    name: str = field("User name.", pattern=ACCOUNT_NAME, max_length=ACCOUNT_NAME_MAX)
+    password_secret_ref: SecretKeySelector = field(
+        "Secret key holding the user's password (SMB logins use NTLM derived from it)."
+    )
+    groups: list[str] = field(
+        "Groups of the user: entries of spec.groups or the built-in admins, operators, users.",
+        factory=list,
+        max_items=16,
+        unique=True,
+        pattern=ACCOUNT_NAME,
+        max_length=ACCOUNT_NAME_MAX,
+    )
+    uid: int | None = field(
+        "Unix UID for NFS identity mapping; omit to let DittoFS assign one.",
+        default=None,
+        minimum=0,
+        maximum=4294967295,
+    )
+    gid: int | None = field(
+        "Unix primary GID for NFS identity mapping; omit to let DittoFS assign one.",
+        default=None,
+        minimum=0,
+        maximum=4294967295,
+    )
+
+
+@model
+class Group:
+    """A DittoFS group."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!(self.name in " + repr(list(BUILTIN_GROUPS)) + ")",
+            "admins, operators and users are built-in groups: do not declare them",
+            field_path=".name",
+        ),
+    )
+
+    name: str = field("Group name.", pattern=ACCOUNT_NAME, max_length=ACCOUNT_NAME_MAX)
+    gid: int | None = field(
+        "Unix GID; omit to let DittoFS assign one.",
+        default=None,
+        minimum=0,
+        maximum=4294967295,
+    )
+
+
+# --- exposure -------------------------------------------------------------------------------
+
+
+@model
+class ServiceSpec:
+    """A Service publishing one protocol."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.nodePort) || self.type != 'ClusterIP'",
+            "nodePort requires type NodePort or LoadBalancer",
+            field_path=".nodePort",
+        ),
+        Rule(
+            "!has(self.loadBalancerClass) || self.type == 'LoadBalancer'",
+            "loadBalancerClass requires type LoadBalancer",
+            field_path=".loadBalancerClass",
+        ),
+        Rule(
+            "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+            "externalTrafficPolicy requires type NodePort or LoadBalancer",
+            field_path=".externalTrafficPolicy",
+        ),
+    )
+
+    type: ServiceType = field(
+        "Service type. A LoadBalancer gives the protocol its own external address.",
+        default="LoadBalancer",
+    )
+    annotations: dict[str, str] = field(
+        "Annotations of the Service, e.g. cloud load-balancer settings (on Scaleway raise "
+        "service.beta.kubernetes.io/scw-loadbalancer-timeout-server for idle NFS/SMB sessions).",
+        factory=dict,
+    )
+    labels: dict[str, str] = field("Extra labels of the Service.", factory=dict)
+    load_balancer_class: str | None = field(
+        "loadBalancerClass of a LoadBalancer Service.", default=None, max_length=253
+    )
+    load_balancer_source_ranges: list[str] = field(
+        "Client CIDRs allowed through the load balancer, e.g. 203.0.113.0/24; empty allows all.",
+        factory=list,
+        max_items=64,
+        max_length=64,
+        rules=(
+            Rule(
+                "self.all(c, isCIDR(c))",
+                "loadBalancerSourceRanges entries must be CIDRs such as 10.0.0.0/8",
+            ),
+        ),
+    )
+    external_traffic_policy: Literal["Cluster", "Local"] | None = field(
+        "Local keeps client source addresses (traffic only reaches the node running DittoFS).",
+        default=None,
+    )
+    node_port: int | None = field(
+        "Static node port (type NodePort or LoadBalancer); omit to let Kubernetes pick one.",
+        default=None,
+        minimum=30000,
+        maximum=32767,
+    )
+
+
+@model
+class ApiServiceSpec(ServiceSpec):
+    """The Service of the REST API: cluster-internal unless you decide otherwise."""
+
+    type: ServiceType = field(
+        "Service type. LoadBalancer requires controlPlane.tls: the admin REST API must never "
+        "be reachable over plain HTTP from outside the cluster.",
+        default="ClusterIP",
+    )
+
+
+@model
+class Ingress:
+    """An Ingress for the REST API (HTTP only: NFS and SMB cannot use Ingress)."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!self.enabled || has(self.host)",
+            "expose.ingress.host is required when the ingress is enabled",
+            field_path=".host",
+        ),
+        Rule(
+            "!(has(self.clusterIssuer) && has(self.issuer))",
+            "set at most one of expose.ingress.clusterIssuer and expose.ingress.issuer",
+        ),
+        Rule(
+            "!self.enabled || has(self.tlsSecretName) || has(self.clusterIssuer) || "
+            "has(self.issuer)",
+            "an enabled ingress must serve HTTPS: set tlsSecretName, clusterIssuer or issuer "
+            "(the admin REST API must not be exposed over plain HTTP)",
+        ),
+    )
+
+    enabled: bool = field("Create the Ingress.", default=False)
+    class_name: str = field("ingressClassName of the Ingress.", default="nginx", max_length=253)
+    host: str | None = field(
+        "Host name the Ingress serves, e.g. dittofs.example.com.",
+        default=None,
+        pattern=HOSTNAME,
+        max_length=253,
+    )
+    path: str = field("Path prefix of the API.", default="/", pattern=r"^/", max_length=253)
+    tls_secret_name: str | None = field(
+        "TLS Secret of the Ingress; with clusterIssuer or issuer cert-manager fills it "
+        "(default name derived from the DittoServer's).",
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    cluster_issuer: str | None = field(
+        "cert-manager ClusterIssuer that issues the certificate.",
+        default=None,
+        max_length=253,
+    )
+    issuer: str | None = field(
+        "cert-manager Issuer (in the DittoServer's namespace) that issues the certificate.",
+        default=None,
+        max_length=253,
+    )
+    annotations: dict[str, str] = field(
+        "Annotations of the Ingress (controller-specific settings).", factory=dict
+    )
+
+
+@model
+class NetworkPolicy:
+    """NetworkPolicies restricting who reaches the DittoFS pod."""
+
+    enabled: bool = field(
+        "Create NetworkPolicies for the pod (the operator is always allowed to reach the API).",
+        default=False,
+    )
+    api_from: list[JSON] = field(
+        "Peers allowed to reach the REST API, each a networking/v1 NetworkPolicyPeer "
+        "(see `kubectl explain networkpolicy.spec.ingress.from`); empty allows only the "
+        "operator and the ingress controller.",
+        factory=list,
+    )
+    file_from: list[JSON] = field(
+        "Peers allowed to reach NFS and SMB, each a networking/v1 NetworkPolicyPeer; empty "
+        "allows everyone.",
+        factory=list,
+    )
+
+
+@model
+class Expose:
+    """How NFS, SMB and the REST API are reached."""
+
+    nfs: ServiceSpec = field("The NFS Service.", factory=ServiceSpec)
+    smb: ServiceSpec = field("The SMB Service.", factory=ServiceSpec)
+    api: ApiServiceSpec = field("The REST API Service.", factory=ApiServiceSpec)
+    ingress: Ingress = field("An Ingress for the REST API.", factory=Ingress)
+    network_policy: NetworkPolicy = field("NetworkPolicies.", factory=NetworkPolicy)
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+
+def _refs(list_name: str, ref: str, target: str, *, optional: bool) -> str:
+    """CEL: every share's `ref` names an entry of `target` (when set, if optional)."""
+    exists = f"self.{target}.exists(t, t.name == s.{ref})"
+    if optional:
+        exists = f"!has(s.{ref}) || (has(self.{target}) && {exists})"
+    return f"!has(self.{list_name}) || self.{list_name}.all(s, {exists})"
+
+
+_BUILTIN_GROUPS_CEL = repr(list(BUILTIN_GROUPS))
+
+
+@model
+class DittoServerSpec:
+    """The desired state of a DittoFS server."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.replicas <= 1",
+            "replicas must be 0 (stopped) or 1: DittoFS is a single-node server and two "
+            "replicas would corrupt its data",
+            field_path=".replicas",
+        ),
+        Rule(
+            "self.controlPlane.database.type != 'postgres' || has(self.postgres)",
+            "controlPlane.database.type postgres requires spec.postgres",
+            field_path=".controlPlane.database.type",
+        ),
+        Rule(
+            "self.metadataStores.all(s, s.type != 'postgres') || has(self.postgres)",
+            "metadata stores of type postgres require spec.postgres",
+            field_path=".metadataStores",
+        ),
+        Rule(
+            _refs("shares", "metadataStore", "metadataStores", optional=False),
+            "every shares[].metadataStore must name an entry of metadataStores",
+            field_path=".shares",
+        ),
+        Rule(
+            _refs("shares", "localBlockStore", "localBlockStores", optional=False),
+            "every shares[].localBlockStore must name an entry of localBlockStores",
+            field_path=".shares",
+        ),
+        Rule(
+            _refs("shares", "remoteBlockStore", "remoteBlockStores", optional=True),
+            "every shares[].remoteBlockStore must name an entry of remoteBlockStores",
+            field_path=".shares",
+        ),
+        Rule(
+            _refs("shares", "owner", "users", optional=True),
+            "every shares[].owner must name an entry of users",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.permissions) || "
+            "s.permissions.all(p, !has(p.user) || "
+            "(has(self.users) && self.users.exists(u, u.name == p.user))))",
+            "every shares[].permissions[].user must name an entry of users",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.permissions) || "
+            f"s.permissions.all(p, !has(p.group) || p.group in {_BUILTIN_GROUPS_CEL} || "
+            "(has(self.groups) && self.groups.exists(g, g.name == p.group))))",
+            "every shares[].permissions[].group must name an entry of groups or a built-in "
+            "group (admins, operators, users)",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.users) || self.users.all(u, !has(u.groups) || "
+            f"u.groups.all(n, n in {_BUILTIN_GROUPS_CEL} || "
+            "(has(self.groups) && self.groups.exists(g, g.name == n))))",
+            "every users[].groups entry must name an entry of groups or a built-in group "
+            "(admins, operators, users)",
+            field_path=".users",
+        ),
+        Rule(
+            "!(self.controlPlane.port in [self.adapters.nfs.port, self.adapters.smb.port, "
+            "self.adapters.nfs.portmapper.port])",
+            "controlPlane.port must differ from the adapters' container ports",
+            field_path=".controlPlane.port",
+        ),
+        Rule(
+            "!(self.controlPlane.metrics.port in [self.adapters.nfs.port, "
+            "self.adapters.smb.port, self.adapters.nfs.portmapper.port])",
+            "controlPlane.metrics.port must differ from the adapters' container ports",
+            field_path=".controlPlane.metrics.port",
+        ),
+        Rule(
+            "self.expose.api.type != 'LoadBalancer' || has(self.controlPlane.tls)",
+            "expose.api.type LoadBalancer requires controlPlane.tls: the admin REST API must "
+            "not be exposed over plain HTTP",
+            field_path=".expose.api.type",
+        ),
+    )
+
+    image: str = field("DittoFS server image.", default=DEFAULT_IMAGE, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = field(
+        "Pull policy of the DittoFS image.", default="IfNotPresent"
+    )
+    image_pull_secrets: list[LocalObjectReference] = field(
+        "Secrets for pulling the images from private registries.", factory=list, max_items=16
+    )
+    replicas: int = field(
+        "1 runs the server; 0 stops it and keeps every volume and its data. Never more than 1: "
+        "DittoFS is a single-node server, and two pods on the same data would corrupt it.",
+        default=1,
+        minimum=0,
+        maximum=1,
+    )
+    pod: PodOptions = field(
+        "Labels, scheduling and runtime options of the pod.", factory=PodOptions
+    )
+    control_plane: ControlPlane = field(
+        "The control plane: REST API, logging, secrets, metrics and database.",
+        factory=ControlPlane,
+    )
+    postgres: Postgres | None = field(
+        "PostgreSQL for controlPlane.database.type postgres and for metadata stores of type "
+        "postgres: created through Percona, or external.",
+        default=None,
+    )
+    metadata_stores: list[MetadataStore] = field(
+        "Metadata stores (file system trees and attributes).",
+        min_items=1,
+        max_items=16,
+        map_key="name",
+    )
+    local_block_stores: list[LocalBlockStore] = field(
+        "Local block stores (file contents on the node, or their cache).",
+        min_items=1,
+        max_items=16,
+        map_key="name",
+    )
+    remote_block_stores: list[RemoteBlockStore] = field(
+        "Remote block stores (durable file contents, e.g. in S3).",
+        factory=list,
+        max_items=16,
+        map_key="name",
+    )
+    shares: list[Share] = field(
+        "Shares, each exported over NFS and SMB.", factory=list, max_items=64, map_key="name"
+    )
+    adapters: Adapters = field("The NFS and SMB protocol adapters.", factory=Adapters)
+    users: list[User] = field(
+        "DittoFS users besides the built-in admin.", factory=list, max_items=64, map_key="name"
+    )
+    groups: list[Group] = field(
+        "DittoFS groups besides the built-in admins, operators and users.",
+        factory=list,
+        max_items=32,
+        map_key="name",
+    )
+    expose: Expose = field(
+        "Services, Ingress and NetworkPolicies that make the server reachable.", factory=Expose
+    )
+    deletion_policy: Literal["Retain", "Delete"] = field(
+        "What deleting the DittoServer does to its data. Retain keeps the PersistentVolumeClaims "
+        "(control plane, metadata and block stores), the generated Secrets and the Percona "
+        "cluster with its data; Delete removes them too. Remote buckets are never emptied.",
+        default="Retain",
+    )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@model
+class Condition:
+    """A metav1.Condition."""
+
+    type: str = field(
+        "Condition type in CamelCase, e.g. Ready.",
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+    )
+    status: Literal["True", "False", "Unknown"] = field("Status of the condition.")
+    reason: str = field(
+        "Machine-readable CamelCase reason of the last transition.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+    )
+    message: str = field("Human-readable details.", max_length=32768)
+    last_transition_time: str = field(
+        "When the status last changed (RFC 3339).", format="date-time"
+    )
+    observed_generation: int | None = field(
+        "metadata.generation the condition was computed from.", default=None, minimum=0
+    )
+
+
+@model
+class Endpoints:
+    """Where clients reach the server."""
+
+    nfs: str | None = field("NFS address, host:port.", default=None)
+    smb: str | None = field("SMB address, host:port.", default=None)
+    api: str | None = field("REST API URL.", default=None)
+    mount_hint: str | None = field(
+        "An example NFS mount command for the first share.", default=None
+    )
+
+
+@model
+class DittoServerStatus:
+    """The observed state of a DittoFS server, written by the operator."""
+
+    observed_generation: int | None = field(
+        "metadata.generation the status was computed from.", default=None, minimum=0
+    )
+    phase: str | None = field(
+        "One-word summary of the server's state, for `kubectl get`.", default=None
+    )
+    conditions: list[Condition] = field(
+        "Conditions of the server; Ready summarizes them.",
+        factory=list,
+        max_items=32,
+        map_key="type",
+    )
+    endpoints: Endpoints | None = field("Client endpoints.", default=None)
+    server: JSON | None = field(
+        "Runtime state as the DittoFS server reports it over its REST API (stores, shares, "
+        "adapters and their ports, health), for troubleshooting. Informational: its shape "
+        "follows the server's and may change between DittoFS versions.",
+        default=None,
+    )
+
+
+@model
+class DittoServer:
+    """A DittoFS NFS/SMB file server."""
+
+    api_version: str = field(
+        "APIVersion defines the versioned schema of this representation of an object."
+    )
+    kind: str = field("Kind is a string value representing the REST resource of this object.")
+    metadata: JSON = field("Standard object metadata.")
+    spec: DittoServerSpec = field("Desired state of the DittoFS server.")
+    status: DittoServerStatus | None = field(
+        "Observed state of the DittoFS server, written by the operator.", default=None
+    )
