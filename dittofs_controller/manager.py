@@ -1,0 +1,188 @@
+"""The manager: supervises caches, leader election, controllers and the health server.
+
+Lifecycle:
+- Caches start on every replica (a standby keeps them warm for a fast takeover) and /readyz
+  turns ready once they have synced.
+- Controllers run only while this replica holds the lease. Losing the lease cancels them at
+  once and the process exits 1, so the pod restarts clean (as controller-runtime does).
+- SIGTERM/SIGINT: controllers stop taking work, in-flight reconciles get `shutdown_grace`
+  seconds to finish, the lease is released, and the process exits 0.
+- A supervised task that dies unexpectedly stops the whole process (exit 1) instead of leaving
+  a half-working operator behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import config as k8s_config
+
+from dittofs_controller.kube.client import KubeClient, connect
+from dittofs_controller.kube.resources import Resource
+from dittofs_controller.runtime.controller import Controller
+from dittofs_controller.runtime.health import HealthServer
+from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.runtime.leader import LeaderElector
+from dittofs_controller.runtime.metrics import REGISTRY
+from dittofs_controller.settings import Settings
+
+log = structlog.get_logger("dittofs_controller.manager")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class Manager:
+    def __init__(self, client: KubeClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.controllers: list[Controller] = []
+        self._caches: dict[tuple[Resource, str | None, bool], ResourceCache] = {}
+
+    def cache(
+        self, resource: Resource, label_selector: str | None = None, *, metadata_only: bool = False
+    ) -> ResourceCache:
+        """The shared cache of `resource` in the watched namespaces (created on first use)."""
+        key = (resource, label_selector, metadata_only)
+        if key not in self._caches:
+            self._caches[key] = ResourceCache(
+                self.client,
+                resource,
+                namespaces=self.settings.namespaces,
+                label_selector=label_selector,
+                metadata_only=metadata_only,
+                watch_timeout=self.settings.watch_timeout,
+            )
+        return self._caches[key]
+
+    def add(self, controller: Controller) -> Controller:
+        self.controllers.append(controller)
+        return controller
+
+    def caches_synced(self) -> bool:
+        return all(cache.has_synced for cache in self._caches.values())
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until `stop` is set (exit 0) or leadership is lost / a task dies (exit 1)."""
+        caches = [
+            asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}")
+            for cache in self._caches.values()
+        ]
+        try:
+            return await self._lead(stop)
+        finally:
+            for task in caches:
+                task.cancel()
+            await asyncio.gather(*caches, return_exceptions=True)
+
+    def _elector(self) -> LeaderElector | None:
+        election = self.settings.leader_election
+        if not election.enabled:
+            return None
+        return LeaderElector(
+            self.client,
+            name=election.lease_name,
+            namespace=election.lease_namespace,
+            identity=election.identity,
+            lease_duration=election.lease_duration,
+            renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period,
+        )
+
+    async def _lead(self, stop: asyncio.Event) -> int:
+        elector = self._elector()
+        if elector is not None and not await _unless_stopped(elector.acquire(), stop):
+            return EXIT_OK
+        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+        renewer = asyncio.create_task(
+            elector.keep_renewing() if elector else asyncio.Event().wait()
+        )
+        controllers = [asyncio.create_task(c.run(), name=c.name) for c in self.controllers]
+        tasks = [stopped, renewer, *controllers]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                await self._drain()
+                return EXIT_OK
+            if renewer.done():
+                log.error("leadership lost: reconcilers stopped")
+                return EXIT_FAILED
+            failed = next(task for task in controllers if task.done())
+            log.error(
+                "a controller stopped unexpectedly",
+                controller=failed.get_name(),
+                error=None if failed.cancelled() else repr(failed.exception()),
+            )
+            return EXIT_FAILED
+        finally:
+            still_leading = not renewer.done()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if elector is not None and still_leading:
+                await elector.release()
+
+    async def _drain(self) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("shutting down: draining in-flight reconciles", grace_seconds=grace)
+        drained = await asyncio.gather(*(c.shut_down(grace) for c in self.controllers))
+        if not all(drained):
+            log.warning("some reconciles did not finish within the grace period")
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` is set first; True when `work` completed."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopped):
+        pending.cancel()
+    await asyncio.gather(task, stopped, return_exceptions=True)
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+Setup = Callable[[Manager], None]
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run(settings: Settings, setup: Setup | None = None) -> int:
+    """Connect, register the operator's controllers (or `setup`'s), serve health, and run."""
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    try:
+        client = await connect(settings.kubeconfig, settings.context)
+    except (k8s_config.ConfigException, OSError) as error:
+        log.error("cannot connect to Kubernetes", error=str(error), kubeconfig=settings.kubeconfig)
+        return EXIT_FAILED
+    manager = Manager(client, settings)
+    if setup is None:
+        from dittofs_controller.operator import setup as operator_setup
+
+        setup = operator_setup
+    setup(manager)
+    health = HealthServer(
+        host=settings.bind_address,
+        health_port=settings.health_port,
+        metrics_port=settings.metrics_port,
+        registry=REGISTRY,
+    )
+    health.add_readiness_check("caches-synced", manager.caches_synced)
+    try:
+        await health.start()
+        log.info("operator started", namespaces=list(settings.namespaces) or "all")
+        return await manager.run(stop)
+    except Exception:
+        log.exception("operator failed")
+        return EXIT_FAILED
+    finally:
+        await health.stop()
+        await client.close()

@@ -1,0 +1,174 @@
+"""A controller: informer events -> keys on a rate-limited queue -> N reconcile workers.
+
+Invariants:
+- One key is never reconciled by two workers at once (the queue guarantees it).
+- A reconcile returns a Result (done, or requeue after a delay) or raises: TerminalError means
+  the input is invalid and retrying cannot help (the reconciler reports it in status), any other
+  exception is retried with per-key exponential backoff; success forgets the failure count.
+- Every reconcile runs under a timeout, with a reconcile ID bound into the log context and an
+  OpenTelemetry span around it.
+- Workers start only after every informer the controller reads has synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import attrs
+import structlog
+from opentelemetry import trace
+
+from dittofs_controller.kube.resources import ObjectKey, Resource
+from dittofs_controller.runtime import metrics
+from dittofs_controller.runtime.informer import EventType, ResourceCache
+from dittofs_controller.runtime.store import Obj, controller_owner
+from dittofs_controller.runtime.workqueue import ShutDown, WorkQueue
+
+log = structlog.get_logger("dittofs_controller.controller")
+tracer = trace.get_tracer("dittofs_controller")
+
+
+@attrs.frozen
+class Result:
+    """What a reconcile asks for next: nothing, or another pass after `requeue_after` seconds."""
+
+    requeue_after: float | None = None
+
+
+DONE = Result()
+
+
+class TerminalError(Exception):
+    """The object's spec is invalid: retrying cannot help until the user changes it."""
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, key: ObjectKey) -> Result: ...
+
+
+KeyMapper = Callable[[Obj], Iterable[ObjectKey]]
+
+
+def owner_mapper(owner: Resource) -> KeyMapper:
+    """Map an owned object to its controller owner's key, when the owner is of kind `owner`."""
+
+    def mapper(obj: Obj) -> Iterable[ObjectKey]:
+        ref = controller_owner(obj)
+        if ref and ref.get("kind") == owner.kind and ref.get("apiVersion") == owner.api_version:
+            return (ObjectKey(obj["metadata"].get("namespace") or "", ref["name"]),)
+        return ()
+
+    return mapper
+
+
+def _self_key(obj: Obj) -> Iterable[ObjectKey]:
+    return (ObjectKey.of(obj),)
+
+
+class Controller:
+    def __init__(
+        self,
+        name: str,
+        reconciler: Reconciler,
+        *,
+        workers: int = 2,
+        reconcile_timeout: float = 60.0,
+        queue: WorkQueue[ObjectKey] | None = None,
+    ) -> None:
+        self.name = name
+        self.reconciler = reconciler
+        self.workers = workers
+        self.reconcile_timeout = reconcile_timeout
+        self.queue: WorkQueue[ObjectKey] = queue or WorkQueue(name)
+        self._caches: list[ResourceCache] = []
+        self._log = log.bind(controller=name)
+
+    def watch(self, cache: ResourceCache, mapper: KeyMapper = _self_key) -> Controller:
+        """Enqueue the keys `mapper` derives from every change `cache` sees."""
+
+        def handler(_: EventType, obj: Obj) -> None:
+            for key in mapper(obj):
+                self.queue.add(key)
+
+        cache.add_handler(handler)
+        self._caches.append(cache)
+        return self
+
+    def owns(self, cache: ResourceCache, owner: Resource) -> Controller:
+        """Enqueue the owner of every changed child, so edited or deleted children are restored."""
+        return self.watch(cache, owner_mapper(owner))
+
+    async def run(self) -> None:
+        """Wait for the caches, then reconcile until cancelled or the queue shuts down."""
+        for cache in self._caches:
+            await cache.wait_synced()
+        metrics.init_controller_metrics(self.name, self.workers)
+        self._log.info("starting workers", workers=self.workers)
+        async with asyncio.TaskGroup() as group:
+            for index in range(self.workers):
+                group.create_task(self._worker(), name=f"{self.name}-worker-{index}")
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self._process(key)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: ObjectKey) -> None:
+        reconcile_id = uuid.uuid4().hex[:12]
+        started = time.monotonic()
+        active = metrics.ACTIVE_WORKERS.labels(self.name)
+        active.inc()
+        with (
+            structlog.contextvars.bound_contextvars(
+                controller=self.name, key=str(key), reconcile_id=reconcile_id
+            ),
+            tracer.start_as_current_span(
+                f"reconcile {self.name}",
+                attributes={"controller": self.name, "key": str(key), "reconcile_id": reconcile_id},
+            ) as span,
+        ):
+            try:
+                async with asyncio.timeout(self.reconcile_timeout):
+                    result = await self.reconciler.reconcile(key)
+            except TerminalError as error:
+                self.queue.forget(key)
+                metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+                metrics.TERMINAL_RECONCILE_ERRORS.labels(self.name).inc()
+                span.record_exception(error)
+                self._log.warning("reconcile failed permanently", error=str(error))
+            except Exception as error:
+                self.queue.add_rate_limited(key)
+                metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+                metrics.RECONCILE_ERRORS.labels(self.name).inc()
+                span.record_exception(error)
+                span.set_status(trace.StatusCode.ERROR, str(error))
+                self._log.warning(
+                    "reconcile failed; will retry",
+                    error=str(error) or type(error).__name__,
+                    retries=self.queue.num_requeues(key),
+                    exc_info=not isinstance(error, TimeoutError),
+                )
+            else:
+                self.queue.forget(key)
+                if result.requeue_after is not None:
+                    self.queue.add_after(key, result.requeue_after)
+                    metrics.RECONCILE_TOTAL.labels(self.name, "requeue_after").inc()
+                else:
+                    metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
+            finally:
+                active.dec()
+                metrics.RECONCILE_TIME.labels(self.name).observe(time.monotonic() - started)
+
+    async def shut_down(self, timeout: float) -> bool:
+        """Stop taking keys and let in-flight reconciles finish; True when they all did."""
+        return await self.queue.shut_down_with_drain(timeout)

@@ -1,0 +1,152 @@
+"""The runtime as real processes: leader election, takeover and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import CONFIGMAPS, LEASES
+from tests.support.echo_operator import SOURCE_LABEL, WRITER_ANNOTATION
+from tests.support.process import OperatorProcess, eventually
+
+LEASE_DURATION = 4.0
+ELECTION_FLAGS = [
+    f"--leader-elect-lease-duration={LEASE_DURATION}",
+    "--leader-elect-renew-deadline=3",
+    "--leader-elect-retry-period=0.5",
+]
+
+
+StartEcho = Callable[..., OperatorProcess]
+
+
+@pytest.fixture
+def start_echo(control_plane: object, namespace: str, tmp_path: Path) -> Iterator[StartEcho]:
+    """Start echo operators watching the test namespace; all are killed after the test."""
+    started: list[OperatorProcess] = []
+
+    def start(identity: str, *extra: str) -> OperatorProcess:
+        process = OperatorProcess(
+            "tests.support.echo_operator",
+            [
+                f"--kubeconfig={control_plane.kubeconfig_path}",  # type: ignore[attr-defined]
+                f"--namespaces={namespace}",
+                f"--leader-elect-namespace={namespace}",
+                f"--leader-elect-identity={identity}",
+                *ELECTION_FLAGS,
+                *extra,
+            ],
+            tmp_path / f"{identity}.log",
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+async def create_source(kube: KubeClient, namespace: str, name: str, **data: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {SOURCE_LABEL: "true"}},
+        "data": data,
+    }
+    await kube.create(CONFIGMAPS, body, namespace)
+
+
+async def echo_writer(kube: KubeClient, namespace: str, name: str) -> str | None:
+    echo = await kube.get_or_none(CONFIGMAPS, f"{name}-echo", namespace)
+    return None if echo is None else echo["metadata"]["annotations"][WRITER_ANNOTATION]
+
+
+async def test_only_the_leader_reconciles(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    first = start_echo("first")
+    await first.wait_for_log("became leader")
+    second = start_echo("second")
+    await second.wait_for_log("waiting for leadership")
+    for index in range(5):
+        await create_source(kube, namespace, f"src-{index}", index=str(index))
+    for index in range(5):
+        await eventually(
+            lambda i=index: echo_writer(kube, namespace, f"src-{i}"), 30, f"echo {index}", first
+        )
+        assert await echo_writer(kube, namespace, f"src-{index}") == "first"
+    lease = await kube.get(LEASES, "dittofs-controller", namespace)
+    assert lease["spec"]["holderIdentity"] == "first"
+    assert not second.logged("became leader")
+    assert not second.logged("starting workers")
+    assert second.metric(
+        "controller_runtime_reconcile_total", controller="echo", result="success"
+    ) in (
+        None,
+        0.0,
+    )
+    assert first.metric("leader_election_master_status", name="dittofs-controller") == 1.0
+
+
+@pytest.mark.parametrize("how", ["killed", "terminated"])
+async def test_standby_takes_over_within_the_lease_duration(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    how: str,
+) -> None:
+    first = start_echo("first")
+    await first.wait_for_log("became leader")
+    second = start_echo("second")
+    await second.wait_for_log("waiting for leadership")
+    first.signal(signal.SIGKILL if how == "killed" else signal.SIGTERM)
+    takeover = await second.wait_for_log("became leader", timeout=LEASE_DURATION + 10)
+    # Killed: the standby waits out the lease (plus one retry period); terminated: the leader
+    # released the lease, so the standby takes over on its next retry.
+    bound = LEASE_DURATION + 2 if how == "killed" else LEASE_DURATION
+    assert takeover <= bound, f"takeover took {takeover:.1f} s"
+    await create_source(kube, namespace, "after-takeover")
+    await eventually(lambda: echo_writer(kube, namespace, "after-takeover"), 30, "echo", second)
+    assert await echo_writer(kube, namespace, "after-takeover") == "second"
+    if how == "terminated":
+        assert first.wait(10) == 0
+
+
+async def test_sigterm_lets_in_flight_reconciles_finish_then_exits_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    operator = start_echo("only", "--shutdown-grace=20")
+    await operator.wait_for_log("starting workers")
+    await create_source(kube, namespace, "slow", delay="3")
+    await eventually(
+        lambda: operator.metric("controller_runtime_active_workers", controller="echo") == 1.0,
+        20,
+        "a reconcile in flight",
+        operator,
+    )
+    operator.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(operator.wait, 20)
+    assert code == 0, operator.tail()
+    assert await echo_writer(kube, namespace, "slow") == "only"
+
+
+async def test_sigterm_while_waiting_for_leadership_exits_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    leader = start_echo("leader")
+    await leader.wait_for_log("became leader")
+    standby = start_echo("standby")
+    await standby.wait_for_log("waiting for leadership")
+    standby.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(standby.wait, 10) == 0
