@@ -1,0 +1,34 @@
+"""The DittoServer operator: one sub-reconciler per concern, wired onto the runtime.
+
+DittoServer ─┬─ config   -> ConfigMap, generated Secrets         -> ConfigReady
+             ├─ storage  -> PersistentVolumeClaims                -> StorageReady
+             ├─ database -> PerconaPGCluster / external Secret   -> DatabaseReady
+             ├─ network  -> Services, Ingress, NetworkPolicies    -> NetworkReady
+             ├─ server   -> StatefulSet (once the above are True) -> Available, Progressing
+             └─ summary  -> Ready, phase, observedGeneration
+"""
+
+from __future__ import annotations
+
+from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
+from dittofs_controller.manager import Manager
+from dittofs_controller.operator.base import Context, server_controller
+from dittofs_controller.operator.events import EventRecorder
+from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
+from dittofs_controller.operator.summary import SummaryReconciler
+
+
+def setup(manager: Manager) -> None:
+    """Register the DittoServer caches and controllers on `manager`."""
+    servers = manager.cache(DITTOSERVERS)
+    servers.add_index(BY_SECRET, secret_index)
+    secrets = manager.cache(SECRETS, metadata_only=True)
+    ctx = Context(
+        client=manager.client,
+        servers=servers,
+        secrets=secrets,
+        secret_values=SecretReader(manager.client, secrets),
+        events=EventRecorder(manager.client, manager.settings.leader_election.identity),
+        settings=manager.settings,
+    )
+    server_controller(manager, SummaryReconciler(ctx))

@@ -1,0 +1,196 @@
+"""The shape every DittoServer sub-reconciler shares (cert-manager style).
+
+Each sub-reconciler owns one concern (config, storage, database, network, server), its
+children, one status condition and, when its children outlive the DittoServer under the Retain
+policy, one finalizer. They never call each other: they coordinate only through the conditions
+they publish on the DittoServer, which the others read from the shared cache.
+
+A pass goes: read the DittoServer from the cache -> parse its spec -> `sync` (build the desired
+children, apply what differs, judge the result) -> publish the condition (only if it changed)
+and record an Event when the condition's status or reason changes.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+import structlog
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
+from dittofs_controller.operator import conditions
+from dittofs_controller.operator.children import (
+    MANAGED_SELECTOR,
+    Obj,
+    field_manager,
+    needs_apply,
+)
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.events import EventRecorder
+from dittofs_controller.operator.problems import Problem
+from dittofs_controller.operator.references import SecretReader
+from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.settings import Settings
+
+if TYPE_CHECKING:
+    from dittofs_controller.manager import Manager
+
+log = structlog.get_logger("dittofs_controller.operator")
+
+Spec = v1alpha1.DittoServerSpec
+
+
+@attrs.frozen
+class Synced:
+    """What `sync` concluded: the condition to show, and when to look again (if ever)."""
+
+    outcome: Outcome
+    requeue_after: float | None = None
+
+
+@attrs.define
+class Context:
+    """What every sub-reconciler gets: the client, shared caches, events, Secret values."""
+
+    client: KubeClient
+    servers: ResourceCache
+    secrets: ResourceCache  # metadata only
+    secret_values: SecretReader
+    events: EventRecorder
+    settings: Settings
+
+
+class ServerReconciler(abc.ABC):
+    name: ClassVar[str]
+    condition: ClassVar[str]
+    finalizer: ClassVar[str | None] = None
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.manager = field_manager(self.name)
+
+    @abc.abstractmethod
+    async def sync(self, server: Obj, spec: Spec) -> Synced:
+        """Converge this concern's children; return the verdict or raise Problem."""
+
+    async def release(self, server: Obj, spec: Spec | None) -> None:
+        """Run while the DittoServer is being deleted, before this reconciler's finalizer goes.
+
+        `spec` is None if it cannot be parsed: release must then keep (Retain) everything.
+        Only reconcilers that declare a `finalizer` are called; the default keeps everything.
+        """
+        return None
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        server = self.ctx.servers.get(key)
+        if server is None:
+            return DONE  # deleted: garbage collection takes the owned children
+        try:
+            spec: Spec | None = parse(Spec, server.get("spec") or {})
+        except ParseError as error:
+            spec, invalid = None, error
+        finalizers = server["metadata"].get("finalizers") or ()
+        if server["metadata"].get("deletionTimestamp"):
+            if self.finalizer in finalizers:
+                await self.release(server, spec)
+                await self._set_finalizer(server, present=False)
+            return DONE
+        if spec is None:
+            await self.publish(server, Outcome.false("InvalidSpec", str(invalid)))
+            raise TerminalError(str(invalid))
+        if self.finalizer and self.finalizer not in finalizers:
+            await self._set_finalizer(server, present=True)
+        try:
+            synced = await self.sync(server, spec)
+        except Problem as problem:
+            await self.publish(server, Outcome.false(problem.reason, problem.message))
+            if problem.retry:
+                raise
+            return Result(problem.requeue_after)
+        await self.publish(server, synced.outcome)
+        return Result(synced.requeue_after)
+
+    async def publish(self, server: Obj, outcome: Outcome) -> None:
+        """Apply this reconciler's condition if it changed; record an Event on a transition."""
+        entry = conditions.desired_condition(server, self.condition, outcome)
+        if not conditions.differs(server, entry):
+            return
+        previous = conditions.find(server, self.condition)
+        await self.client.apply(
+            DITTOSERVERS,
+            status_patch(server, {"conditions": [entry]}),
+            field_manager=self.manager,
+            subresource="status",
+        )
+        if previous is None or (previous.get("status"), previous.get("reason")) != (
+            entry["status"],
+            entry["reason"],
+        ):
+            await self.ctx.events.record(
+                server,
+                "Normal" if entry["status"] == "True" else "Warning",
+                entry["reason"],
+                f"{self.condition}={entry['status']}: {entry['message']}",
+                action=self.name.capitalize(),
+            )
+
+    async def apply_child(self, resource: Resource, desired: Obj, live: Obj | None) -> bool:
+        """Server-side apply `desired` unless `live` already matches it; True when written."""
+        if not needs_apply(desired, live):
+            return False
+        await self.client.apply(resource, desired, field_manager=self.manager)
+        log.info(
+            "applied child",
+            controller=self.name,
+            kind=desired["kind"],
+            name=desired["metadata"]["name"],
+            created=live is None,
+        )
+        return True
+
+    async def _set_finalizer(self, server: Obj, *, present: bool) -> None:
+        meta = server["metadata"]
+        body = {
+            "apiVersion": v1alpha1.API_VERSION,
+            "kind": v1alpha1.KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "finalizers": [self.finalizer] if present else [],
+            },
+        }
+        await self.client.apply(DITTOSERVERS, body, field_manager=f"{self.manager}-finalizer")
+
+
+def status_patch(server: Obj, status: dict[str, Any]) -> Obj:
+    meta = server["metadata"]
+    return {
+        "apiVersion": v1alpha1.API_VERSION,
+        "kind": v1alpha1.KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "status": status,
+    }
+
+
+def server_controller(manager: Manager, reconciler: ServerReconciler | Any) -> Controller:
+    """A controller for one sub-reconciler, fed by every DittoServer change."""
+    settings = manager.settings
+    controller = Controller(
+        reconciler.name,
+        reconciler,
+        workers=settings.workers,
+        reconcile_timeout=settings.reconcile_timeout,
+    )
+    controller.watch(reconciler.ctx.servers)
+    return manager.add(controller)
+
+
+def owned_children(manager: Manager, resource: Resource) -> ResourceCache:
+    """The shared cache of the operator's children of one kind (selected by the managed label)."""
+    return manager.cache(resource, MANAGED_SELECTOR)

@@ -1,0 +1,114 @@
+"""The readiness summariser: Ready, the phase and status.observedGeneration, from the others'
+conditions. It owns no child and judges nothing itself, so every verdict has one author."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
+from dittofs_controller.operator import conditions as c
+from dittofs_controller.operator.base import Context, status_patch
+from dittofs_controller.operator.children import Obj, field_manager
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.runtime.controller import DONE, Result
+
+NAME = "summary"
+REQUIRED = (c.CONFIG_READY, c.STORAGE_READY, c.DATABASE_READY, c.NETWORK_READY, c.AVAILABLE)
+
+
+@attrs.frozen
+class Summary:
+    outcome: Outcome
+    phase: str
+    caught_up: bool
+
+
+def summarise(server: Obj) -> Summary:
+    """Pure: the Ready verdict and phase for a DittoServer as it stands in the cache."""
+    generation = server["metadata"].get("generation", 0)
+    found = {kind: c.find(server, kind) for kind in REQUIRED}
+    current = {
+        kind: cond
+        for kind, cond in found.items()
+        if cond is not None and cond.get("observedGeneration") == generation
+    }
+    caught_up = len(current) == len(REQUIRED)
+    invalid = [cond for cond in current.values() if cond.get("reason") == "InvalidSpec"]
+    if invalid:
+        return Summary(Outcome.false("InvalidSpec", invalid[0]["message"]), "Failed", caught_up)
+    try:
+        replicas = parse(v1alpha1.DittoServerSpec, server.get("spec") or {}).replicas
+    except ParseError as error:
+        return Summary(Outcome.false("InvalidSpec", str(error)), "Failed", caught_up)
+    failing = [cond for cond in current.values() if cond.get("status") != "True"]
+    if replicas == 0 and all(kind == c.AVAILABLE for kind in (f["type"] for f in failing)):
+        return Summary(
+            Outcome.false("Stopped", "spec.replicas is 0: the server is stopped, its data kept"),
+            "Stopped",
+            caught_up,
+        )
+    if failing:
+        message = "; ".join(f"{f['type']}: {f['message']}" for f in failing)
+        available = current.get(c.AVAILABLE, {}).get("status") == "True"
+        return Summary(
+            Outcome.false(failing[0]["reason"], message),
+            "Degraded" if available else "Pending",
+            caught_up,
+        )
+    if not caught_up:
+        waiting = ", ".join(kind for kind in REQUIRED if kind not in current)
+        return Summary(
+            Outcome.unknown("Reconciling", f"waiting for {waiting} to be reconciled"),
+            "Progressing",
+            caught_up,
+        )
+    return Summary(Outcome.true("Ready", "the server is running and reachable"), "Running", True)
+
+
+class SummaryReconciler:
+    name = NAME
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.client: KubeClient = ctx.client
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        server = self.ctx.servers.get(key)
+        if server is None or server["metadata"].get("deletionTimestamp"):
+            return DONE
+        summary = summarise(server)
+        entry = c.desired_condition(server, c.READY, summary.outcome)
+        status = server.get("status") or {}
+        generation = server["metadata"].get("generation", 0)
+        observed = generation if summary.caught_up else status.get("observedGeneration")
+        desired: dict[str, Any] = {"conditions": [entry], "phase": summary.phase}
+        if observed is not None:
+            desired["observedGeneration"] = observed
+        unchanged = (
+            not c.differs(server, entry)
+            and status.get("phase") == summary.phase
+            and status.get("observedGeneration") == observed
+        )
+        if unchanged:
+            return DONE
+        previous = c.find(server, c.READY)
+        await self.client.apply(
+            DITTOSERVERS,
+            status_patch(server, desired),
+            field_manager=field_manager(NAME),
+            subresource="status",
+        )
+        if previous is None or previous.get("status") != entry["status"]:
+            await self.ctx.events.record(
+                server,
+                "Normal" if entry["status"] == "True" else "Warning",
+                entry["reason"],
+                f"Ready={entry['status']}: {entry['message']}",
+                action="Summarise",
+            )
+        return DONE

@@ -1,0 +1,133 @@
+"""Fixtures for testing the DittoServer operator against the real control plane.
+
+`operator` runs the real Manager with the real `setup` in-process, scoped to the test's
+namespace, with leader election off; `dittoservers` makes sure the current CRD is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dittofs_controller.api import crd
+from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
+from dittofs_controller.kube.resources import CRDS, DITTOSERVERS, ObjectKey
+from dittofs_controller.manager import Manager
+from dittofs_controller.operator import setup
+from dittofs_controller.settings import LeaderElectionSettings, Settings
+
+SAMPLES = Path(__file__).resolve().parents[3] / "samples"
+
+
+async def install_crd(kube: KubeClient) -> None:
+    """Server-side apply the generated CRD and wait until it is served."""
+    await kube.request(
+        "PATCH",
+        CRDS.path(name=crd.NAME),
+        query={"fieldManager": "dittofs-tests", "force": "true"},
+        body=crd.crd(),
+        content_type=APPLY_PATCH,
+    )
+    async with asyncio.timeout(30):
+        while True:
+            status = (await kube.get(CRDS, crd.NAME)).get("status") or {}
+            conditions = status.get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                break
+            await asyncio.sleep(0.1)
+        while True:  # Established can precede the handler serving the resource by a moment
+            try:
+                await kube.request("GET", DITTOSERVERS.path("default"), query={"limit": 1})
+                return
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def dittoservers(kube: KubeClient) -> KubeClient:
+    await install_crd(kube)
+    return kube
+
+
+class RunningOperator:
+    def __init__(self, manager: Manager, task: asyncio.Task[int], stop: asyncio.Event) -> None:
+        self.manager = manager
+        self.task = task
+        self.stop = stop
+
+    async def shutdown(self) -> int:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 30)
+
+
+StartOperator = Callable[..., Awaitable[RunningOperator]]
+
+
+@pytest.fixture
+async def start_operator(dittoservers: KubeClient, namespace: str) -> AsyncIterator[StartOperator]:
+    """Start the real operator in-process for the test namespace; stopped after the test."""
+    running: list[RunningOperator] = []
+
+    async def start(**overrides: Any) -> RunningOperator:
+        settings = Settings(
+            kubeconfig=None,
+            namespaces=(namespace,),
+            reconcile_timeout=30.0,
+            shutdown_grace=5.0,
+            leader_election=LeaderElectionSettings(enabled=False),
+            **overrides,
+        )
+        manager = Manager(dittoservers, settings)
+        setup(manager)
+        stop = asyncio.Event()
+        task = asyncio.create_task(manager.run(stop))
+        operator = RunningOperator(manager, task, stop)
+        running.append(operator)
+        return operator
+
+    yield start
+    for operator in running:
+        if not operator.task.done():
+            with contextlib.suppress(TimeoutError):
+                await operator.shutdown()
+
+
+@pytest.fixture
+async def operator(start_operator: StartOperator) -> RunningOperator:
+    return await start_operator()
+
+
+def load_manifest(path: Path, namespace: str) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
+    assert isinstance(document, dict)
+    document["metadata"]["namespace"] = namespace
+    return document
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy, and return that."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await check()
+                if result:
+                    return result
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+async def condition(kube: KubeClient, key: ObjectKey, condition_type: str) -> dict[str, Any] | None:
+    server = await kube.get(DITTOSERVERS, key.name, key.namespace)
+    for cond in (server.get("status") or {}).get("conditions") or ():
+        if cond["type"] == condition_type:
+            return dict(cond)
+    return None
