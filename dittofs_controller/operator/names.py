@@ -1,0 +1,106 @@
+"""Names and in-pod paths of everything the operator creates for a DittoServer.
+
+The one contract between the sub-reconcilers: the config reconciler renders paths the server
+reconciler mounts, the storage reconciler creates claims the server reconciler mounts, and so on.
+Pure functions of the DittoServer's name and spec.
+"""
+
+from __future__ import annotations
+
+from dittofs_controller.api import v1alpha1
+
+
+# Object names
+def config_map(server: str) -> str:
+    return f"{server}-config"
+
+
+def jwt_secret(server: str) -> str:
+    """Generated when spec.controlPlane.jwtSecretRef is not set."""
+    return f"{server}-jwt"
+
+
+def admin_secret(server: str) -> str:
+    """Generated when spec.controlPlane.adminPasswordSecretRef is not set."""
+    return f"{server}-admin"
+
+
+GENERATED_JWT_KEY = "secret"
+GENERATED_ADMIN_KEY = "password"
+
+
+def controlplane_claim(server: str) -> str:
+    return f"{server}-controlplane"
+
+
+def metadata_claim(server: str, store: str) -> str:
+    return f"{server}-meta-{store}"
+
+
+def blocks_claim(server: str, store: str) -> str:
+    return f"{server}-blocks-{store}"
+
+
+def statefulset(server: str) -> str:
+    return server
+
+
+def service(server: str, purpose: str) -> str:
+    """purpose: nfs, smb or api."""
+    return f"{server}-{purpose}"
+
+
+def ingress(server: str) -> str:
+    return f"{server}-api"
+
+
+def network_policy(server: str, purpose: str) -> str:
+    """purpose: api or files."""
+    return f"{server}-{purpose}"
+
+
+def percona_cluster(server: str, spec: v1alpha1.DittoServerSpec) -> str:
+    """The PerconaPGCluster's name: the spec's override, else `<server>-pg` cut to 22 chars."""
+    percona = spec.postgres.percona if spec.postgres else None
+    if percona and percona.cluster_name:
+        return percona.cluster_name
+    return f"{server[: v1alpha1.PERCONA_CLUSTER_NAME_MAX - 3].rstrip('-')}-pg"
+
+
+PERCONA_USER = "dittofs"
+PERCONA_CONTROLPLANE_DATABASE = "dittofs"
+
+
+def percona_user_secret(cluster: str) -> str:
+    """The Secret the Percona operator writes for PERCONA_USER (keys host, port, user, ...)."""
+    return f"{cluster}-pguser-{PERCONA_USER}"
+
+
+def metadata_database(store: v1alpha1.MetadataStore) -> str:
+    """The PostgreSQL database of a postgres metadata store: its override or `dittofs_<name>`."""
+    if store.postgres and store.postgres.database:
+        return store.postgres.database
+    return f"dittofs_{store.name.replace('-', '_')}"
+
+
+# Paths inside the DittoFS container
+CONFIG_DIR = "/config"
+CONFIG_KEY = "config.yaml"
+CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
+CONTROLPLANE_DIR = "/data/controlplane"
+SQLITE_PATH = f"{CONTROLPLANE_DIR}/controlplane.db"
+TLS_DIR = "/tls"
+POSTGRES_CA_DIR = "/postgres-ca"
+
+
+def metadata_dir(store: str) -> str:
+    return f"/data/metadata/{store}"
+
+
+def blocks_dir(store: str) -> str:
+    return f"/data/blocks/{store}"
+
+
+# Annotation on the ConfigMap (written by config) copied onto the pod template (by server): it
+# changes only when something the server reads at start changed, so only that restarts the pod.
+RESTART_HASH_ANNOTATION = "dittofs.io/restart-hash"
