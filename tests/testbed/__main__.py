@@ -1,16 +1,22 @@
-"""`python -m tests.testbed up [--kubeconfig PATH]`: run the local control plane until stopped.
+"""Run the local control plane, alone or with the operator on top.
 
-Used by `nox -s dev`: the kubeconfig file appears (atomically) only once the control plane is
-ready, so a script can wait for it; it is removed again at teardown because it would point at a
-dead server.
+`python -m tests.testbed up [--kubeconfig PATH]`: the control plane until stopped. The kubeconfig
+file appears (atomically) only once it is ready, so a script can wait for it; it is removed again
+at teardown because it would point at a dead server.
+
+`python -m tests.testbed dev [OPERATOR FLAGS...]` (what `nox -s dev` runs): the operator in the
+foreground against $KUBECONFIG (or ~/.kube/config) when that cluster answers, else against a
+local control plane started for the purpose; the CRD is installed first either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -33,8 +39,99 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to write the admin kubeconfig (default: {DEFAULT_KUBECONFIG})",
     )
     up.add_argument("--keep-work-dir", action="store_true", help="keep logs and PKI after teardown")
-    args = parser.parse_args(argv)
+    dev = sub.add_parser(
+        "dev",
+        help="run the operator against the current cluster, or a local control plane",
+        description="Extra arguments are passed to `python -m dittofs_controller run`.",
+    )
+    args, operator_args = parser.parse_known_args(argv)
+    if args.command == "dev":
+        return _dev(operator_args)
+    if operator_args:
+        parser.error(f"unrecognized arguments: {' '.join(operator_args)}")
     return _up(args.kubeconfig.absolute(), keep_work_dir=args.keep_work_dir)
+
+
+def _current_kubeconfig() -> Path | None:
+    """The kubeconfig a developer has configured, when its cluster answers."""
+    candidates = [*os.environ.get("KUBECONFIG", "").split(os.pathsep), "~/.kube/config"]
+    for candidate in candidates:
+        path = Path(candidate).expanduser() if candidate else None
+        if path and path.is_file():
+            return path if asyncio.run(_reachable(path)) else None
+    return None
+
+
+async def _reachable(kubeconfig: Path) -> bool:
+    from dittofs_controller.kube.client import connect
+
+    try:
+        client = await connect(str(kubeconfig), None)
+    except Exception as error:  # any unusable kubeconfig means: use a local control plane
+        print(f"[dev] {kubeconfig} is not usable ({error})", file=sys.stderr)
+        return False
+    try:
+        async with asyncio.timeout(5):
+            await client.request("GET", "/version")
+        return True
+    except Exception as error:
+        print(f"[dev] the cluster of {kubeconfig} does not answer ({error})", file=sys.stderr)
+        return False
+    finally:
+        await client.close()
+
+
+def _dev(operator_args: list[str]) -> int:
+    kubeconfig = _current_kubeconfig()
+    if kubeconfig is not None:
+        print(f"[dev] using the cluster of {kubeconfig}", file=sys.stderr)
+        return _run_operator(kubeconfig, operator_args)
+    print("[dev] no reachable cluster configured: starting a local control plane", file=sys.stderr)
+    cp = ControlPlane()
+    try:
+        cp.start()
+    except (ControlPlaneError, BinaryBuildError) as e:
+        print(f"[dev] failed to start the control plane: {e}", file=sys.stderr)
+        return 1
+    try:
+        _print_usage(
+            cp, cp.kubeconfig_path, stop_hint="Stop the operator (Ctrl-C) to tear it down."
+        )
+        return _run_operator(cp.kubeconfig_path, operator_args)
+    finally:
+        cp.stop()
+
+
+def _run_operator(kubeconfig: Path, operator_args: list[str]) -> int:
+    """Install the CRD, then run the operator in the foreground until it exits or is stopped."""
+    from dittofs_controller.kube.client import connect
+    from tests.support.crds import install_crd
+
+    async def install() -> None:
+        client = await connect(str(kubeconfig), None)
+        try:
+            await install_crd(client)
+        finally:
+            await client.close()
+
+    asyncio.run(install())
+    print("[dev] CRD installed; starting the operator (Ctrl-C stops it)", file=sys.stderr)
+    command = [
+        sys.executable,
+        "-m",
+        "dittofs_controller",
+        "run",
+        f"--kubeconfig={kubeconfig}",
+        "--log-format=console",
+        *operator_args,
+    ]
+    operator = subprocess.Popen(command)
+    # SIGTERM to us means: stop the operator cleanly (it drains), then we tear down.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: operator.send_signal(signal.SIGTERM))
+    try:
+        return operator.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the operator too; let it drain and exit
+        return operator.wait()
 
 
 def _up(kubeconfig: Path, *, keep_work_dir: bool) -> int:
@@ -81,7 +178,11 @@ def _up(kubeconfig: Path, *, keep_work_dir: bool) -> int:
         print(f"[testbed] stopped{where}", file=sys.stderr)
 
 
-def _print_usage(cp: ControlPlane, kubeconfig: Path) -> None:
+def _print_usage(
+    cp: ControlPlane,
+    kubeconfig: Path,
+    stop_hint: str = "Press Ctrl-C (or send SIGTERM) to stop and remove everything.",
+) -> None:
     print(
         f"""
 Local control plane is ready (etcd, kube-apiserver, kube-controller-manager; no scheduler,
@@ -97,7 +198,7 @@ Use it:
   kubectl get namespaces
   DITTOFS_TEST_KUBECONFIG={kubeconfig} .venv/bin/pytest tests/integration   # reuse it
 
-Press Ctrl-C (or send SIGTERM) to stop and remove everything.
+{stop_hint}
 """,
         flush=True,
     )

@@ -15,40 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from dittofs_controller.api import crd
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
-from dittofs_controller.kube.resources import CRDS, DITTOSERVERS, ObjectKey
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
 from dittofs_controller.manager import Manager
 from dittofs_controller.operator import setup
 from dittofs_controller.settings import LeaderElectionSettings, Settings
+from tests.support.crds import install_crd
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
-
-
-async def install_crd(kube: KubeClient) -> None:
-    """Server-side apply the generated CRD and wait until it is served."""
-    await kube.request(
-        "PATCH",
-        CRDS.path(name=crd.NAME),
-        query={"fieldManager": "dittofs-tests", "force": "true"},
-        body=crd.crd(),
-        content_type=APPLY_PATCH,
-    )
-    async with asyncio.timeout(30):
-        while True:
-            status = (await kube.get(CRDS, crd.NAME)).get("status") or {}
-            conditions = status.get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                break
-            await asyncio.sleep(0.1)
-        while True:  # Established can precede the handler serving the resource by a moment
-            try:
-                await kube.request("GET", DITTOSERVERS.path("default"), query={"limit": 1})
-                return
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
