@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to write the admin kubeconfig (default: {DEFAULT_KUBECONFIG})",
     )
     up.add_argument("--keep-work-dir", action="store_true", help="keep logs and PKI after teardown")
-    dev = sub.add_parser(
+    sub.add_parser(
         "dev",
         help="run the operator against the current cluster, or a local control plane",
         description="Extra arguments are passed to `python -m dittofs_controller run`.",
