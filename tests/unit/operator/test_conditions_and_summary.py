@@ -1,0 +1,93 @@
+"""Condition bookkeeping and the Ready summary, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dittofs_controller.operator import conditions as c
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.summary import REQUIRED, summarise
+
+SPEC: dict[str, Any] = {
+    "metadataStores": [{"name": "meta", "type": "memory"}],
+    "localBlockStores": [{"name": "blocks", "type": "memory"}],
+}
+
+
+def server(generation: int = 2, replicas: int = 1, **conds: tuple[str, str, int]) -> dict:
+    return {
+        "metadata": {"name": "s", "namespace": "n", "generation": generation},
+        "spec": {**SPEC, "replicas": replicas},
+        "status": {
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": status,
+                    "reason": reason,
+                    "message": f"{kind} says",
+                    "observedGeneration": gen,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+                for kind, (status, reason, gen) in conds.items()
+            ]
+        },
+    }
+
+
+def all_true(generation: int = 2) -> dict[str, tuple[str, str, int]]:
+    return {kind: ("True", "Fine", generation) for kind in REQUIRED}
+
+
+def test_transition_time_is_kept_while_the_status_stays() -> None:
+    obj = server(ConfigReady=("True", "Rendered", 2))
+    same = c.desired_condition(obj, "ConfigReady", Outcome.true("Rendered", "ConfigReady says"))
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert not c.differs(obj, same)
+    flipped = c.desired_condition(obj, "ConfigReady", Outcome.false("SecretNotFound", "x"))
+    assert flipped["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+    assert c.differs(obj, flipped)
+
+
+def test_a_new_message_alone_is_a_change_but_keeps_the_transition_time() -> None:
+    obj = server(ConfigReady=("True", "Rendered", 2))
+    entry = c.desired_condition(obj, "ConfigReady", Outcome.true("Rendered", "other words"))
+    assert c.differs(obj, entry)
+    assert entry["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_ready_when_every_concern_is_true_for_this_generation() -> None:
+    summary = summarise(server(**all_true()))
+    assert (summary.outcome.status, summary.phase, summary.caught_up) == ("True", "Running", True)
+
+
+def test_stale_conditions_mean_reconciling() -> None:
+    conds = all_true()
+    conds["NetworkReady"] = ("True", "Exposed", 1)
+    summary = summarise(server(**conds))
+    assert summary.outcome.status == "Unknown"
+    assert "NetworkReady" in summary.outcome.message
+    assert summary.phase == "Progressing" and not summary.caught_up
+
+
+def test_a_false_concern_gives_its_reason_and_message() -> None:
+    conds = all_true()
+    conds["ConfigReady"] = ("False", "SecretNotFound", 2)
+    summary = summarise(server(**conds))
+    assert summary.outcome.status == "False"
+    assert summary.outcome.reason == "SecretNotFound"
+    assert "ConfigReady: ConfigReady says" in summary.outcome.message
+    assert summary.phase == "Degraded"  # Available is still True
+
+
+def test_invalid_spec_is_failed() -> None:
+    conds = all_true()
+    conds["StorageReady"] = ("False", "InvalidSpec", 2)
+    summary = summarise(server(**conds))
+    assert (summary.outcome.reason, summary.phase) == ("InvalidSpec", "Failed")
+
+
+def test_zero_replicas_is_stopped() -> None:
+    conds = all_true()
+    conds["Available"] = ("False", "Stopped", 2)
+    summary = summarise(server(replicas=0, **conds))
+    assert (summary.outcome.reason, summary.phase) == ("Stopped", "Stopped")

@@ -1,0 +1,171 @@
+"""The controller's result handling, timeouts and metrics, with an in-memory reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from dittofs_controller.kube.resources import ObjectKey
+from dittofs_controller.runtime import metrics
+from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from dittofs_controller.runtime.workqueue import WorkQueue
+
+KEY = ObjectKey("ns", "server")
+
+
+class Scripted:
+    """A reconciler whose behaviour per call is given by a list of callables."""
+
+    def __init__(self, *steps: Callable[[], Awaitable[Result]]) -> None:
+        self.steps = list(steps)
+        self.calls = 0
+        self.called = asyncio.Event()
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        step = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        self.called.set()
+        return await step()
+
+
+async def done() -> Result:
+    return DONE
+
+
+async def fail() -> Result:
+    raise RuntimeError("boom")
+
+
+async def terminal() -> Result:
+    raise TerminalError("invalid spec")
+
+
+async def hang() -> Result:
+    await asyncio.sleep(3600)
+    return DONE
+
+
+def requeue_after(delay: float) -> Callable[[], Awaitable[Result]]:
+    async def step() -> Result:
+        return Result(requeue_after=delay)
+
+    return step
+
+
+@contextlib.asynccontextmanager
+async def running(controller: Controller) -> AsyncIterator[None]:
+    task = asyncio.create_task(controller.run())
+    try:
+        yield
+    finally:
+        await controller.shut_down(1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def make(name: str, reconciler: Scripted, timeout: float = 5.0) -> Controller:
+    queue: WorkQueue[ObjectKey] = WorkQueue(
+        name, ItemExponentialFailureRateLimiter(base=0.01, max_delay=0.05)
+    )
+    return Controller(name, reconciler, workers=2, reconcile_timeout=timeout, queue=queue)
+
+
+async def wait_calls(reconciler: Scripted, count: int) -> None:
+    async with asyncio.timeout(5):
+        while reconciler.calls < count:
+            reconciler.called.clear()
+            await reconciler.called.wait()
+
+
+def sample(name: str, controller: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, {"controller": controller, **labels})
+    return value or 0.0
+
+
+async def test_errors_are_retried_with_backoff_until_success() -> None:
+    reconciler = Scripted(fail, fail, done)
+    controller = make("retry", reconciler)
+    async with running(controller):
+        controller.queue.add(KEY)
+        await wait_calls(reconciler, 3)
+        await asyncio.sleep(0.05)
+    assert reconciler.calls == 3
+    assert controller.queue.num_requeues(KEY) == 0  # success forgot the failures
+    assert sample("controller_runtime_reconcile_errors_total", "retry") == 2
+    assert sample("controller_runtime_reconcile_total", "retry", result="success") == 1
+
+
+async def test_terminal_errors_are_not_retried() -> None:
+    reconciler = Scripted(terminal)
+    controller = make("terminal", reconciler)
+    async with running(controller):
+        controller.queue.add(KEY)
+        await wait_calls(reconciler, 1)
+        await asyncio.sleep(0.2)
+    assert reconciler.calls == 1
+    assert sample("controller_runtime_terminal_reconcile_errors_total", "terminal") == 1
+
+
+async def test_requeue_after_runs_the_key_again_later() -> None:
+    reconciler = Scripted(requeue_after(0.05), done)
+    controller = make("requeue", reconciler)
+    async with running(controller):
+        controller.queue.add(KEY)
+        await wait_calls(reconciler, 2)
+    assert sample("controller_runtime_reconcile_total", "requeue", result="requeue_after") == 1
+
+
+async def test_a_reconcile_over_its_timeout_is_cancelled_and_retried() -> None:
+    reconciler = Scripted(hang, done)
+    controller = make("timeout", reconciler, timeout=0.05)
+    async with running(controller):
+        controller.queue.add(KEY)
+        await wait_calls(reconciler, 2)
+    assert sample("controller_runtime_reconcile_errors_total", "timeout") == 1
+
+
+async def test_shutdown_waits_for_the_reconcile_in_flight() -> None:
+    finished = asyncio.Event()
+
+    async def slow() -> Result:
+        await asyncio.sleep(0.1)
+        finished.set()
+        return DONE
+
+    reconciler = Scripted(slow)
+    controller = make("drain", reconciler)
+    task = asyncio.create_task(controller.run())
+    controller.queue.add(KEY)
+    await reconciler.called.wait()
+    assert await controller.shut_down(2) is True
+    assert finished.is_set()
+    await asyncio.wait_for(task, 1)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_one_key_is_never_reconciled_concurrently(workers: int) -> None:
+    active = 0
+    overlap = False
+
+    async def watched() -> Result:
+        nonlocal active, overlap
+        active += 1
+        overlap = overlap or active > 1
+        await asyncio.sleep(0.01)
+        active -= 1
+        return DONE
+
+    reconciler = Scripted(watched)
+    controller = Controller(f"serial-{workers}", reconciler, workers=workers)
+    async with running(controller):
+        for _ in range(20):
+            controller.queue.add(KEY)
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.1)
+    assert reconciler.calls >= 2
+    assert not overlap
