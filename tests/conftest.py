@@ -48,7 +48,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.get_closest_marker("integration") for item in session.items):
         return
     with _capture_disabled(session.config):
-        for component in ("etcd", "kubernetes"):
+        for component in ("etcd", "kubernetes", "helm", "dfs"):
             binaries.ensure(component)
 
 
@@ -135,3 +135,16 @@ async def _wait_for_namespace_defaults(core: client.CoreV1Api, name: str) -> Non
 def _capture_disabled(pytest_config: pytest.Config) -> AbstractContextManager[None]:
     capman = pytest_config.pluginmanager.getplugin("capturemanager")
     return capman.global_and_fixture_disabled() if capman else nullcontext()
+
+
+@pytest.fixture
+async def node(kube: Any, namespace: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """A kubelet + PV provisioner for this test's namespace, running the real dfs.
+
+    Pods of other namespaces stay Pending, so tests that do not ask for a node see none.
+    """
+    from tests.testbed.node import running_node  # lazily, like `kube`
+
+    dfs = binaries.executable("dfs", "dfs")
+    async with running_node(kube, tmp_path / "node", dfs, namespaces=[namespace]) as running:
+        yield running
