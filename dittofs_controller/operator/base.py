@@ -20,7 +20,7 @@ import structlog
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import ParseError, parse
-from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
 from dittofs_controller.operator import conditions
 from dittofs_controller.operator.children import (
@@ -51,6 +51,9 @@ class Synced:
 
     outcome: Outcome
     requeue_after: float | None = None
+    # Values of the reconciler's `status_fields`, published in one apply with the condition;
+    # None keeps what it published before.
+    status: Obj | None = None
 
 
 @attrs.define
@@ -69,6 +72,8 @@ class ServerReconciler(abc.ABC):
     name: ClassVar[str]
     condition: ClassVar[str]
     finalizer: ClassVar[str | None] = None
+    # Top-level status fields besides the condition that this reconciler owns (e.g. endpoints).
+    status_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -113,18 +118,28 @@ class ServerReconciler(abc.ABC):
             if problem.retry:
                 raise
             return Result(problem.requeue_after)
-        await self.publish(server, synced.outcome)
+        await self.publish(server, synced.outcome, synced.status)
         return Result(synced.requeue_after)
 
-    async def publish(self, server: Obj, outcome: Outcome) -> None:
-        """Apply this reconciler's condition if it changed; record an Event on a transition."""
+    async def publish(self, server: Obj, outcome: Outcome, fields: Obj | None = None) -> None:
+        """Apply this reconciler's condition if it changed; record an Event on a transition.
+
+        `fields` (values of `status_fields`) travel in the same apply. None keeps the values
+        published before: an apply that omitted them would remove them.
+        """
         entry = conditions.desired_condition(server, self.condition, outcome)
-        if not conditions.differs(server, entry):
+        current = server.get("status") or {}
+        if fields is None:
+            fields = {key: current[key] for key in self.status_fields if current.get(key)}
+        stale = any(
+            (current.get(key) or None) != (fields.get(key) or None) for key in self.status_fields
+        )
+        if not conditions.differs(server, entry) and not stale:
             return
         previous = conditions.find(server, self.condition)
         await self.client.apply(
             DITTOSERVERS,
-            status_patch(server, {"conditions": [entry]}),
+            status_patch(server, {**fields, "conditions": [entry]}),
             field_manager=self.manager,
             subresource="status",
         )
@@ -142,9 +157,14 @@ class ServerReconciler(abc.ABC):
 
     async def apply_child(self, resource: Resource, desired: Obj, live: Obj | None) -> bool:
         """Server-side apply `desired` unless `live` already matches it; True when written."""
-        if not needs_apply(desired, live):
-            return False
-        await self.client.apply(resource, desired, field_manager=self.manager)
+        return await self.ensure_child(resource, desired, live) is not live
+
+    async def ensure_child(self, resource: Resource, desired: Obj, live: Obj | None) -> Obj:
+        """Like `apply_child`, but return the object as it now stands (`live` if unchanged),
+        for reconcilers that judge fields the API server fills in (allocated ports...)."""
+        if live is not None and not needs_apply(desired, live):
+            return live
+        applied = await self.client.apply(resource, desired, field_manager=self.manager)
         log.info(
             "applied child",
             controller=self.name,
@@ -152,7 +172,33 @@ class ServerReconciler(abc.ABC):
             name=desired["metadata"]["name"],
             created=live is None,
         )
-        return True
+        return applied
+
+    async def disown(self, resource: Resource, live: Obj, server: Obj) -> None:
+        """Drop the DittoServer's ownerReference from a child, so the garbage collector keeps it
+        when the DittoServer goes (deletionPolicy Retain). The resourceVersion precondition
+        never overwrites owners someone changed since the cache saw them (409: retried)."""
+        meta = live["metadata"]
+        refs = [
+            ref
+            for ref in meta.get("ownerReferences") or ()
+            if ref.get("uid") != server["metadata"]["uid"]
+        ]
+        if len(refs) == len(meta.get("ownerReferences") or ()):
+            return
+        patch = {
+            "metadata": {
+                "ownerReferences": refs or None,
+                "resourceVersion": meta["resourceVersion"],
+            }
+        }
+        try:
+            await self.client.merge_patch(resource, meta["name"], patch, meta.get("namespace"))
+        except ApiError as error:
+            if error.not_found:
+                return
+            raise
+        log.info("released child", controller=self.name, kind=resource.kind, name=meta["name"])
 
     async def _set_finalizer(self, server: Obj, *, present: bool) -> None:
         meta = server["metadata"]

@@ -6,6 +6,8 @@ the cached live objects before writing anything.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -77,6 +79,28 @@ def child_metadata(
     return meta
 
 
+def adoption_problem(server: Obj, live: Obj) -> str | None:
+    """Why the operator must not take `live` over for this DittoServer, or None when it may.
+
+    It may when the DittoServer controls it, or when it carries this DittoServer's managed
+    labels and no controller: kept by a former DittoServer of the same name under deletionPolicy
+    Retain, so a re-created DittoServer gets its data back. Anything else belongs to someone.
+    """
+    meta = server["metadata"]
+    live_meta = live["metadata"]
+    owner = next(
+        (ref for ref in live_meta.get("ownerReferences") or () if ref.get("controller")), None
+    )
+    if owner is not None:
+        if owner.get("uid") == meta["uid"]:
+            return None
+        return f"is controlled by {owner.get('kind')} {owner.get('name')} (uid {owner.get('uid')})"
+    found = live_meta.get("labels") or {}
+    if found.get(LABEL_MANAGED_BY) != MANAGED_BY or found.get(LABEL_INSTANCE) != meta["name"]:
+        return "was not created by the operator for this DittoServer"
+    return None
+
+
 def object_for(resource_api_version: str, kind: str, metadata: Obj, **body: Any) -> Obj:
     return {"apiVersion": resource_api_version, "kind": kind, "metadata": metadata, **body}
 
@@ -130,6 +154,26 @@ def is_subset(desired: Any, live: Any) -> bool:
     if desired is None:
         return live is None
     return _same_scalar(desired, live)
+
+
+APPLIED_HASH_ANNOTATION = "dittofs.io/applied-hash"
+
+
+def stamped(desired: Obj) -> Obj:
+    """`desired` carrying a hash of itself in an annotation.
+
+    `needs_apply` only sees fields `desired` sets, so it cannot notice one we stopped setting
+    (an annotation removed from the spec, a policy unset). With the hash, any change of the
+    desired state changes the annotation, so it is applied, and server-side apply then removes
+    the fields this field manager no longer sets.
+    """
+    text = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    meta = desired["metadata"]
+    annotations = {
+        **(meta.get("annotations") or {}),
+        APPLIED_HASH_ANNOTATION: hashlib.sha256(text.encode()).hexdigest()[:16],
+    }
+    return {**desired, "metadata": {**meta, "annotations": annotations}}
 
 
 def needs_apply(desired: Obj, live: Obj | None) -> bool:

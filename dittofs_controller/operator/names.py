@@ -54,6 +54,12 @@ def ingress(server: str) -> str:
     return f"{server}-api"
 
 
+def ingress_tls_secret(server: str) -> str:
+    """The Ingress' TLS Secret when spec.expose.ingress.tlsSecretName is not set (cert-manager
+    fills it from the issuer)."""
+    return f"{server}-api-tls"
+
+
 def network_policy(server: str, purpose: str) -> str:
     """purpose: api or files."""
     return f"{server}-{purpose}"

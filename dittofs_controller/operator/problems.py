@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from dittofs_controller.kube.client import ApiError
+
 
 class Problem(Exception):
     """A known failure that becomes a False condition with `reason`.
@@ -19,3 +24,22 @@ class Problem(Exception):
         self.message = message
         self.retry = retry
         self.requeue_after = requeue_after
+
+
+@contextlib.contextmanager
+def api_problem(reason: str, what: str) -> Iterator[None]:
+    """Report an API answer users must act on as a Problem naming `what` was being done.
+
+    400/422: the API server rejects the object we built from the spec (e.g. an invalid
+    toleration): wait for a spec change. 401/403/404: missing permissions or a namespace in
+    deletion: retry with backoff, visibly. Anything else (409, 429, 5xx) is transient and is
+    re-raised as is: retried with backoff without flipping a condition.
+    """
+    try:
+        yield
+    except ApiError as error:
+        if error.status in (400, 422):
+            raise Problem(reason, f"{what}: {error}") from error
+        if error.status in (401, 403, 404):
+            raise Problem(reason, f"{what}: {error}", retry=True) from error
+        raise

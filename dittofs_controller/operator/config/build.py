@@ -1,0 +1,210 @@
+"""The DittoFS config file, its restart hash and the generated Secrets, as pure functions.
+
+The file carries static settings only (DittoFS reads it once at start): logging, shutdown,
+the REST API listener, metrics and the control-plane database. Stores, shares, users and
+adapters live in the control-plane database and are managed over REST, so editing them never
+touches the file and never restarts the pod. Secrets never go in the file: the pod gets them
+as environment variables from Secrets (`DITTOFS_<DOTTED_PATH>` beats the file in DittoFS).
+
+Keys were checked against DittoFS v0.29.0 (pkg/config, pkg/controlplane/api/config.go,
+pkg/controlplane/store/gorm.go); `dfs config validate` accepts every rendering in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import yaml
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.v1alpha1 import SecretKeySelector
+from dittofs_controller.operator import names
+from dittofs_controller.operator.children import Obj, child_metadata, object_for
+
+Spec = v1alpha1.DittoServerSpec
+
+COMPONENT = "config"
+# Inside a pod every listener must accept traffic from the pod network; DittoFS defaults to
+# 127.0.0.1 for the API and metrics, which nothing outside the container could reach.
+ALL_INTERFACES = "0.0.0.0"
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+JWT_MIN_LENGTH = 32  # DittoFS refuses to start with a shorter signing secret
+
+# Environment variables the pod reads at start (verified in DittoFS v0.29.0: the JWT secret has
+# this documented short form bound explicitly; the others follow DITTOFS_ + dotted path).
+ENV_JWT_SECRET = "DITTOFS_CONTROLPLANE_SECRET"
+ENV_ADMIN_PASSWORD = "DITTOFS_ADMIN_INITIAL_PASSWORD"
+ENV_POSTGRES_PREFIX = "DITTOFS_DATABASE_POSTGRES_"
+# Keys of the Secret the Percona operator writes for a user.
+PERCONA_SECRET_KEYS = {
+    "HOST": "host",
+    "PORT": "port",
+    "USER": "user",
+    "PASSWORD": "password",
+    "DATABASE": "dbname",
+}
+# Percona's PostgreSQL only accepts TLS connections (hostssl); its certificate is self-issued,
+# so require encryption without verifying the chain.
+PERCONA_SSLMODE = "require"
+
+
+def jwt_secret_ref(server_name: str, spec: Spec) -> SecretKeySelector:
+    """Where the JWT signing secret comes from: the spec's reference, else the generated one."""
+    ref = spec.control_plane.jwt_secret_ref
+    return ref or SecretKeySelector(name=names.jwt_secret(server_name), key=names.GENERATED_JWT_KEY)
+
+
+def admin_secret_ref(server_name: str, spec: Spec) -> SecretKeySelector:
+    """Where the bootstrap admin password comes from: the spec's reference, else generated."""
+    ref = spec.control_plane.admin_password_secret_ref
+    return ref or SecretKeySelector(
+        name=names.admin_secret(server_name), key=names.GENERATED_ADMIN_KEY
+    )
+
+
+def uses_postgres(spec: Spec) -> bool:
+    return spec.control_plane.database.type == "postgres" and spec.postgres is not None
+
+
+def postgres_env(server_name: str, spec: Spec) -> dict[str, SecretKeySelector]:
+    """The DITTOFS_DATABASE_POSTGRES_* variables and the Secret keys they come from.
+
+    Empty for SQLite. The external Secret's keys may be renamed in the spec; a Percona
+    cluster's user Secret has fixed keys.
+    """
+    if not uses_postgres(spec):
+        return {}
+    assert spec.postgres is not None
+    external = spec.postgres.external
+    if external is not None:
+        keys = {
+            "HOST": external.host_key,
+            "PORT": external.port_key,
+            "USER": external.user_key,
+            "PASSWORD": external.password_key,
+            "DATABASE": external.database_key,
+        }
+        secret = external.secret_name
+    else:
+        keys = PERCONA_SECRET_KEYS
+        secret = names.percona_user_secret(names.percona_cluster(server_name, spec))
+    return {
+        f"{ENV_POSTGRES_PREFIX}{suffix}": SecretKeySelector(name=secret, key=key)
+        for suffix, key in keys.items()
+    }
+
+
+def restart_env(server_name: str, spec: Spec) -> list[SecretKeySelector]:
+    """Secret keys the server reads at start and never again, so a change must restart it.
+
+    The admin password is left out on purpose: DittoFS reads it only at first boot, and
+    changing it later changes nothing in the server.
+    """
+    return [jwt_secret_ref(server_name, spec), *postgres_env(server_name, spec).values()]
+
+
+def config_document(spec: Spec) -> dict[str, Any]:
+    """The config file as data; every key exists in DittoFS v0.29.0's Config struct."""
+    cp = spec.control_plane
+    controlplane: dict[str, Any] = {"host": ALL_INTERFACES, "port": cp.port}
+    if cp.tls is not None:
+        controlplane["tls"] = {
+            "cert_file": f"{names.TLS_DIR}/{TLS_CERT_KEY}",
+            "key_file": f"{names.TLS_DIR}/{TLS_KEY_KEY}",
+        }
+    metrics: dict[str, Any] = {"enabled": cp.metrics.enabled}
+    if cp.metrics.enabled:
+        metrics.update(host=ALL_INTERFACES, port=cp.metrics.port)
+    return {
+        "logging": {"level": cp.log_level, "format": cp.log_format, "output": "stdout"},
+        "shutdown_timeout": f"{cp.shutdown_timeout}s",
+        "controlplane": controlplane,
+        "metrics": metrics,
+        "database": _database(spec),
+    }
+
+
+def _database(spec: Spec) -> dict[str, Any]:
+    if not uses_postgres(spec):
+        return {"type": "sqlite", "sqlite": {"path": names.SQLITE_PATH}}
+    assert spec.postgres is not None
+    external = spec.postgres.external
+    postgres: dict[str, Any] = {"sslmode": external.ssl_mode if external else PERCONA_SSLMODE}
+    if external is not None and external.ssl_root_cert_secret_ref is not None:
+        postgres["ssl_root_cert"] = postgres_ca_file(external.ssl_root_cert_secret_ref)
+    # host, port, user, password and database come from a Secret as environment variables.
+    return {"type": "postgres", "postgres": postgres}
+
+
+def postgres_ca_file(ref: SecretKeySelector) -> str:
+    """Path of the PostgreSQL CA certificate, mounted from its Secret key."""
+    return f"{names.POSTGRES_CA_DIR}/{ref.key}"
+
+
+def render(spec: Spec) -> str:
+    """The config file's text: deterministic, so an unchanged spec renders identical bytes."""
+    text: str = yaml.safe_dump(config_document(spec), sort_keys=False, default_flow_style=False)
+    return text
+
+
+def restart_hash(config_text: str, env_values: Mapping[tuple[str, str], str]) -> str:
+    """sha256 over the config file and the start-time Secret values (name, key) -> value.
+
+    Only the digest leaves this function; it changes exactly when the server must restart.
+    """
+    document = {
+        "config": config_text,
+        "env": sorted([name, key, value] for (name, key), value in env_values.items()),
+    }
+    text = json.dumps(document, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_map(server: Obj, config_text: str, digest: str) -> Obj:
+    metadata = child_metadata(
+        server,
+        names.config_map(server["metadata"]["name"]),
+        COMPONENT,
+        annotations={names.RESTART_HASH_ANNOTATION: digest},
+    )
+    return object_for("v1", "ConfigMap", metadata, data={names.CONFIG_KEY: config_text})
+
+
+@attrs.frozen
+class Generated:
+    """A Secret the operator generates because the spec references none."""
+
+    name: str
+    key: str
+    what: str
+    random_bytes: int  # url-safe base64: 4 characters per 3 bytes
+
+    def new_value(self) -> str:
+        return secrets.token_urlsafe(self.random_bytes)
+
+
+def generated(server_name: str, spec: Spec | None) -> list[Generated]:
+    """The Secrets to generate; with no spec (deletion of an unparsable object), all of them."""
+    cp = spec.control_plane if spec else None
+    out = []
+    if cp is None or cp.jwt_secret_ref is None:
+        out.append(
+            Generated(names.jwt_secret(server_name), names.GENERATED_JWT_KEY, "JWT secret", 36)
+        )
+    if cp is None or cp.admin_password_secret_ref is None:
+        out.append(
+            Generated(names.admin_secret(server_name), names.GENERATED_ADMIN_KEY, "admin", 24)
+        )
+    return out
+
+
+def generated_secret(server: Obj, secret: Generated, value: str) -> Obj:
+    """A generated Secret, owned by the DittoServer; created once and never rewritten."""
+    metadata = child_metadata(server, secret.name, COMPONENT)
+    return object_for("v1", "Secret", metadata, type="Opaque", stringData={secret.key: value})

@@ -1,0 +1,5 @@
+"""The server concern: the StatefulSet that runs DittoFS (Available, Progressing)."""
+
+from dittofs_controller.operator.workload.reconciler import WorkloadReconciler, setup
+
+__all__ = ["WorkloadReconciler", "setup"]

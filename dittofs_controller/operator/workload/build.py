@@ -1,0 +1,330 @@
+"""The StatefulSet that runs DittoFS, and the verdict on its rollout, as pure functions.
+
+Why a StatefulSet and not a Deployment with strategy Recreate: DittoFS is a single-node server
+and two processes on the same metadata and blocks would corrupt them. A StatefulSet gives the
+pod one identity (`<name>-0`) and never creates it again while the previous one still exists
+in the API, even when its node stops answering: the replacement waits until the kubelet
+confirms the old pod is dead or an administrator deletes it. A Deployment's ReplicaSet does not
+count a terminating pod, so after a node failure (or an eviction) it starts a second pod at
+once, and with a ReadWriteMany volume both would write. The claims are standalone (made by the
+storage reconciler), not volumeClaimTemplates, because templates are immutable: resizing or
+adding a store would wedge the StatefulSet forever. podManagementPolicy Parallel matters even
+with one replica: under OrderedReady a pod that never becomes ready blocks the rollout of a
+fixed template, so a bad change could not be rolled back.
+
+Shutdown, and why there is no preStop hook: on SIGTERM DittoFS drains by itself (API, snapshots,
+adapters, metadata flush) and exits on its own after at most 3 x shutdown_timeout + 5 s, so the
+grace period is that plus a margin. The only drain endpoint (POST /api/v1/system/drain-uploads)
+needs an admin token and has no time bound, and the image has no client we may rely on (the
+Alpine image happens to carry busybox wget, a mirrored or rebuilt image need not; an httpGet
+hook can only GET). Uploads still queued stay in the local block store on its volume and are
+sent after the restart. A `sleep` hook only helps when another replica takes over the traffic,
+which never exists here, so it would only delay the restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.v1alpha1 import SecretKeySelector
+from dittofs_controller.operator import conditions, names
+from dittofs_controller.operator.children import (
+    Obj,
+    child_metadata,
+    object_for,
+    selector_labels,
+    stamped,
+)
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.config import build as config
+
+COMPONENT = "server"
+CONTAINER = "dittofs"
+BINARY = "/app/dfs"  # the image's entrypoint
+UID = 65532  # the image's non-root user and group
+TMP_DIR = "/tmp"  # the only writable path besides the volumes (the root filesystem is read-only)
+SHUTDOWN_STAGES = 3  # DittoFS' own deadline is 3 x shutdown_timeout + 5 s
+SHUTDOWN_SLACK = 5
+GRACE_MARGIN = 10
+Spec = v1alpha1.DittoServerSpec
+DEPENDENCIES = (conditions.CONFIG_READY, conditions.STORAGE_READY, conditions.DATABASE_READY)
+
+
+def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
+    """Stamped with a hash of itself, so a field the spec stops setting is applied away too."""
+    name = server["metadata"]["name"]
+    sts = object_for(
+        "apps/v1",
+        "StatefulSet",
+        child_metadata(server, names.statefulset(name), COMPONENT),
+        spec={
+            "replicas": spec.replicas,
+            "serviceName": names.service(name, "api"),
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector_labels(name)},
+            "template": pod_template(name, spec, restart_hash),
+        },
+    )
+    return stamped(sts)
+
+
+def pod_template(server_name: str, spec: Spec, restart_hash: str) -> Obj:
+    """The pod: labels select it, the restart hash annotation restarts it on a config change."""
+    pod = spec.pod
+    volumes, mounts = _volumes(server_name, spec)
+    pod_spec: Obj = {
+        # DittoFS never calls the Kubernetes API, and Service links would inject variables
+        # such as DITTOFS_METRICS_PORT=tcp://... that DittoFS reads as config overrides.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _overridden(
+            {
+                "runAsNonRoot": True,
+                "runAsUser": UID,
+                "runAsGroup": UID,
+                "fsGroup": UID,
+                # Skip the recursive chown of large block volumes when they already fit.
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            pod.security_context,
+        ),
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+        "containers": [_container(server_name, spec, mounts)],
+        "volumes": volumes,
+        **_present(
+            serviceAccountName=pod.service_account_name,
+            imagePullSecrets=[{"name": ref.name} for ref in spec.image_pull_secrets],
+            nodeSelector=pod.node_selector,
+            tolerations=pod.tolerations,
+            affinity=pod.affinity,
+            topologySpreadConstraints=pod.topology_spread_constraints,
+            priorityClassName=pod.priority_class_name,
+        ),
+    }
+    return {
+        "metadata": {
+            "labels": {**pod.labels, **selector_labels(server_name)},
+            "annotations": {**pod.annotations, names.RESTART_HASH_ANNOTATION: restart_hash},
+        },
+        "spec": pod_spec,
+    }
+
+
+def termination_grace_seconds(spec: Spec) -> int:
+    timeout = spec.control_plane.shutdown_timeout
+    return SHUTDOWN_STAGES * timeout + SHUTDOWN_SLACK + GRACE_MARGIN
+
+
+def _container(server_name: str, spec: Spec, mounts: list[Obj]) -> Obj:
+    cp = spec.control_plane
+    resources = _present(limits=spec.pod.resources.limits, requests=spec.pod.resources.requests)
+    return {
+        "name": CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": [BINARY],
+        # --foreground: without it dfs daemonizes and the container's main process exits.
+        "args": ["start", "--foreground", "--config", names.CONFIG_FILE],
+        "ports": [
+            {"name": port, "containerPort": number, "protocol": "TCP"}
+            for port, number in container_ports(spec).items()
+        ],
+        "env": env(server_name, spec),
+        "securityContext": _overridden(
+            {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": True,
+            },
+            spec.pod.container_security_context,
+        ),
+        "volumeMounts": mounts,
+        **_present(resources=resources),
+        **_probes(cp.tls is not None),
+    }
+
+
+def container_ports(spec: Spec) -> dict[str, int]:
+    """Named container ports (the names the Services and NetworkPolicies use too)."""
+    cp, nfs, smb = spec.control_plane, spec.adapters.nfs, spec.adapters.smb
+    ports = {"api": cp.port}
+    if cp.metrics.enabled:
+        ports["metrics"] = cp.metrics.port
+    if nfs.enabled:
+        ports["nfs"] = nfs.port
+        if nfs.portmapper.enabled:
+            ports["portmapper"] = nfs.portmapper.port
+    if smb.enabled:
+        ports["smb"] = smb.port
+    return ports
+
+
+def env(server_name: str, spec: Spec) -> list[Obj]:
+    """Secrets as environment variables (never in the ConfigMap), then spec.pod.env.
+
+    A variable of spec.pod.env replaces the operator's of the same name instead of following
+    it: duplicate names are ambiguous to readers and draw warnings from the API server.
+    """
+    ours = [
+        _from_secret(config.ENV_JWT_SECRET, config.jwt_secret_ref(server_name, spec)),
+        _from_secret(config.ENV_ADMIN_PASSWORD, config.admin_secret_ref(server_name, spec)),
+        *(
+            _from_secret(variable, ref)
+            for variable, ref in config.postgres_env(server_name, spec).items()
+        ),
+    ]
+    overridden = {variable.get("name") for variable in spec.pod.env}
+    return [v for v in ours if v["name"] not in overridden] + list(spec.pod.env)
+
+
+def _from_secret(variable: str, ref: SecretKeySelector) -> Obj:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
+    """Volumes and their mounts: config, TLS, CA, the storage reconciler's claims, /tmp."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+
+    def add(name: str, source: Obj, path: str, *, read_only: bool = False) -> None:
+        volumes.append({"name": name, **source})
+        mounts.append(
+            {"name": name, "mountPath": path, **({"readOnly": True} if read_only else {})}
+        )
+
+    def claim(name: str) -> Obj:
+        return {"persistentVolumeClaim": {"claimName": name}}
+
+    def secret_keys(secret: str, *keys: str) -> Obj:
+        items = [{"key": key, "path": key} for key in keys]
+        return {"secret": {"secretName": secret, "items": items}}
+
+    cp = spec.control_plane
+    config_map = {"configMap": {"name": names.config_map(server_name)}}
+    add("config", config_map, names.CONFIG_DIR, read_only=True)
+    if cp.tls is not None:
+        source = secret_keys(cp.tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
+        add("tls", source, names.TLS_DIR, read_only=True)
+    external = spec.postgres.external if spec.postgres else None
+    if config.uses_postgres(spec) and external and external.ssl_root_cert_secret_ref:
+        ca = external.ssl_root_cert_secret_ref
+        add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
+    if not config.uses_postgres(spec):
+        add("controlplane", claim(names.controlplane_claim(server_name)), names.CONTROLPLANE_DIR)
+    for meta in spec.metadata_stores:
+        if meta.type == "badger":
+            add(
+                f"meta-{meta.name}",
+                claim(names.metadata_claim(server_name, meta.name)),
+                names.metadata_dir(meta.name),
+            )
+    for blocks in spec.local_block_stores:
+        if blocks.type == "filesystem":
+            add(
+                f"blocks-{blocks.name}",
+                claim(names.blocks_claim(server_name, blocks.name)),
+                names.blocks_dir(blocks.name),
+            )
+    add("tmp", {"emptyDir": {}}, TMP_DIR)
+    return volumes, mounts
+
+
+def _probes(tls: bool) -> Obj:
+    """/health/ready answers 200 once the server has fully started; /health while it serves."""
+
+    def get(path: str, **timing: int) -> Obj:
+        scheme = "HTTPS" if tls else "HTTP"  # the kubelet does not verify certificates
+        return {"httpGet": {"path": path, "port": "api", "scheme": scheme}, **timing}
+
+    return {
+        # Opening large stores or migrating the database may take minutes: allow 10.
+        "startupProbe": get(
+            "/health/ready", periodSeconds=5, timeoutSeconds=5, failureThreshold=120
+        ),
+        "readinessProbe": get(
+            "/health/ready", periodSeconds=10, timeoutSeconds=5, failureThreshold=3
+        ),
+        "livenessProbe": get("/health", periodSeconds=10, timeoutSeconds=5, failureThreshold=6),
+    }
+
+
+def _overridden(defaults: Obj, override: Obj | None) -> Obj:
+    """The defaults with the spec's keys on top; a key set to null removes the default."""
+    merged = {**defaults, **(override or {})}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def _present(**fields: Any) -> Obj:
+    """Only the fields that are set: an empty one would never match the live object."""
+    return {key: value for key, value in fields.items() if value not in (None, [], {})}
+
+
+# --- judging the rollout --------------------------------------------------------------------
+
+
+def waiting_for(server: Obj) -> list[str]:
+    """The dependencies not yet True for the current generation, each with why."""
+    generation = server["metadata"].get("generation", 0)
+    waiting = []
+    for kind in DEPENDENCIES:
+        found = conditions.find(server, kind)
+        if found is None or found.get("observedGeneration") != generation:
+            waiting.append(f"{kind} (not reported for generation {generation} yet)")
+        elif found.get("status") != "True":
+            waiting.append(f"{kind} ({found.get('reason')}: {found.get('message')})")
+    return waiting
+
+
+def rollout(live: Obj, replicas: int, pod: Obj | None) -> tuple[Outcome, Outcome]:
+    """Available and Progressing from the StatefulSet's status (and its pod's, if not ready).
+
+    Available means a pod serves, even one of the previous template while the next one is
+    not rolled out yet; Progressing means the StatefulSet has not converged on the latest
+    template or replica count.
+    """
+    status = live.get("status") or {}
+    pod_name = f"{live['metadata']['name']}-0"
+    observed = status.get("observedGeneration") == live["metadata"].get("generation")
+    converged = (
+        observed
+        and status.get("replicas", 0) == replicas
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("currentRevision") == status.get("updateRevision")
+    )
+    if replicas == 0:
+        available = Outcome.false("Stopped", "spec.replicas is 0: the server is stopped")
+        if converged:
+            return available, Outcome.false("Stopped", "no pod runs; every volume is kept")
+        return available, Outcome.true("Stopping", f"waiting for pod {pod_name} to terminate")
+    if status.get("readyReplicas", 0) >= 1:
+        available = Outcome.true("Running", f"pod {pod_name} is ready")
+        if converged and status.get("readyReplicas") == replicas:
+            return available, Outcome.false("RolloutComplete", "the latest pod template runs")
+        return available, Outcome.true("RollingOut", "rolling out the latest pod template")
+    progressing = Outcome.true("RollingOut", f"waiting for pod {pod_name} to become ready")
+    if pod is None or not status.get("replicas"):
+        return Outcome.false("Starting", f"pod {pod_name} is being created"), progressing
+    return Outcome.false("PodNotReady", pod_detail(pod)), progressing
+
+
+def pod_detail(pod: Obj) -> str:
+    """Why a pod is not ready, in one line: scheduling, image, crash or probe trouble."""
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or ():
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+            detail = f"pod {name}: container {container['name']} is {waiting['reason']}"
+            if last:
+                detail += f" (last exit code {last.get('exitCode')}, {last.get('reason')})"
+            message = waiting.get("message")
+            return f"{detail}: {message}" if message else detail
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            why = condition.get("message") or condition.get("reason")
+            return f"pod {name} is not scheduled: {why}"
+    return f"pod {name} is {status.get('phase', 'Pending')} and not ready yet"

@@ -1,0 +1,429 @@
+"""The desired StatefulSet and the verdict on its rollout."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dittofs_controller.api.schema import parse
+from dittofs_controller.api.v1alpha1 import DittoServerSpec
+from dittofs_controller.operator import names
+from dittofs_controller.operator.children import needs_apply
+from dittofs_controller.operator.workload import build
+
+VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
+SERVER = {"metadata": {"name": "files", "namespace": "team", "uid": "u-1", "generation": 3}}
+BASE: dict[str, Any] = {
+    "metadataStores": [{"name": "meta", "type": "badger"}],
+    "localBlockStores": [{"name": "blocks", "type": "filesystem"}],
+    "shares": [{"name": "/export", "metadataStore": "meta", "localBlockStore": "blocks"}],
+}
+SELECTOR = {"app.kubernetes.io/name": "dittofs", "app.kubernetes.io/instance": "files"}
+HASH = "f" * 64
+
+
+def spec_of(**fields: Any) -> DittoServerSpec:
+    return parse(DittoServerSpec, {**copy.deepcopy(BASE), **fields})
+
+
+def sample(name: str) -> DittoServerSpec:
+    return parse(DittoServerSpec, yaml.safe_load((VALID / name).read_text())["spec"])
+
+
+def pod(spec: DittoServerSpec, restart_hash: str = HASH) -> dict[str, Any]:
+    template: dict[str, Any] = build.statefulset(SERVER, spec, restart_hash)["spec"]["template"]
+    return template
+
+
+def container(spec: DittoServerSpec) -> dict[str, Any]:
+    containers = pod(spec)["spec"]["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def mounts(spec: DittoServerSpec) -> dict[str, dict[str, Any]]:
+    """mountPath -> the volume mounted there, with readOnly."""
+    volumes = {v["name"]: v for v in pod(spec)["spec"]["volumes"]}
+    return {
+        m["mountPath"]: {**volumes[m["name"]], "readOnly": m.get("readOnly", False)}
+        for m in container(spec)["volumeMounts"]
+    }
+
+
+def env(spec: DittoServerSpec) -> dict[str, Any]:
+    entries = container(spec)["env"]
+    assert len({e["name"] for e in entries}) == len(entries), "duplicate variables"
+    return {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") or e for e in entries}
+
+
+# --- the StatefulSet ------------------------------------------------------------------------
+
+
+def test_statefulset_shape() -> None:
+    sts = build.statefulset(SERVER, spec_of(), HASH)
+    assert sts["metadata"]["name"] == "files"
+    assert sts["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    spec = sts["spec"]
+    assert spec["replicas"] == 1
+    assert spec["serviceName"] == "files-api"
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    assert spec["selector"] == {"matchLabels": SELECTOR}
+    assert "volumeClaimTemplates" not in spec  # standalone claims: resizable, addable
+    assert build.statefulset(SERVER, sample("stopped.yaml"), HASH)["spec"]["replicas"] == 0
+
+
+def test_pod_labels_and_annotations_never_lose_the_selector_or_the_hash() -> None:
+    spec = spec_of(
+        pod={
+            "labels": {"team": "storage", "app.kubernetes.io/instance": "hijack"},
+            "annotations": {"a": "b", names.RESTART_HASH_ANNOTATION: "hijack"},
+        }
+    )
+    metadata = pod(spec)["metadata"]
+    assert metadata["labels"] == {"team": "storage", **SELECTOR}
+    assert metadata["annotations"] == {"a": "b", names.RESTART_HASH_ANNOTATION: HASH}
+
+
+def test_command_runs_the_server_in_the_foreground_on_the_mounted_config() -> None:
+    c = container(spec_of())
+    assert c["command"] == ["/app/dfs"]
+    assert c["args"] == ["start", "--foreground", "--config", names.CONFIG_FILE]
+    assert (c["image"], c["imagePullPolicy"]) == ("marmos91c/dittofs:v0.29.0", "IfNotPresent")
+
+
+def test_only_the_restart_hash_restarts_the_pod_not_shares_users_or_stores_settings() -> None:
+    other = spec_of(
+        shares=[{"name": "/other", "metadataStore": "meta", "localBlockStore": "blocks"}],
+        users=[{"name": "ann", "passwordSecretRef": {"name": "ann", "key": "pw"}}],
+        metadataStores=[{"name": "meta", "type": "badger", "badger": {"blockCacheMB": 64}}],
+        deletionPolicy="Delete",
+    )
+    assert pod(other) == pod(spec_of())
+    assert pod(spec_of(), "0" * 64) != pod(spec_of())
+
+
+# --- volumes --------------------------------------------------------------------------------
+
+
+def test_volumes_for_sqlite_badger_and_filesystem_stores() -> None:
+    found = mounts(sample("storage-options.yaml"))
+    assert found[names.CONFIG_DIR]["configMap"] == {"name": "files-config"}
+    assert found[names.CONFIG_DIR]["readOnly"] is True
+    claims = {
+        path: volume["persistentVolumeClaim"]["claimName"]
+        for path, volume in found.items()
+        if "persistentVolumeClaim" in volume
+    }
+    assert claims == {
+        names.CONTROLPLANE_DIR: names.controlplane_claim("files"),
+        names.metadata_dir("meta"): names.metadata_claim("files", "meta"),
+        names.blocks_dir("blocks"): names.blocks_claim("files", "blocks"),
+    }
+    assert found["/tmp"]["emptyDir"] == {}  # the only writable path besides the volumes
+
+
+def test_memory_stores_need_no_claims_and_postgres_needs_no_sqlite_volume() -> None:
+    memory = mounts(sample("memory-no-shares.yaml"))
+    claims = [path for path, volume in memory.items() if "persistentVolumeClaim" in volume]
+    assert claims == [names.CONTROLPLANE_DIR]
+    percona = mounts(sample("percona.yaml"))
+    assert names.CONTROLPLANE_DIR not in percona
+    assert names.blocks_dir("cache") in percona
+
+
+def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
+    tls = mounts(sample("api-loadbalancer-tls.yaml"))[names.TLS_DIR]
+    assert tls["readOnly"] is True
+    assert tls["secret"]["secretName"] == "dittofs-api-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+    ca = mounts(sample("external-postgres.yaml"))[names.POSTGRES_CA_DIR]
+    assert ca["secret"] == {"secretName": "rds-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
+    assert names.TLS_DIR not in mounts(spec_of())
+
+
+def test_volume_names_are_dns_labels() -> None:
+    long = "s" * 32
+    spec = spec_of(
+        metadataStores=[{"name": long, "type": "badger"}],
+        localBlockStores=[{"name": long, "type": "filesystem"}],
+        shares=[],
+    )
+    for volume in pod(spec)["spec"]["volumes"]:
+        assert len(volume["name"]) <= 63
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def test_secrets_reach_the_pod_as_env_from_generated_or_referenced_secrets() -> None:
+    generated = env(spec_of())
+    assert generated == {
+        "DITTOFS_CONTROLPLANE_SECRET": {"name": "files-jwt", "key": "secret"},
+        "DITTOFS_ADMIN_INITIAL_PASSWORD": {"name": "files-admin", "key": "password"},
+    }
+    referenced = env(sample("api-loadbalancer-tls.yaml"))
+    assert referenced["DITTOFS_CONTROLPLANE_SECRET"] == {"name": "dittofs-jwt", "key": "secret"}
+    assert referenced["DITTOFS_ADMIN_INITIAL_PASSWORD"]["name"] == "dittofs-admin"
+
+
+def test_postgres_connection_comes_from_secret_keys() -> None:
+    external = env(sample("external-postgres.yaml"))
+    assert external["DITTOFS_DATABASE_POSTGRES_HOST"] == {
+        "name": "rds-credentials",
+        "key": "endpoint",
+    }
+    assert external["DITTOFS_DATABASE_POSTGRES_DATABASE"]["key"] == "database"
+    percona = env(sample("percona.yaml"))
+    assert {percona[f"DITTOFS_DATABASE_POSTGRES_{s}"]["key"] for s in ("HOST", "PORT")} == {
+        "host",
+        "port",
+    }
+    assert percona["DITTOFS_DATABASE_POSTGRES_PASSWORD"]["name"] == "files-pg-pguser-dittofs"
+    assert not [k for k in env(spec_of()) if k.startswith("DITTOFS_DATABASE")]
+
+
+def test_spec_env_is_appended_and_replaces_ours_by_name() -> None:
+    spec = spec_of(
+        pod={
+            "env": [
+                {"name": "GOMAXPROCS", "value": "2"},
+                {"name": "DITTOFS_ADMIN_INITIAL_PASSWORD", "value": "mine"},
+            ]
+        }
+    )
+    entries = container(spec)["env"]
+    assert [e["name"] for e in entries] == [
+        "DITTOFS_CONTROLPLANE_SECRET",
+        "GOMAXPROCS",
+        "DITTOFS_ADMIN_INITIAL_PASSWORD",
+    ]
+    assert entries[-1] == {"name": "DITTOFS_ADMIN_INITIAL_PASSWORD", "value": "mine"}
+
+
+def test_no_secret_value_in_the_pod_template() -> None:
+    text = json.dumps(pod(sample("external-postgres.yaml")))
+    assert '"value"' not in text  # every operator variable is a secretKeyRef
+
+
+# --- ports and probes -----------------------------------------------------------------------
+
+
+def test_container_ports_follow_the_enabled_adapters() -> None:
+    ports = {p["name"]: p["containerPort"] for p in container(spec_of())["ports"]}
+    assert ports == {"api": 8080, "metrics": 9090, "nfs": 12049, "smb": 12445}
+    custom = {
+        p["name"]: p["containerPort"]
+        for p in container(sample("custom-ports-metrics.yaml"))["ports"]
+    }
+    assert custom == {"api": 18080, "metrics": 19090, "smb": 10445}
+    fenced = {p["name"] for p in container(sample("network-policy.yaml"))["ports"]}
+    assert "portmapper" in fenced
+    quiet = spec_of(controlPlane={"metrics": {"enabled": False}})
+    assert "metrics" not in {p["name"] for p in container(quiet)["ports"]}
+
+
+@pytest.mark.parametrize(
+    ("sample_name", "scheme"), [("minimal.yaml", "HTTP"), ("api-loadbalancer-tls.yaml", "HTTPS")]
+)
+def test_probes_use_the_health_endpoints_on_the_api_port(sample_name: str, scheme: str) -> None:
+    c = container(sample(sample_name))
+    for probe, path in (
+        ("startupProbe", "/health/ready"),
+        ("readinessProbe", "/health/ready"),
+        ("livenessProbe", "/health"),
+    ):
+        assert c[probe]["httpGet"] == {"path": path, "port": "api", "scheme": scheme}
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_grace_period_covers_the_servers_own_shutdown_deadline() -> None:
+    assert pod(spec_of())["spec"]["terminationGracePeriodSeconds"] == 3 * 30 + 5 + 10
+    slow = pod(sample("custom-ports-metrics.yaml"))["spec"]["terminationGracePeriodSeconds"]
+    assert slow == 3 * 60 + 5 + 10
+    assert "lifecycle" not in container(spec_of())
+
+
+# --- security and scheduling ----------------------------------------------------------------
+
+
+def test_hardened_by_default_to_the_restricted_standard() -> None:
+    spec = pod(spec_of())["spec"]
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
+    assert spec["automountServiceAccountToken"] is False
+    # Service links would inject DITTOFS_<SERVICE>_PORT=tcp://... which DittoFS reads as config.
+    assert spec["enableServiceLinks"] is False
+
+
+def test_security_overrides_replace_keys_and_null_removes_a_default() -> None:
+    spec = spec_of(
+        pod={
+            "securityContext": {"runAsUser": 1000, "fsGroupChangePolicy": None},
+            "containerSecurityContext": {"readOnlyRootFilesystem": False},
+        }
+    )
+    template = pod(spec)["spec"]
+    assert template["securityContext"]["runAsUser"] == 1000
+    assert template["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "fsGroupChangePolicy" not in template["securityContext"]
+    context = template["containers"][0]["securityContext"]
+    assert context["readOnlyRootFilesystem"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_scheduling_and_resources_from_the_spec() -> None:
+    spec = sample("pod-scheduling.yaml")
+    template = pod(spec)["spec"]
+    assert template["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert template["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in template["affinity"]
+    assert template["topologySpreadConstraints"][0]["maxSkew"] == 1
+    assert template["priorityClassName"] == "system-cluster-critical"
+    assert template["serviceAccountName"] == "dittofs"
+    assert template["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    c = template["containers"][0]
+    assert c["resources"] == {
+        "limits": {"cpu": 2, "memory": "4Gi"},
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+    }
+    assert (c["image"], c["imagePullPolicy"]) == (
+        "registry.example.com/mirror/dittofs:v0.29.0",
+        "Always",
+    )
+
+
+def test_unset_options_are_left_out_so_drift_detection_can_match() -> None:
+    template = pod(spec_of())["spec"]
+    for field in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints",
+                  "priorityClassName", "serviceAccountName", "imagePullSecrets"):  # fmt: skip
+        assert field not in template
+    assert "resources" not in template["containers"][0]
+
+
+def test_removing_an_option_changes_the_desired_object() -> None:
+    with_selector = build.statefulset(SERVER, spec_of(pod={"nodeSelector": {"a": "b"}}), HASH)
+    without = build.statefulset(SERVER, spec_of(), HASH)
+    # `without` is a subset of `with_selector`: only the stamp tells them apart.
+    assert needs_apply(without, with_selector)
+
+
+# --- dependencies and rollout ---------------------------------------------------------------
+
+
+def with_conditions(*entries: tuple[str, str, int]) -> dict[str, Any]:
+    server = copy.deepcopy(SERVER)
+    server["status"] = {
+        "conditions": [
+            {"type": t, "status": s, "reason": "R", "message": "m", "observedGeneration": g}
+            for t, s, g in entries
+        ]
+    }
+    return server
+
+
+def test_waiting_for_names_missing_stale_and_false_dependencies() -> None:
+    assert build.waiting_for(with_conditions(
+        ("ConfigReady", "True", 3), ("StorageReady", "True", 3), ("DatabaseReady", "True", 3)
+    )) == []  # fmt: skip
+    waiting = build.waiting_for(
+        with_conditions(("ConfigReady", "False", 3), ("StorageReady", "True", 2))
+    )
+    assert waiting == [
+        "ConfigReady (R: m)",
+        "StorageReady (not reported for generation 3 yet)",
+        "DatabaseReady (not reported for generation 3 yet)",
+    ]
+
+
+def sts(generation: int = 2, **status: Any) -> dict[str, Any]:
+    defaults = {"observedGeneration": 2, "currentRevision": "r1", "updateRevision": "r1"}
+    return {
+        "metadata": {"name": "files", "namespace": "team", "generation": generation},
+        "status": {**defaults, **status},
+    }
+
+
+def test_running_when_the_pod_is_ready_and_rolled_out() -> None:
+    available, progressing = build.rollout(
+        sts(replicas=1, readyReplicas=1, updatedReplicas=1), 1, None
+    )
+    assert (available.status, available.reason) == ("True", "Running")
+    assert (progressing.status, progressing.reason) == ("False", "RolloutComplete")
+
+
+def test_a_ready_old_pod_is_available_while_the_new_template_rolls_out() -> None:
+    for live in (
+        sts(generation=3, replicas=1, readyReplicas=1, updatedReplicas=1),  # not observed yet
+        sts(replicas=1, readyReplicas=1, updatedReplicas=0, updateRevision="r2"),
+    ):
+        available, progressing = build.rollout(live, 1, None)
+        assert available.status == "True"
+        assert (progressing.status, progressing.reason) == ("True", "RollingOut")
+
+
+def test_starting_then_pod_not_ready_with_the_reason() -> None:
+    available, progressing = build.rollout(sts(replicas=0), 1, None)
+    assert (available.status, available.reason) == ("False", "Starting")
+    assert progressing.status == "True"
+    crashing = {
+        "metadata": {"name": "files-0"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "dittofs",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ],
+        },
+    }
+    available, _ = build.rollout(sts(replicas=1, readyReplicas=0), 1, crashing)
+    assert (available.status, available.reason) == ("False", "PodNotReady")
+    assert "CrashLoopBackOff" in available.message and "exit code 1" in available.message
+
+
+def test_pod_detail_explains_scheduling_and_plain_pending() -> None:
+    unscheduled = {
+        "metadata": {"name": "files-0"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "message": "0/3 nodes available"}
+            ],
+        },
+    }
+    assert build.pod_detail(unscheduled) == "pod files-0 is not scheduled: 0/3 nodes available"
+    pending = {"metadata": {"name": "files-0"}, "status": {"phase": "Pending"}}
+    assert build.pod_detail(pending) == "pod files-0 is Pending and not ready yet"
+
+
+def test_replicas_zero_is_stopped_then_stopping_until_the_pod_is_gone() -> None:
+    available, progressing = build.rollout(sts(replicas=0, updatedReplicas=0), 0, None)
+    assert (available.reason, progressing.status, progressing.reason) == (
+        "Stopped",
+        "False",
+        "Stopped",
+    )
+    available, progressing = build.rollout(sts(replicas=1, readyReplicas=1), 0, None)
+    assert (available.status, available.reason) == ("False", "Stopped")
+    assert (progressing.status, progressing.reason) == ("True", "Stopping")
