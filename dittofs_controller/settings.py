@@ -214,7 +214,10 @@ def _http_url(_: object, attribute: "attrs.Attribute[Any]", value: str | None) -
 def _default_kubeconfig() -> str | None:
     if os.environ.get("KUBECONFIG"):
         return os.environ["KUBECONFIG"]
-    home_config = Path.home() / ".kube" / "config"
+    try:
+        home_config = Path.home() / ".kube" / "config"
+    except RuntimeError:  # no HOME and no passwd entry, as for an arbitrary UID in a container
+        return None
     return str(home_config) if home_config.is_file() else None
 
 

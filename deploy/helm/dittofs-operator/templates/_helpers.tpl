@@ -1,0 +1,81 @@
+{{/* Names, labels and checks shared by every template. */}}
+
+{{- define "dittofs-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Namespaced objects' name: the release's full name (at most 63 characters). */}}
+{{- define "dittofs-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped objects' name: the full name plus the release namespace, so that two
+releases of the same name in different namespaces (e.g. two namespace-scoped installs) do not
+fight over one ClusterRole. */}}
+{{- define "dittofs-operator.clusterName" -}}
+{{- printf "%s-%s" (include "dittofs-operator.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "dittofs-operator.leaseName" -}}
+{{- include "dittofs-operator.fullname" . }}
+{{- end }}
+
+{{- define "dittofs-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dittofs-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "dittofs-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dittofs-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dittofs-operator.labels" -}}
+{{ include "dittofs-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: dittofs
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dittofs-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* A number for an environment variable: 15 stays "15", 0.5 stays "0.5". */}}
+{{- define "dittofs-operator.number" -}}
+{{- $value := float64 . }}
+{{- if eq $value (floor $value) }}{{ int64 $value }}{{ else }}{{ $value }}{{ end }}
+{{- end }}
+
+{{/* Checks a schema cannot express; rendered by the Deployment so every install runs them. */}}
+{{- define "dittofs-operator.validate" -}}
+{{- $election := .Values.leaderElection }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $election.enabled) }}
+{{- fail "replicaCount > 1 requires leaderElection.enabled: without it every replica would reconcile the same DittoServers at once" }}
+{{- end }}
+{{- if $election.enabled }}
+{{- $lease := float64 $election.leaseDuration }}
+{{- $renew := float64 $election.renewDeadline }}
+{{- $retry := mulf (float64 $election.retryPeriod) 1.2 }}
+{{- if not (and (gt $lease $renew) (gt $renew $retry)) }}
+{{- fail (printf "leaderElection needs leaseDuration > renewDeadline > 1.2 x retryPeriod; got %v > %v > 1.2 x %v" $election.leaseDuration $election.renewDeadline $election.retryPeriod) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled requires metrics.service.enabled" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,400 @@
+"""Run the operator exactly as the chart's Deployment runs it in a pod, without a container engine.
+
+What a pod gives the process, and how it is reproduced here:
+- the image's runtime: the wheel built and installed the way the Containerfile does it
+  (`build_wheel`, `install_runtime`), run with the runtime stage's ENV (`image_env`), all read
+  from the Containerfile itself;
+- the container's command line and environment, read from the rendered Deployment
+  (`container_args`, `container_env`, fieldRefs resolved), plus the KUBERNETES_SERVICE_HOST/PORT
+  the kubelet injects; nothing of the test runner's environment leaks in;
+- the service-account volume at /var/run/secrets/kubernetes.io/serviceaccount (token from the
+  TokenRequest API, ca.crt from the kube-root-ca.crt ConfigMap, namespace), mounted read-only;
+- readOnlyRootFilesystem.
+The last two come from a private mount namespace (`unshare`): a tmpfs over /run (where
+/var/run/secrets lives) holds the service-account files, and the root filesystem is remounted
+read-only for this process only. The operator's own code is used unchanged: its in-cluster
+config reads the standard paths, as in a pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from tests.support.process import REPO, OperatorProcess
+
+SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+CHART = REPO / "deploy" / "helm" / "dittofs-operator"
+CONTAINERFILE = REPO / "Containerfile"
+# Tests that may build helm first get this much time (a cold `go install` of helm).
+HELM_BUILD_TIMEOUT = 1800
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Shell run inside the new mount namespace before exec'ing the operator. $1 is the directory
+# holding token/ca.crt/namespace ("" for none); the remaining arguments are the command.
+_SANDBOX_SCRIPT = r"""
+set -eu
+source_dir=$1; shift
+if [ -n "$source_dir" ]; then
+    mount -t tmpfs -o size=1m,mode=0755 tmpfs "$TMPFS_AT"
+    mkdir -p "$SA_DIR"
+    mount --bind "$source_dir" "$SA_DIR"
+    mount -o remount,bind,ro "$SA_DIR"
+fi
+mount -o remount,bind,ro /
+exec "$@"
+"""
+
+
+# -- the chart ------------------------------------------------------------------------------
+
+
+def helm() -> Path:
+    """The pinned helm binary (built from the Go module proxy on first use)."""
+    from tests.testbed import binaries
+
+    return binaries.executable("helm", "helm")
+
+
+def render_chart_text(
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = "dittofs-operator",
+    namespace: str = "dittofs-system",
+    include_crds: bool = False,
+) -> str:
+    """`helm template` output of the chart; values go through a file so numbers keep types."""
+    with tempfile.TemporaryDirectory(prefix="dittofs-chart-") as scratch:
+        values_file = Path(scratch) / "values.yaml"
+        values_file.write_text(json.dumps(dict(values or {})))
+        command = [
+            str(helm()),
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--values",
+            str(values_file),
+            *(["--include-crds"] if include_crds else []),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ChartError(result.stderr.strip())
+    return result.stdout
+
+
+def render_chart(values: Mapping[str, Any] | None = None, **options: Any) -> list[dict[str, Any]]:
+    """The chart's objects as dicts, in helm's install order."""
+    text = render_chart_text(values, **options)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+class ChartError(AssertionError):
+    """`helm template` refused the values; the message is helm's."""
+
+
+def find(docs: Sequence[Mapping[str, Any]], kind: str, name: str | None = None) -> list[Any]:
+    return [
+        doc
+        for doc in docs
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+
+
+# -- the image's runtime --------------------------------------------------------------------
+
+
+def containerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """The Containerfile's instructions by stage name: [(KEYWORD, arguments)], continuation
+    lines joined and comments dropped."""
+    stages: dict[str, list[tuple[str, str]]] = {"": []}
+    current = stages[""]
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, arguments = line.partition(" ")
+        if keyword.upper() == "FROM":
+            words = arguments.split()
+            current = stages.setdefault(words[-1] if "AS" in map(str.upper, words) else "", [])
+        current.append((keyword.upper(), arguments.strip()))
+    return stages
+
+
+def _stage(name: str) -> list[tuple[str, str]]:
+    try:
+        return containerfile_stages()[name]
+    except KeyError:
+        raise AssertionError(f"{CONTAINERFILE} has no stage {name!r}") from None
+
+
+def builder_sources() -> list[str]:
+    """What the builder stage COPYs from the build context."""
+    sources: list[str] = []
+    for keyword, arguments in _stage("builder"):
+        words = arguments.split()
+        if keyword == "COPY" and not any(w.startswith("--from") for w in words):
+            sources += words[:-1]
+    if not sources:
+        raise AssertionError(f"{CONTAINERFILE}: the builder stage copies nothing")
+    return sources
+
+
+def _stage_variables(stage: str, keyword: str) -> dict[str, str]:
+    """ARG or ENV assignments of a stage (`K=V` forms), unquoted as the shell does."""
+    found: dict[str, str] = {}
+    for instruction, arguments in _stage(stage):
+        if instruction == keyword:
+            for item in shlex.split(arguments):
+                name, _, value = item.partition("=")
+                found[name] = value
+    return found
+
+
+def pip_install_flags() -> list[str]:
+    """The runtime stage's PIP_INSTALL_FLAGS, split as the shell does."""
+    flags = _stage_variables("runtime", "ARG").get("PIP_INSTALL_FLAGS")
+    if flags is None:
+        raise AssertionError(f'{CONTAINERFILE} has no ARG PIP_INSTALL_FLAGS="..." line')
+    return shlex.split(flags)
+
+
+def image_env(python: Path) -> dict[str, str]:
+    """The runtime stage's ENV, with its venv moved to `python`'s and the base image's PATH
+    standing in for ${PATH}: the entrypoint's whole environment."""
+    declared = _stage_variables("runtime", "ENV")
+    venv = declared.pop("VIRTUAL_ENV")
+    moved = str(python.parent.parent)
+    return {
+        "VIRTUAL_ENV": moved,
+        **{
+            name: value.replace("${PATH}", SYSTEM_PATH).replace(venv, moved)
+            for name, value in declared.items()
+        },
+    }
+
+
+def build_wheel(work_dir: Path) -> Path:
+    """The builder stage: copy its COPY sources into a clean tree, `pip wheel --no-deps` it."""
+    tree = work_dir / "src"
+    tree.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for source in builder_sources():
+        path = REPO / source.rstrip("/")
+        if path.is_dir():
+            shutil.copytree(path, tree / path.name, ignore=ignore)
+        else:
+            shutil.copy2(path, tree / path.name)
+    wheels = work_dir / "wheels"
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), "."]
+    _run(command, tree, env={**os.environ, **_stage_variables("builder", "ENV")})
+    (wheel,) = wheels.glob("*.whl")
+    return wheel
+
+
+def install_runtime(wheel: Path, venv: Path) -> Path:
+    """The runtime stage: a venv without pip, the wheel installed into it with the
+    Containerfile's flags by an outside pip. Returns the venv's python."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], venv.parent)
+    python = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install"]
+    _run([*pip, *pip_install_flags(), str(wheel)], venv.parent)
+    return python
+
+
+def _run(command: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> None:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{shlex.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+
+
+# -- the pod's sandbox ----------------------------------------------------------------------
+
+
+def sandboxed(command: Sequence[str], serviceaccount_files: Path | None = None) -> list[str]:
+    """`command` in a private mount namespace: root filesystem read-only and, when given,
+    `serviceaccount_files` mounted read-only at /var/run/secrets/kubernetes.io/serviceaccount.
+
+    As root, a plain mount namespace; otherwise a user namespace maps the caller to root
+    (needs unprivileged user namespaces). /run (the first existing ancestor of the
+    service-account path) is hidden behind a tmpfs for this process only.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise AssertionError("the pod sandbox needs util-linux's unshare")
+    namespaces = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    tmpfs_at = _first_existing_ancestor(SERVICEACCOUNT_DIR)
+    sa_dir = Path(os.path.realpath(SERVICEACCOUNT_DIR.parent)) / SERVICEACCOUNT_DIR.name
+    script = f"TMPFS_AT={shlex.quote(str(tmpfs_at))}; SA_DIR={shlex.quote(str(sa_dir))}\n"
+    return [
+        unshare,
+        *namespaces,
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script + _SANDBOX_SCRIPT,
+        "pod-sandbox",
+        str(serviceaccount_files or ""),
+        *command,
+    ]
+
+
+def _first_existing_ancestor(path: Path) -> Path:
+    resolved = Path(os.path.realpath(path))
+    while not resolved.exists():
+        resolved = resolved.parent
+    return resolved
+
+
+# -- the pod's identity ---------------------------------------------------------------------
+
+
+async def request_token(
+    kube: Any, namespace: str, service_account: str, expiration_seconds: int = 3600
+) -> str:
+    """A bound token for the ServiceAccount from the TokenRequest API, as the kubelet gets."""
+    answer = await kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration_seconds},
+        },
+    )
+    token: str = answer["status"]["token"]
+    return token
+
+
+async def serviceaccount_files(kube: Any, namespace: str, service_account: str) -> dict[str, str]:
+    """What the kubelet projects: token, ca.crt (from kube-root-ca.crt) and namespace."""
+    root_ca = await kube.request(
+        "GET", f"/api/v1/namespaces/{namespace}/configmaps/kube-root-ca.crt"
+    )
+    return {
+        "token": await request_token(kube, namespace, service_account),
+        "ca.crt": root_ca["data"]["ca.crt"],
+        "namespace": namespace,
+    }
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> Path:
+    """Write the projected files world-readable, as the volume's defaultMode 0644 does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for name, content in files.items():
+        (directory / name).write_text(content)
+        (directory / name).chmod(0o644)
+    return directory
+
+
+# -- the pod's container --------------------------------------------------------------------
+
+
+def operator_container(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "operator"]
+    return dict(container)
+
+
+def container_args(deployment: Mapping[str, Any]) -> list[str]:
+    """The arguments the kubelet passes to the image's entrypoint."""
+    container = operator_container(deployment)
+    if container.get("command"):
+        raise AssertionError("the chart must not override the image's entrypoint")
+    return [str(arg) for arg in container.get("args") or ()]
+
+
+def container_env(
+    deployment: Mapping[str, Any], *, namespace: str, pod_name: str
+) -> dict[str, str]:
+    """The container's env with fieldRefs resolved as the kubelet would."""
+    fields = {"metadata.namespace": namespace, "metadata.name": pod_name}
+    env: dict[str, str] = {}
+    for item in operator_container(deployment).get("env") or ():
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif field := (item.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath"):
+            env[item["name"]] = fields[field]
+        else:
+            raise AssertionError(f"cannot resolve env {item} outside a kubelet")
+    return env
+
+
+class InClusterOperator(OperatorProcess):
+    """The operator as the Deployment's container runs it, under the pod's service account.
+
+    Built on OperatorProcess for its log and endpoint helpers, but with its own command line:
+    no flags beyond the container's args and `--kubeconfig=` (in-cluster config), no inherited
+    environment; ports come from the Deployment's env.
+    """
+
+    def __init__(
+        self,
+        *,
+        python: Path,
+        deployment: Mapping[str, Any],
+        serviceaccount_files: Path,
+        apiserver_url: str,
+        namespace: str,
+        log_path: Path,
+        pod_name: str = "dittofs-operator-0",
+    ) -> None:
+        url = urlsplit(apiserver_url)
+        env = container_env(deployment, namespace=namespace, pod_name=pod_name)
+        self.env = {
+            **image_env(python),
+            "KUBERNETES_SERVICE_HOST": str(url.hostname),
+            "KUBERNETES_SERVICE_PORT": str(url.port or 443),
+            "HOSTNAME": pod_name,
+            **env,
+        }
+        self.health_port = int(env["DITTOFS_CONTROLLER_HEALTH_PORT"])
+        self.metrics_port = int(env["DITTOFS_CONTROLLER_METRICS_PORT"])
+        self.log_path = log_path
+        self.command = sandboxed(
+            ["python", "-m", "dittofs_controller", *container_args(deployment), "--kubeconfig="],
+            serviceaccount_files,
+        )
+        self._log_file = log_path.open("w")
+        self.process = subprocess.Popen(
+            self.command,
+            cwd="/",
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+
+    def probe(self, path: str = "/readyz") -> int | None:
+        """HTTP status of a probe endpoint, as the kubelet sees it; None when nothing answers."""
+        url = f"http://127.0.0.1:{self.health_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def forbidden(self) -> list[dict[str, Any]]:
+        """Log entries that carry a 403 from the API server."""
+        return [entry for entry in self.logs() if "403" in str(entry.get("error", ""))]
