@@ -1041,9 +1041,11 @@ class NetworkPolicy:
         default=False,
     )
     api_from: list[JSON] = field(
-        "Peers allowed to reach the REST API, each a networking/v1 NetworkPolicyPeer "
-        "(see `kubectl explain networkpolicy.spec.ingress.from`); empty allows only the "
-        "operator and the ingress controller.",
+        "Peers allowed to reach the REST API and the metrics port, each a networking/v1 "
+        "NetworkPolicyPeer (see `kubectl explain networkpolicy.spec.ingress.from`). The "
+        "operator's namespace is always allowed; add the namespaces of your ingress controller "
+        "and Prometheus here (a NetworkPolicy cannot find them by itself). Empty allows only "
+        "the operator.",
         factory=list,
     )
     file_from: list[JSON] = field(
