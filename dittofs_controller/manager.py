@@ -28,6 +28,7 @@ from dittofs_controller.runtime.health import HealthServer
 from dittofs_controller.runtime.informer import ResourceCache
 from dittofs_controller.runtime.leader import LeaderElector
 from dittofs_controller.runtime.metrics import REGISTRY
+from dittofs_controller.runtime.optional import OptionalCache
 from dittofs_controller.settings import Settings
 
 log = structlog.get_logger("dittofs_controller.manager")
@@ -42,6 +43,7 @@ class Manager:
         self.settings = settings
         self.controllers: list[Controller] = []
         self._caches: dict[tuple[Resource, str | None, bool], ResourceCache] = {}
+        self._optional: dict[tuple[Resource, str | None], OptionalCache] = {}
 
     def cache(
         self, resource: Resource, label_selector: str | None = None, *, metadata_only: bool = False
@@ -59,18 +61,37 @@ class Manager:
             )
         return self._caches[key]
 
+    def optional_cache(
+        self, resource: Resource, label_selector: str | None = None
+    ) -> OptionalCache:
+        """The shared cache of a custom resource whose CRD may be missing (see OptionalCache):
+        it never holds up readiness or a controller's start while the CRD is absent."""
+        key = (resource, label_selector)
+        if key not in self._optional:
+            self._optional[key] = OptionalCache(
+                self.client,
+                resource,
+                namespaces=self.settings.namespaces,
+                label_selector=label_selector,
+                watch_timeout=self.settings.watch_timeout,
+            )
+        return self._optional[key]
+
     def add(self, controller: Controller) -> Controller:
         self.controllers.append(controller)
         return controller
 
     def caches_synced(self) -> bool:
-        return all(cache.has_synced for cache in self._caches.values())
+        return all(cache.has_synced for cache in self._all_caches())
+
+    def _all_caches(self) -> list[ResourceCache | OptionalCache]:
+        return [*self._caches.values(), *self._optional.values()]
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost / a task dies (exit 1)."""
         caches = [
             asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}")
-            for cache in self._caches.values()
+            for cache in self._all_caches()
         ]
         try:
             return await self._lead(stop)

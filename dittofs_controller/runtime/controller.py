@@ -24,7 +24,7 @@ from opentelemetry import trace
 
 from dittofs_controller.kube.resources import ObjectKey, Resource
 from dittofs_controller.runtime import metrics
-from dittofs_controller.runtime.informer import EventType, ResourceCache
+from dittofs_controller.runtime.informer import EventType, Handler
 from dittofs_controller.runtime.store import Obj, controller_owner
 from dittofs_controller.runtime.workqueue import ShutDown, WorkQueue
 
@@ -51,6 +51,15 @@ class Reconciler(Protocol):
 
 
 KeyMapper = Callable[[Obj], Iterable[ObjectKey]]
+
+
+class Source(Protocol):
+    """What a controller watches: a ResourceCache, or an OptionalCache of a CRD that may be
+    missing (its wait_synced returns once it knows the CRD is absent)."""
+
+    def add_handler(self, handler: Handler) -> None: ...
+
+    async def wait_synced(self) -> None: ...
 
 
 def owner_mapper(owner: Resource) -> KeyMapper:
@@ -84,10 +93,10 @@ class Controller:
         self.workers = workers
         self.reconcile_timeout = reconcile_timeout
         self.queue: WorkQueue[ObjectKey] = queue or WorkQueue(name)
-        self._caches: list[ResourceCache] = []
+        self._caches: list[Source] = []
         self._log = log.bind(controller=name)
 
-    def watch(self, cache: ResourceCache, mapper: KeyMapper = _self_key) -> Controller:
+    def watch(self, cache: Source, mapper: KeyMapper = _self_key) -> Controller:
         """Enqueue the keys `mapper` derives from every change `cache` sees."""
 
         def handler(_: EventType, obj: Obj) -> None:
@@ -98,7 +107,7 @@ class Controller:
         self._caches.append(cache)
         return self
 
-    def owns(self, cache: ResourceCache, owner: Resource) -> Controller:
+    def owns(self, cache: Source, owner: Resource) -> Controller:
         """Enqueue the owner of every changed child, so edited or deleted children are restored."""
         return self.watch(cache, owner_mapper(owner))
 

@@ -67,6 +67,7 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         metadata_only: bool = False,
         watch_timeout: float = 300.0,
         inactivity_timeout: float = 150.0,
@@ -77,6 +78,8 @@ class Informer:
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        # e.g. metadata.name=<name>: watch one object, which RBAC can grant by resourceNames.
+        self.field_selector = field_selector
         self.metadata_only = metadata_only
         self.store = Store()
         self.synced = asyncio.Event()
@@ -119,7 +122,7 @@ class Informer:
                 backoff = min(backoff * 2, self._backoff_max)
 
     def _selector_query(self) -> dict[str, Any]:
-        return {"labelSelector": self.label_selector}
+        return {"labelSelector": self.label_selector, "fieldSelector": self.field_selector}
 
     async def _list(self) -> None:
         """Consistent, paginated list; replaces the store and emits the differences."""
