@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
 from dittofs_controller.manager import Manager
+from dittofs_controller.operator import config, database, network, storage, workload
 from dittofs_controller.operator.base import Context, server_controller
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
@@ -31,4 +32,9 @@ def setup(manager: Manager) -> None:
         events=EventRecorder(manager.client, manager.settings.leader_election.identity),
         settings=manager.settings,
     )
+    network.setup(manager, ctx)
+    config.setup(manager, ctx)
+    workload.setup(manager, ctx)
+    storage.setup(manager, ctx)
+    database.setup(manager, ctx)
     server_controller(manager, SummaryReconciler(ctx))
