@@ -44,7 +44,7 @@ Obj = dict[str, Any]
 
 
 async def install_percona_crd(kube: KubeClient) -> None:
-    """Server-side apply the real (trimmed) PerconaPGCluster CRD; wait until it is served."""
+    """Server-side apply the stand-in PerconaPGCluster CRD; wait until it is served."""
     body = yaml.safe_load(PERCONA_CRD.read_text())
     await kube.request(
         "PATCH",
