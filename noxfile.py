@@ -8,6 +8,7 @@ the Go module proxy into ~/.cache/dittofs-operator/bin by tests/testbed/build-bi
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -20,6 +21,27 @@ PYTHON = "3.11"
 RUFF_RULES = "E,F,W,I,B,UP,ASYNC,SIM,RUF"
 RUFF_IGNORE = "ASYNC109"  # explicit timeout parameters are clearer than asyncio.timeout here
 LINE_LENGTH = "100"
+
+
+# Debian packages the tests use: real NFS/SMB clients, and ip/nsenter/unshare for running pods.
+SYSTEM_PACKAGES = {
+    "nfs-cp": "libnfs-utils",
+    "smbclient": "smbclient",
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+}
+
+
+def install_system_packages(session: nox.Session) -> None:
+    """apt-get install what is missing (the tests run pods as root, so root is assumed)."""
+    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if not shutil.which(cmd)})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        session.error(f"missing commands; as root run: apt-get install {' '.join(missing)}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
 
 
 def build_binaries(session: nox.Session, *components: str) -> None:
@@ -46,13 +68,25 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on a real etcd + kube-apiserver + controller-manager."""
     session.install("-e", ".[test]")
-    build_binaries(session, "etcd", "kubernetes")
+    install_system_packages(session)
+    build_binaries(session, "etcd", "kubernetes", "helm", "dfs")
     session.run(
         "pytest",
         "-p",
         "no:cacheprovider",
         *(session.posargs or ["tests/unit", "tests/integration"]),
     )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Operator speed and memory against the real control plane; writes docs/performance.md.
+
+    `nox -s bench -- --sizes 10,100` measures fewer sizes.
+    """
+    session.install("-e", ".[test]")
+    build_binaries(session, "etcd", "kubernetes")
+    session.run("python", "-m", "tests.bench.operator_bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)

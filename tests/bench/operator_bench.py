@@ -1,0 +1,296 @@
+"""`nox -s bench`: the operator against the real local control plane, measured.
+
+For each N it creates N DittoServers (memory stores, no DittoFS pods needed) in a fresh
+namespace and reports:
+- create -> children present with ConfigReady, StorageReady and NetworkReady True: p50/p95/max;
+- API requests the operator made per DittoServer, by verb (its rest_client_requests_total);
+- writes per minute at steady state with nothing changing (target 0);
+- an operator restart with nothing changed: requests until converged, writes (target 0), time;
+- the operator process's peak RSS and CPU seconds (from /proc).
+It prints a table and writes docs/performance.md. It asserts nothing: numbers are for reading.
+
+    python -m tests.bench.operator_bench [--sizes 10,100,1000] [--steady-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dittofs_controller.kube.client import KubeClient, connect
+from dittofs_controller.kube.resources import DITTOSERVERS, NAMESPACES
+from tests.support.crds import install_crd
+from tests.support.process import OperatorProcess, eventually
+from tests.testbed import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "docs" / "performance.md"
+MEASURED = ("ConfigReady", "StorageReady", "NetworkReady")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def dittoserver(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": DITTOSERVERS.api_version,
+        "kind": DITTOSERVERS.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "metadataStores": [{"name": "meta", "type": "memory"}],
+            "localBlockStores": [{"name": "blocks", "type": "memory"}],
+            "shares": [{"name": "/export", "metadataStore": "meta", "localBlockStore": "blocks"}],
+            "controlPlane": {"database": {"type": "sqlite"}},
+            "expose": {"nfs": {"type": "ClusterIP"}, "smb": {"type": "ClusterIP"}},
+        },
+    }
+
+
+def all_true(server: dict[str, Any]) -> bool:
+    generation = server["metadata"].get("generation")
+    found = {
+        c["type"]: c
+        for c in (server.get("status") or {}).get("conditions") or ()
+        if c.get("observedGeneration") == generation
+    }
+    return all(found.get(kind, {}).get("status") == "True" for kind in MEASURED)
+
+
+@attrs.define
+class ProcessStats:
+    pid: int
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_by_verb(operator: OperatorProcess) -> dict[str, float]:
+    """The operator's API request counters, summed over status codes."""
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("rest_client_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            method = labels.split('method="', 1)[1].split('"', 1)[0]
+            totals[method] = totals.get(method, 0.0) + float(value)
+    return totals
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {verb: after.get(verb, 0.0) - before.get(verb, 0.0) for verb in after}
+
+
+def writes(counts: dict[str, float]) -> float:
+    return sum(counts.get(verb, 0.0) for verb in WRITE_VERBS)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+@attrs.define
+class Row:
+    n: int
+    p50: float
+    p95: float
+    max: float
+    per_server: dict[str, float]
+    steady_writes_per_minute: float
+    restart_requests: dict[str, float]
+    restart_seconds: float
+    peak_rss_mib: float
+    cpu_seconds: float
+
+
+def start_operator(cp: ControlPlane, namespace: str, log: Path) -> OperatorProcess:
+    return OperatorProcess(
+        "dittofs_controller",
+        [
+            "run",
+            f"--kubeconfig={cp.kubeconfig_path}",
+            f"--namespaces={namespace}",
+            "--no-leader-elect",
+            "--log-level=info",
+            "--workers=4",
+        ],
+        log,
+    )
+
+
+async def quiet(operator: OperatorProcess, settle: float = 3.0, timeout: float = 300) -> None:
+    """Wait until the operator made no API request for `settle` seconds."""
+    last, since = requests_by_verb(operator), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = requests_by_verb(operator)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return
+
+
+@contextlib.asynccontextmanager
+async def namespace_for(kube: KubeClient, n: int) -> AsyncIterator[str]:
+    name = f"bench-{n}-{int(time.time())}"
+    await kube.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    try:
+        yield name
+    finally:
+        await kube.delete(NAMESPACES, name)
+
+
+async def measure(
+    cp: ControlPlane, kube: KubeClient, n: int, steady_seconds: float, work: Path
+) -> Row:
+    async with namespace_for(kube, n) as namespace:
+        operator = start_operator(cp, namespace, work / f"operator-{n}.log")
+        try:
+            await operator.wait_for_log("starting workers", timeout=60)
+            stats = ProcessStats(operator.process.pid)
+            before = requests_by_verb(operator)
+            created: dict[str, float] = {}
+            ready: dict[str, float] = {}
+            for index in range(n):
+                name = f"s{index:04d}"
+                created[name] = time.monotonic()
+                await kube.create(DITTOSERVERS, dittoserver(namespace, name), namespace)
+
+            async def all_ready() -> bool:
+                listed = await kube.request("GET", DITTOSERVERS.path(namespace))
+                now = time.monotonic()
+                for item in listed.get("items") or ():
+                    name = item["metadata"]["name"]
+                    if name not in ready and all_true(item):
+                        ready[name] = now
+                return len(ready) == n
+
+            await eventually(all_ready, 60 + n, f"{n} DittoServers ready", operator)
+            await quiet(operator)
+            per_server = {
+                verb: count / n for verb, count in delta(requests_by_verb(operator), before).items()
+            }
+            latencies = [ready[name] - created[name] for name in created]
+
+            steady_before = requests_by_verb(operator)
+            await asyncio.sleep(steady_seconds)
+            steady = writes(delta(requests_by_verb(operator), steady_before)) * 60 / steady_seconds
+            peak_rss, cpu = stats.peak_rss_mib(), stats.cpu_seconds()
+        finally:
+            operator.stop()
+
+        restarted = start_operator(cp, namespace, work / f"operator-{n}-restart.log")
+        try:
+            started = time.monotonic()
+            await restarted.wait_for_log("starting workers", timeout=60)
+            await quiet(restarted)
+            restart_seconds = time.monotonic() - started - 3.0  # minus the settle window
+            restart_requests = requests_by_verb(restarted)
+        finally:
+            restarted.stop()
+    return Row(
+        n,
+        statistics.median(latencies),
+        percentile(latencies, 0.95),
+        max(latencies),
+        per_server,
+        steady,
+        restart_requests,
+        restart_seconds,
+        peak_rss,
+        cpu,
+    )
+
+
+def table(rows: list[Row]) -> str:
+    def verbs(counts: dict[str, float], digits: int) -> str:
+        return ", ".join(
+            f"{verb} {value:.{digits}f}" for verb, value in sorted(counts.items()) if value
+        )
+
+    lines = [
+        "| N | create→ready p50 | p95 | max | requests per DittoServer | steady writes/min "
+        "| restart: requests (writes) | restart time | peak RSS | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.n} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s | {verbs(r.per_server, 1)} "
+            f"| {r.steady_writes_per_minute:.1f} | {verbs(r.restart_requests, 0)} "
+            f"({writes(r.restart_requests):.0f}) | {r.restart_seconds:.1f} s "
+            f"| {r.peak_rss_mib:.0f} MiB | {r.cpu_seconds:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
+def report(rows: list[Row], command: str) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"""# Performance
+
+Measured by `{command}` on {datetime.date.today().isoformat()} ({machine}), against the real
+local control plane (etcd, kube-apiserver and kube-controller-manager on the same machine), with
+memory-store DittoServers and no DittoFS pods. "Ready" means the children exist and
+ConfigReady, StorageReady and NetworkReady are True for the current generation.
+
+{table(rows)}
+
+Raw numbers: `docs/performance.json`.
+"""
+
+
+async def main_async(sizes: list[int], steady_seconds: float, work: Path) -> None:
+    with ControlPlane() as cp:
+        kube = await connect(str(cp.kubeconfig_path), None)
+        try:
+            await install_crd(kube)
+            rows = []
+            for n in sizes:
+                print(f"[bench] N={n} ...", file=sys.stderr, flush=True)
+                rows.append(await measure(cp, kube, n, steady_seconds, work))
+                print(table(rows[-1:]), file=sys.stderr, flush=True)
+        finally:
+            await kube.close()
+    command = "nox -s bench"
+    print(table(rows))
+    REPORT.write_text(report(rows, command))
+    REPORT.with_suffix(".json").write_text(
+        json.dumps([attrs.asdict(r) for r in rows], indent=2) + "\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.operator_bench")
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    work = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/dittofs-bench"))
+    work.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main_async([int(s) for s in args.sizes.split(",")], args.steady_seconds, work))
+
+
+if __name__ == "__main__":
+    main()
