@@ -8,7 +8,6 @@ update real ones in a fresh namespace.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import re
 from pathlib import Path
@@ -19,8 +18,9 @@ import yaml
 
 from dittofs_controller.api import crd, v1alpha1
 from dittofs_controller.api.schema import parse
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
+from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import CRDS, Resource
+from tests.support.crds import install_crd
 
 CORPUS = Path(__file__).resolve().parents[1] / "unit" / "api"
 VALID = sorted((CORPUS / "valid").glob("*.yaml"))
@@ -48,31 +48,8 @@ def minimal(name: str) -> dict[str, Any]:
 @pytest.fixture
 async def dittoservers(kube: KubeClient) -> KubeClient:
     """The cluster with the current CRD installed and served (idempotent server-side apply)."""
-    await kube.request(
-        "PATCH",
-        CRDS.path(name=crd.NAME),
-        query={"fieldManager": "dittofs-tests", "force": "true"},
-        body=crd.crd(),
-        content_type=APPLY_PATCH,
-    )
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            if _established(await kube.get(CRDS, crd.NAME)):
-                break
-            await asyncio.sleep(0.1)
-        while True:  # Established can precede the handler serving the new schema by a moment
-            try:
-                await create(kube, minimal("probe"), DRY_RUN_NAMESPACE, dry_run=True)
-                return kube
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-            await asyncio.sleep(0.1)
-
-
-def _established(obj: dict[str, Any]) -> bool:
-    conditions = obj.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+    await install_crd(kube, timeout=TIMEOUT)
+    return kube
 
 
 async def create(
