@@ -6,9 +6,10 @@ import contextlib
 from collections.abc import Iterator
 
 from dittofs_controller.kube.client import ApiError
+from dittofs_controller.runtime.controller import ExpectedError
 
 
-class Problem(Exception):
+class Problem(ExpectedError):
     """A known failure that becomes a False condition with `reason`.
 
     retry=True: transient (API unreachable...), retried with per-key backoff.

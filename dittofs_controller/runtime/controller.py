@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+import aiohttp
 import attrs
 import structlog
 from opentelemetry import trace
 
+from dittofs_controller.kube.client import ApiError
 from dittofs_controller.kube.resources import ObjectKey, Resource
 from dittofs_controller.runtime import metrics
 from dittofs_controller.runtime.informer import EventType, Handler
@@ -40,6 +42,14 @@ class Result:
 
 
 DONE = Result()
+
+
+class ExpectedError(Exception):
+    """A failure the reconciler anticipated: retried with backoff, logged without a traceback."""
+
+
+# Failures whose traceback says nothing the message does not: API answers, timeouts, network.
+_QUIET_ERRORS = (ExpectedError, ApiError, TimeoutError, aiohttp.ClientError)
 
 
 class TerminalError(Exception):
@@ -165,7 +175,7 @@ class Controller:
                     "reconcile failed; will retry",
                     error=str(error) or type(error).__name__,
                     retries=self.queue.num_requeues(key),
-                    exc_info=not isinstance(error, TimeoutError),
+                    exc_info=not isinstance(error, _QUIET_ERRORS),
                 )
             else:
                 self.queue.forget(key)
