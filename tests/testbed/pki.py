@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"  # room for the bench: 3 Services per DittoServer
 # The `kubernetes` Service gets the first IP of the range; in-cluster clients dial it.
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 APISERVER_DNS_NAMES = (
