@@ -326,7 +326,10 @@ def judge(
         name,
         "ClaimPending",
         False,
-        f"PersistentVolumeClaim {name} ({claim.purpose}) has been Pending for {int(age)} s: "
+        # The creation time, not an age: a message that changed on every pass would rewrite the
+        # status on every pass, and each write would trigger the next pass.
+        f"PersistentVolumeClaim {name} ({claim.purpose}) has been Pending since "
+        f"{live['metadata'].get('creationTimestamp')}: "
         f"{_pending_hint(live, storage_class)}; {events}{later}",
     )
 

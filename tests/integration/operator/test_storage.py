@@ -7,6 +7,7 @@ an expansion by writing the claim's status capacity, as a CSI resizer would.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -296,9 +297,27 @@ async def test_binding_states(
     assert "late-meta-meta is bound when the DittoFS pod is scheduled" in waiting["message"]
 
     await kube.create(DITTOSERVERS, server(namespace, "stuck", **stores(immediate)), namespace)
-    pending = await wait_reason(kube, ObjectKey(namespace, "stuck"), "ClaimPending")
+    stuck = ObjectKey(namespace, "stuck")
+
+    async def both_claims_pending() -> Obj | None:
+        # The claims pass their grace period one after the other: wait until both are reported.
+        found = await storage_ready(kube, stuck)
+        ok = found and found["reason"] == "ClaimPending" and "stuck-meta-meta" in found["message"]
+        return found if ok else None
+
+    pending = await wait_for(both_claims_pending, "both claims reported Pending")
     assert pending["status"] == "False"
-    assert "stuck-meta-meta (metadata store meta) has been Pending" in pending["message"]
+    assert (
+        "stuck-controlplane (the control-plane database) has been Pending since"
+        in pending["message"]
+    )
+    assert "stuck-meta-meta (metadata store meta) has been Pending since" in pending["message"]
+    # A claim that stays Pending must not rewrite the status on every pass (each write would
+    # trigger the next pass: a hot loop).
+    before = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
+    await asyncio.sleep(4)
+    after = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
+    assert before == after
     assert f"StorageClass {immediate} (provisioner example.com/nothing)" in pending["message"]
     assert f"kubectl describe pvc stuck-meta-meta -n {namespace}" in pending["message"]
 

@@ -313,7 +313,7 @@ def test_a_claim_pending_past_the_grace_fails_with_a_hint(
     verdict = judge(claim, obj, sc)
     assert (verdict.reason, verdict.ready) == ("ClaimPending", False)
     assert hint in verdict.message
-    assert "Pending for 600 s" in verdict.message
+    assert "Pending since " in verdict.message
     assert "kubectl describe pvc files-blocks-data -n team" in verdict.message
 
 
