@@ -45,6 +45,11 @@ def statefulset(server: str) -> str:
     return server
 
 
+def pod(server: str) -> str:
+    """The StatefulSet's only pod (DittoFS runs one replica at most)."""
+    return f"{statefulset(server)}-0"
+
+
 def service(server: str, purpose: str) -> str:
     """purpose: nfs, smb or api."""
     return f"{server}-{purpose}"
@@ -63,6 +68,11 @@ def ingress_tls_secret(server: str) -> str:
 def network_policy(server: str, purpose: str) -> str:
     """purpose: api or files."""
     return f"{server}-{purpose}"
+
+
+def service_monitor(server: str) -> str:
+    """The Prometheus Operator ServiceMonitor of the metrics port."""
+    return f"{server}-metrics"
 
 
 def percona_cluster(server: str, spec: v1alpha1.DittoServerSpec) -> str:

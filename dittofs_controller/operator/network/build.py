@@ -1,9 +1,10 @@
-"""Desired Services, Ingress and NetworkPolicies of a DittoServer, and what the live ones say.
+"""Desired Services, Ingress, NetworkPolicies and ServiceMonitor of a DittoServer, and what the
+live Services say.
 
 Pure functions of the DittoServer and its parsed spec. The reconciler applies what `services`,
-`ingress` and `network_policies` build (None = the child must not exist) and publishes what
-`judge` and `endpoints` conclude from the Services as the API server returned them (allocated
-node ports, load-balancer addresses).
+`ingress`, `network_policies` and `service_monitor` build (None = the child must not exist) and
+publishes what `judge` and `endpoints` conclude from the Services as the API server returned
+them (allocated node ports, load-balancer addresses).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import ipaddress
 from collections.abc import Mapping
 
 from dittofs_controller.api import v1alpha1
+from dittofs_controller.kube.resources import SERVICE_MONITORS
 from dittofs_controller.operator import names
 from dittofs_controller.operator.children import (
     Obj,
     child_metadata,
+    labels,
     object_for,
     selector_labels,
     stamped,
@@ -32,6 +35,7 @@ ISSUER_ANNOTATION = "cert-manager.io/issuer"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 NODE_IP = "<node-ip>"  # a NodePort is reached on any node's address, which we cannot pick
 MOUNT_POINT = "/mnt/dittofs"
+METRICS_PATH = "/metrics"  # DittoFS' metrics.path default
 
 
 def _server_name(server: Obj) -> str:
@@ -219,6 +223,31 @@ def network_policies(server: Obj, spec: Spec, operator_namespace: str) -> dict[s
         "api": _policy(server, "api", api_ports, api_peers),
         "files": _policy(server, "files", file_ports, files_peers) if file_ports else None,
     }
+
+
+def service_monitor(server: Obj, spec: Spec) -> Obj | None:
+    """The ServiceMonitor scraping the API Service's `metrics` port, or None unless metrics and
+    spec.controlPlane.metrics.serviceMonitor are enabled.
+
+    It selects the API Service by the operator's own labels only: the user's extra Service
+    labels (spec.expose.api.labels) may change, the component label never does. The metrics
+    listener speaks plain HTTP on DittoFS' default path (the config never sets metrics.path).
+    """
+    metrics = spec.control_plane.metrics
+    options = metrics.service_monitor
+    if not (metrics.enabled and options.enabled):
+        return None
+    server_name = _server_name(server)
+    endpoint: Obj = {"port": "metrics", "path": METRICS_PATH}
+    if options.interval:
+        endpoint["interval"] = options.interval
+    body = {"selector": {"matchLabels": labels(server_name, "api")}, "endpoints": [endpoint]}
+    metadata = child_metadata(
+        server, names.service_monitor(server_name), "metrics", extra_labels=options.labels
+    )
+    return stamped(
+        object_for(SERVICE_MONITORS.api_version, SERVICE_MONITORS.kind, metadata, spec=body)
+    )
 
 
 # --- reading the live Services back ---------------------------------------------------------

@@ -1,17 +1,25 @@
-"""The network reconciler: Services, the API Ingress and NetworkPolicies -> NetworkReady.
+"""The network reconciler: Services, the API Ingress, NetworkPolicies and the optional
+ServiceMonitor -> NetworkReady.
 
 It also owns status.endpoints (where clients reach NFS, SMB and the API), published in the same
 status apply as its condition. Waiting for a load-balancer address costs nothing: no polling,
 the Service watch brings the address.
+
+The ServiceMonitor CRD (Prometheus Operator) may be missing: its cache is an OptionalCache, so
+the operator starts and serves without it. A requested ServiceMonitor is then skipped, which
+NetworkReady (still True: the server is reachable) says in its message, with a Warning Event
+when the skip begins; the CRD watch re-queues the DittoServers when it appears (no polling).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from dittofs_controller.kube.resources import (
+    DITTOSERVERS,
     INGRESSES,
     NETWORKPOLICIES,
+    SERVICE_MONITORS,
     SERVICES,
     ObjectKey,
     Resource,
@@ -19,10 +27,17 @@ from dittofs_controller.kube.resources import (
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Synced
 from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.network import build
 from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.runtime.optional import OptionalCache
 from dittofs_controller.runtime.store import controller_owner
+
+# How long a pass waits for ServiceMonitors to be served after their CRD appeared.
+SERVED_TIMEOUT = 10.0
+SKIPPED_REASON = "ServiceMonitorSkipped"
 
 
 def _controlled_by(obj: Obj, server: Obj) -> bool:
@@ -35,9 +50,15 @@ class NetworkReconciler(ServerReconciler):
     condition = conditions.NETWORK_READY
     status_fields = ("endpoints",)
 
-    def __init__(self, ctx: Context, caches: Mapping[Resource, ResourceCache]) -> None:
+    def __init__(
+        self, ctx: Context, caches: Mapping[Resource, ResourceCache], monitors: OptionalCache
+    ) -> None:
         super().__init__(ctx)
-        self.caches = caches
+        self.monitors = monitors
+        self.caches: Mapping[Resource, ResourceCache | OptionalCache] = {
+            **caches,
+            SERVICE_MONITORS: monitors,
+        }
         # The operator's namespace, which the API NetworkPolicy always admits: the operator
         # runs where its Lease is (the pod's namespace unless configured otherwise).
         self.operator_namespace = ctx.settings.leader_election.lease_namespace
@@ -59,8 +80,47 @@ class NetworkReconciler(ServerReconciler):
             await self._converge(
                 server, NETWORKPOLICIES, names.network_policy(server_name, purpose), desired
             )
+        skipped = await self._service_monitor(server, spec)
         found = build.endpoints(spec, live)
-        return Synced(build.judge(server, live, found), status={"endpoints": found})
+        outcome = build.judge(server, live, found)
+        if skipped:
+            outcome = Outcome(outcome.status, outcome.reason, f"{outcome.message}; {skipped}")
+            await self._warn_skipped(server, skipped)
+        return Synced(outcome, status={"endpoints": found})
+
+    async def _service_monitor(self, server: Obj, spec: Spec) -> str | None:
+        """Converge the ServiceMonitor; why it was skipped, if it was."""
+        name = names.service_monitor(server["metadata"]["name"])
+        desired = build.service_monitor(server, spec)
+        if not self.monitors.installed:
+            if desired is None:
+                return None  # no CRD, so no ServiceMonitor to delete either
+            return (
+                f"ServiceMonitor {name} skipped: the Prometheus Operator CRD "
+                f"{self.monitors.crd_name} is not installed (it is created once the CRD exists)"
+            )
+        if not await self.monitors.wait_listed(SERVED_TIMEOUT):
+            raise Problem(
+                "ServiceMonitorNotServed",
+                f"the CRD {self.monitors.crd_name} exists but ServiceMonitors are not served yet",
+                retry=True,
+            )
+        await self._converge(server, SERVICE_MONITORS, name, desired)
+        return None
+
+    async def _warn_skipped(self, server: Obj, skipped: str) -> None:
+        """A Warning Event when the skip begins (the condition's reason does not change, so
+        `publish` records none). The cached DittoServer may predate the last pass' status
+        apply, so an apparent transition is checked against the API server before recording."""
+        if self._says(server, skipped):
+            return
+        meta = server["metadata"]
+        fresh = await self.client.get_or_none(DITTOSERVERS, meta["name"], meta["namespace"])
+        if fresh is None or self._says(fresh, skipped):
+            return
+        await self.ctx.events.record(
+            server, "Warning", SKIPPED_REASON, skipped, action=self.name.capitalize()
+        )
 
     async def _converge(
         self, server: Obj, resource: Resource, name: str, desired: Obj | None
@@ -88,3 +148,21 @@ class NetworkReconciler(ServerReconciler):
                 await self.client.delete(resource, name, namespace)
                 return None
             return await self.ensure_child(resource, desired, live)
+
+    def _says(self, server: Obj, note: str) -> bool:
+        previous = conditions.find(server, self.condition)
+        return previous is not None and note in previous.get("message", "")
+
+
+def monitoring_servers(servers: ResourceCache) -> KeyMapper:
+    """The ServiceMonitor CRD changed -> every DittoServer that asks for a ServiceMonitor."""
+
+    def mapper(_: Obj) -> Iterable[ObjectKey]:
+        return [ObjectKey.of(server) for server in servers.objects() if _wants_monitor(server)]
+
+    return mapper
+
+
+def _wants_monitor(server: Obj) -> bool:
+    metrics = ((server.get("spec") or {}).get("controlPlane") or {}).get("metrics") or {}
+    return bool((metrics.get("serviceMonitor") or {}).get("enabled"))

@@ -1,4 +1,5 @@
-"""Desired Services, Ingress and NetworkPolicies, and endpoints read back from live Services."""
+"""Desired Services, Ingress, NetworkPolicies, ServiceMonitor, and endpoints read back from live
+Services."""
 
 from __future__ import annotations
 
@@ -469,3 +470,93 @@ def test_every_valid_sample_builds(sample_name: str) -> None:
     ]
     assert any(obj is not None for obj in built)
     assert build.services(SERVER, spec)["api"] is not None
+
+
+# --- ServiceMonitor -------------------------------------------------------------------------
+
+
+def monitor_spec(**service_monitor: Any) -> DittoServerSpec:
+    return spec_of(
+        controlPlane={"metrics": {"serviceMonitor": {"enabled": True, **service_monitor}}}
+    )
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_the_api_service_only() -> None:
+    spec = sample("custom-ports-metrics.yaml")
+    monitor = build.service_monitor(SERVER, spec)
+    assert monitor is not None
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["kind"] == "ServiceMonitor"
+    meta = monitor["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("files-metrics", "team")
+    assert meta["labels"]["release"] == "kube-prometheus-stack"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "dittofs-operator"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("DittoServer", "u-1", True)
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        purpose
+        for purpose, svc in build.services(SERVER, spec).items()
+        if svc is not None and selector.items() <= svc["metadata"]["labels"].items()
+    ]
+    assert selected == ["api"]
+    api = service(spec, "api")
+    assert {"name": "metrics", "port": 19090, "targetPort": 19090, "protocol": "TCP"} in api[
+        "spec"
+    ]["ports"]
+
+
+def test_no_service_monitor_unless_metrics_and_the_monitor_are_enabled() -> None:
+    assert build.service_monitor(SERVER, spec_of()) is None
+    assert build.service_monitor(SERVER, sample("minimal.yaml")) is None
+    without_metrics = spec_of(
+        controlPlane={"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}
+    )
+    assert build.service_monitor(SERVER, without_metrics) is None
+    # the metrics port it would scrape is gone from the API Service too
+    assert [p["name"] for p in service(without_metrics, "api")["spec"]["ports"]] == ["api"]
+
+
+def test_service_monitor_leaves_the_interval_to_prometheus_when_unset() -> None:
+    monitor = build.service_monitor(SERVER, monitor_spec())
+    assert monitor is not None
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics"}]
+
+
+def test_service_monitor_selector_ignores_user_labels_and_keeps_managed_ones() -> None:
+    spec = spec_of(
+        controlPlane={
+            "metrics": {
+                "serviceMonitor": {
+                    "enabled": True,
+                    "labels": {"app.kubernetes.io/managed-by": "someone", "team": "a"},
+                }
+            }
+        },
+        expose={"api": {"labels": {"exposed": "yes"}}},
+    )
+    monitor = build.service_monitor(SERVER, spec)
+    assert monitor is not None
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dittofs-operator"
+    assert monitor["metadata"]["labels"]["team"] == "a"
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        **SELECTOR,
+        "app.kubernetes.io/component": "api",
+        "app.kubernetes.io/managed-by": "dittofs-operator",
+    }
+
+
+def test_changing_the_interval_or_dropping_it_is_applied() -> None:
+    before = build.service_monitor(SERVER, monitor_spec(interval="30s"))
+    after = build.service_monitor(SERVER, monitor_spec())
+    assert before is not None and after is not None
+    assert not needs_apply(before, copy.deepcopy(before))
+    assert needs_apply(after, before)  # the hash annotation changed: the interval is removed
+    assert (
+        after["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+        != before["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+    )
