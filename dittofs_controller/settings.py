@@ -32,6 +32,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+DittoFSApiAccess = Literal["auto", "service", "pod"]
+DITTOFS_API_ACCESSES: tuple[DittoFSApiAccess, ...] = get_args(DittoFSApiAccess)
 
 _METADATA_KEY = "dittofs_controller.option"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -411,6 +413,18 @@ class Settings:
         validator=_at_least(1),
         metavar="SECONDS",
         help="Base server-side watch timeout; each watch jitters it to spread reconnects.",
+    )
+    dittofs_api_access: DittoFSApiAccess = _setting(  # noqa: RUF009 - an attrs.field
+        flag="--dittofs-api-access",
+        default="auto",
+        parse=_parse_lower,
+        validator=_one_of(DITTOFS_API_ACCESSES),
+        metavar="{" + ",".join(DITTOFS_API_ACCESSES) + "}",
+        help="How the operator reaches each DittoFS REST API: service = the API Service's "
+        "cluster DNS name (in a pod); pod = the DittoFS pod's IP (out of the cluster, which "
+        "needs a route to the pod network); auto = service when the operator runs in a pod "
+        "($KUBERNETES_SERVICE_HOST set, no kubeconfig), pod otherwise. The API server's "
+        "service proxy is no way in: it drops the Authorization header DittoFS needs.",
     )
     leader_election: LeaderElectionSettings = attrs.field(factory=LeaderElectionSettings)
 

@@ -5,6 +5,7 @@ DittoServer ─┬─ config   -> ConfigMap, generated Secrets         -> Config
              ├─ database -> PerconaPGCluster / external Secret   -> DatabaseReady
              ├─ network  -> Services, Ingress, NetworkPolicies    -> NetworkReady
              ├─ server   -> StatefulSet (once the above are True) -> Available, Progressing
+             ├─ runtime  -> stores, shares, users over REST       -> ServerConfigured
              └─ summary  -> Ready, phase, observedGeneration
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
 from dittofs_controller.manager import Manager
-from dittofs_controller.operator import config, database, network, storage, workload
+from dittofs_controller.operator import config, database, network, runtime, storage, workload
 from dittofs_controller.operator.base import Context, server_controller
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
@@ -37,4 +38,5 @@ def setup(manager: Manager) -> None:
     workload.setup(manager, ctx)
     storage.setup(manager, ctx)
     database.setup(manager, ctx)
+    runtime.setup(manager, ctx)
     server_controller(manager, SummaryReconciler(ctx))

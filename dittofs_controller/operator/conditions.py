@@ -23,6 +23,7 @@ DATABASE_READY = "DatabaseReady"
 NETWORK_READY = "NetworkReady"
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
+SERVER_CONFIGURED = "ServerConfigured"
 READY = "Ready"
 
 

@@ -18,7 +18,16 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.runtime.controller import DONE, Result
 
 NAME = "summary"
-REQUIRED = (c.CONFIG_READY, c.STORAGE_READY, c.DATABASE_READY, c.NETWORK_READY, c.AVAILABLE)
+REQUIRED = (
+    c.CONFIG_READY,
+    c.STORAGE_READY,
+    c.DATABASE_READY,
+    c.NETWORK_READY,
+    c.AVAILABLE,
+    c.SERVER_CONFIGURED,
+)
+# What a stopped server (spec.replicas 0) cannot be: running, and configured over its API.
+STOPPED_ALLOWS = (c.AVAILABLE, c.SERVER_CONFIGURED)
 
 
 @attrs.frozen
@@ -46,7 +55,7 @@ def summarise(server: Obj) -> Summary:
     except ParseError as error:
         return Summary(Outcome.false("InvalidSpec", str(error)), "Failed", caught_up)
     failing = [cond for cond in current.values() if cond.get("status") != "True"]
-    if replicas == 0 and all(kind == c.AVAILABLE for kind in (f["type"] for f in failing)):
+    if replicas == 0 and all(f["type"] in STOPPED_ALLOWS for f in failing):
         return Summary(
             Outcome.false("Stopped", "spec.replicas is 0: the server is stopped, its data kept"),
             "Stopped",

@@ -53,6 +53,7 @@ def test_defaults() -> None:
     assert (s.metrics_port, s.health_port, s.bind_address) == (8080, 8081, "0.0.0.0")
     assert s.otlp_endpoint is None
     assert (s.shutdown_grace, s.watch_timeout) == (30.0, 300.0)
+    assert s.dittofs_api_access == "auto"
     election = s.leader_election
     assert election.enabled is True
     assert (election.lease_name, election.lease_namespace) == ("dittofs-controller", "default")
@@ -90,6 +91,13 @@ def test_identity_is_unique_per_process_start() -> None:
         ((), {"WORKERS": "  "}, "workers", 2),
         ((), {"CONTEXT": "kind"}, "context", "kind"),
         (("--bind-address", "::"), {"BIND_ADDRESS": "127.0.0.1"}, "bind_address", "::"),
+        ((), {"DITTOFS_API_ACCESS": "Service"}, "dittofs_api_access", "service"),
+        (
+            ("--dittofs-api-access", "pod"),
+            {"DITTOFS_API_ACCESS": "service"},
+            "dittofs_api_access",
+            "pod",
+        ),
     ],
 )
 def test_precedence_flag_over_env_over_default(
@@ -178,6 +186,7 @@ def test_otlp_endpoint_honours_standard_env(monkeypatch: pytest.MonkeyPatch) -> 
         (("--shutdown-grace", "-1"), "must be at least 0"),
         (("--watch-timeout", "0.5"), "must be at least 1"),
         (("--leader-elect-identity", ""), "must not be empty"),
+        (("--dittofs-api-access", "proxy"), "must be one of auto, service, pod, got 'proxy'"),
         (("--leader-elect-renew-deadline", "15"), "lease duration > renew deadline"),
         (("--leader-elect-retry-period", "9"), "got 15 > 10 > 1.2 x 9"),
     ],

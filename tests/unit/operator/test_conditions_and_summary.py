@@ -89,5 +89,28 @@ def test_invalid_spec_is_failed() -> None:
 def test_zero_replicas_is_stopped() -> None:
     conds = all_true()
     conds["Available"] = ("False", "Stopped", 2)
+    conds["ServerConfigured"] = ("Unknown", "ServerStopped", 2)
     summary = summarise(server(replicas=0, **conds))
     assert (summary.outcome.reason, summary.phase) == ("Stopped", "Stopped")
+
+
+def test_ready_needs_the_server_configured_over_its_api() -> None:
+    assert "ServerConfigured" in REQUIRED
+    conds = all_true()
+    del conds["ServerConfigured"]
+    waiting = summarise(server(**conds))
+    assert (waiting.outcome.status, waiting.phase) == ("Unknown", "Progressing")
+    assert "ServerConfigured" in waiting.outcome.message
+    conds["ServerConfigured"] = ("False", "StoreRejected", 2)
+    rejected = summarise(server(**conds))
+    assert (rejected.outcome.status, rejected.outcome.reason) == ("False", "StoreRejected")
+    assert rejected.phase == "Degraded"  # the pod serves; its runtime state does not match
+
+
+def test_a_stopped_server_still_reports_other_failures() -> None:
+    conds = all_true()
+    conds["Available"] = ("False", "Stopped", 2)
+    conds["ServerConfigured"] = ("Unknown", "ServerStopped", 2)
+    conds["ConfigReady"] = ("False", "SecretNotFound", 2)
+    summary = summarise(server(replicas=0, **conds))
+    assert summary.outcome.reason == "SecretNotFound"

@@ -1,0 +1,19 @@
+"""DittoFS itself, as the operator talks to it: the REST client of its control plane."""
+
+from dittofs_controller.dittofs.client import (
+    AuthenticationFailed,
+    DittoFSClient,
+    DittoFSError,
+    DittoFSUnreachable,
+    Tokens,
+    pinned_ssl_context,
+)
+
+__all__ = [
+    "AuthenticationFailed",
+    "DittoFSClient",
+    "DittoFSError",
+    "DittoFSUnreachable",
+    "Tokens",
+    "pinned_ssl_context",
+]

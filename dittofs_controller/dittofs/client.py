@@ -1,0 +1,244 @@
+"""An async client for the DittoFS control-plane REST API (checked against DittoFS v0.29.0).
+
+It talks as the bootstrap `admin` account: almost every route needs role admin, and accounts
+made over the API with that role must change their password before they may call anything.
+
+Errors: the handlers answer `application/problem+json` ({type, title, status, detail, code});
+the authentication middleware answers `text/plain` 401/403. Both become a DittoFSError. A
+server that cannot be reached (connection refused, DNS, TLS, timeout) is DittoFSUnreachable.
+
+Tokens: a login returns an access token valid `expires_in` seconds (900 by default) and a
+refresh token. The client refreshes shortly before expiry, logs in again when the refresh is
+refused, and retries a call once after a 401 (the server restarted with another JWT secret).
+Tokens live in a `Tokens` object the caller keeps between sessions, bound to the credentials
+they were issued for: a changed password logs in afresh, so a wrong one is noticed at once.
+
+Passwords and tokens never appear in logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import aiohttp
+import attrs
+import structlog
+
+log = structlog.get_logger("dittofs_controller.dittofs")
+
+API_PREFIX = "/api/v1"
+ADMIN = "admin"
+# Every call is bounded; the server's own handler deadline is 30 s, a store creation that
+# probes S3 or PostgreSQL takes up to its 5 s health-check budget.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=5)
+# Refresh this long before the access token expires, so a call never races its expiry.
+REFRESH_MARGIN = 60.0
+
+
+class DittoFSError(Exception):
+    """A non-2xx answer of the DittoFS API."""
+
+    def __init__(self, status: int, title: str, detail: str, code: str | None = None) -> None:
+        super().__init__(f"HTTP {status} {title}: {detail}" if detail else f"HTTP {status} {title}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.code = code
+
+    @classmethod
+    def from_response(cls, status: int, content_type: str, text: str) -> DittoFSError:
+        """Parse a problem+json (or plain JSON) body; anything else is the detail as text."""
+        if "json" in content_type:
+            try:
+                problem = json.loads(text)
+            except ValueError:
+                problem = None
+            if isinstance(problem, dict):
+                code = problem.get("code")
+                return cls(
+                    status,
+                    str(problem.get("title") or _reason(status)),
+                    str(problem.get("detail") or ""),
+                    str(code) if code else None,
+                )
+        return cls(status, _reason(status), text.strip()[:500])
+
+
+class AuthenticationFailed(DittoFSError):
+    """The admin credentials were refused, or the account cannot manage the server."""
+
+
+class DittoFSUnreachable(Exception):
+    """No answer from the server: connection refused, name not resolved, TLS, timeout."""
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+@attrs.define
+class Tokens:
+    """The token pair of one server, kept across sessions; never logged (repr hides it)."""
+
+    access: str | None = attrs.field(default=None, repr=False)
+    refresh: str | None = attrs.field(default=None, repr=False)
+    expires_at: float = 0.0  # on the client's monotonic clock
+    credentials: str = attrs.field(default="", repr=False)  # digest of what they were issued for
+
+    def clear(self) -> None:
+        self.access = self.refresh = None
+        self.expires_at = 0.0
+
+
+def pinned_ssl_context(pem: str) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the certificates in `pem`, whatever names they carry.
+
+    The operator reaches a server by its Service name or pod IP, which a certificate made for
+    its clients need not list, so the host name is not checked; instead only the server's own
+    certificate (and the CA of its TLS Secret, which keeps a renewed certificate trusted while
+    the running server still presents the previous one) are trust anchors.
+    """
+    context = ssl.create_default_context(cadata=pem)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+class DittoFSClient:
+    """One DittoFS server's REST API as its admin, over the caller's aiohttp session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        password: str,
+        *,
+        tokens: Tokens | None = None,
+        username: str = ADMIN,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.clock = clock
+        self.tokens = tokens if tokens is not None else Tokens()
+        credentials = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+        if self.tokens.credentials != credentials:
+            self.tokens.clear()
+            self.tokens.credentials = credentials
+
+    def __repr__(self) -> str:
+        return f"DittoFSClient({self.base_url!r}, username={self.username!r})"
+
+    async def get(self, path: str) -> Any:
+        return await self.request("GET", path)
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        return await self.request("POST", path, body)
+
+    async def put(self, path: str, body: Any = None) -> Any:
+        return await self.request("PUT", path, body)
+
+    async def patch(self, path: str, body: Any = None) -> Any:
+        return await self.request("PATCH", path, body)
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Call `/api/v1<path>` as admin; the decoded JSON answer (None when empty)."""
+        token = await self._token()
+        try:
+            return await self._send(method, path, body, token)
+        except DittoFSError as error:
+            if error.status != 401:
+                raise
+        # The token was refused (a restarted server with another JWT secret): once more.
+        self.tokens.clear()
+        return await self._send(method, path, body, await self._token())
+
+    async def login(self) -> Any:
+        """Log in as admin; AuthenticationFailed when refused or the account cannot manage."""
+        body = {"username": self.username, "password": self._password}
+        try:
+            reply = await self._send("POST", "/auth/login", body, None)
+        except DittoFSError as error:
+            if error.status in (400, 401, 403):  # 400: an empty password
+                raise AuthenticationFailed(error.status, error.title, error.detail) from None
+            raise
+        self._keep(reply)
+        user = reply.get("user") or {}
+        if user.get("role") != "admin" or user.get("must_change_password"):
+            raise AuthenticationFailed(
+                403,
+                "Forbidden",
+                f"user {self.username!r} has role {user.get('role')!r}"
+                + (" and must change its password" if user.get("must_change_password") else "")
+                + ": it cannot manage the server",
+            )
+        return reply
+
+    async def _token(self) -> str:
+        tokens = self.tokens
+        if tokens.access and self.clock() < tokens.expires_at - REFRESH_MARGIN:
+            return tokens.access
+        if tokens.refresh:
+            try:
+                body = {"refresh_token": tokens.refresh}
+                self._keep(await self._send("POST", "/auth/refresh", body, None))
+            except DittoFSError as error:
+                if error.status not in (400, 401, 403):
+                    raise
+                tokens.clear()  # expired or from another server: log in again
+        if not tokens.access:
+            await self.login()
+        assert tokens.access is not None
+        return tokens.access
+
+    def _keep(self, reply: Any) -> None:
+        if not isinstance(reply, dict) or not reply.get("access_token"):
+            raise DittoFSError(502, "Bad Gateway", "the token answer has no access_token")
+        self.tokens.access = str(reply["access_token"])
+        self.tokens.refresh = str(reply.get("refresh_token") or "") or None
+        self.tokens.expires_at = self.clock() + float(reply.get("expires_in") or 0)
+
+    async def _send(self, method: str, path: str, body: Any, token: str | None) -> Any:
+        url = f"{self.base_url}{API_PREFIX}{path}"
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            async with self.session.request(
+                method, url, json=body, headers=headers, timeout=self.timeout
+            ) as response:
+                text = await response.text()
+                status, content_type = response.status, response.content_type
+        except TimeoutError:
+            raise DittoFSUnreachable(
+                f"{method} {url}: no answer within {self.timeout.total:g} s"
+            ) from None
+        except aiohttp.ClientError as error:
+            raise DittoFSUnreachable(f"{method} {url}: {error or type(error).__name__}") from None
+        log.debug("dittofs request", method=method, path=path, status=status)
+        if status >= 400:
+            raise DittoFSError.from_response(status, content_type, text)
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise DittoFSError(
+                502, "Bad Gateway", f"{method} {path}: the answer is not JSON"
+            ) from None

@@ -1,0 +1,421 @@
+"""The runtime reconciler against the real DittoFS: the operator runs in-process, the testbed
+node runs the pods it writes (the real `dfs` v0.29.0), real NFS and SMB clients use the shares.
+
+The operator runs out of the cluster here, so it reaches each REST API at the pod's IP
+(`--dittofs-api-access auto`); so do the clients (there is no kube-proxy). Services are
+ClusterIP so NetworkReady turns True without a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dittofs_controller.dittofs import DittoFSClient, pinned_ssl_context
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
+from dittofs_controller.operator import names
+from dittofs_controller.operator.runtime import build
+from tests.integration.operator.conftest import (
+    SAMPLES,
+    RunningOperator,
+    condition,
+    load_manifest,
+    wait_for,
+)
+from tests.support.clients import Nfs, Smb, missing_tools
+from tests.support.s3 import running_s3
+from tests.testbed.node import Node
+from tests.unit.test_dittofs_client import self_signed
+
+Obj = dict[str, Any]
+READY_TIMEOUT = 120.0
+ALICE_OLD = "Alice-Passw0rd-one"
+ALICE_NEW = "Alice-Passw0rd-two"
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _clients() -> None:
+    if missing := missing_tools():
+        pytest.fail(f"missing {missing}: apt-get install -y libnfs-utils smbclient")
+
+
+def secret(name: str, **data: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def sample(namespace: str, **spec: Any) -> Obj:
+    """samples/badger-filesystem.yaml, exposed through ClusterIP Services, with user alice."""
+    server = load_manifest(SAMPLES / "badger-filesystem.yaml", namespace)
+    server["metadata"]["name"] = "files"
+    server["spec"]["expose"] = {"nfs": {"type": "ClusterIP"}, "smb": {"type": "ClusterIP"}}
+    server["spec"]["users"] = [
+        {
+            "name": "alice",
+            "uid": 1001,
+            "gid": 1001,
+            "passwordSecretRef": {"name": "alice-password", "key": "password"},
+        }
+    ]
+    server["spec"].update(spec)
+    return server
+
+
+async def create(kube: KubeClient, namespace: str, server: Obj, *secrets: Obj) -> ObjectKey:
+    for item in secrets:
+        await kube.create(SECRETS, item, namespace)
+    await kube.create(DITTOSERVERS, server, namespace)
+    return ObjectKey(namespace, server["metadata"]["name"])
+
+
+async def current(kube: KubeClient, key: ObjectKey, kind: str) -> Obj | None:
+    """The condition if computed for the DittoServer's current generation."""
+    server = await kube.get(DITTOSERVERS, key.name, key.namespace)
+    found = await condition(kube, key, kind)
+    generation = server["metadata"]["generation"]
+    return found if found and found.get("observedGeneration") == generation else None
+
+
+async def until(
+    kube: KubeClient, key: ObjectKey, kind: str, status: str, reason: str, timeout: float = 60
+) -> Obj:
+    async def check() -> Obj | None:
+        found = await current(kube, key, kind)
+        return found if found and (found["status"], found["reason"]) == (status, reason) else None
+
+    result: Obj = await wait_for(check, f"{kind} {status}/{reason}", timeout)
+    return result
+
+
+async def ready(kube: KubeClient, key: ObjectKey, node: Node) -> Obj:
+    """Wait for Ready; on timeout the message has every condition and the pod's log."""
+    try:
+        await until(kube, key, "Ready", "True", "Ready", READY_TIMEOUT)
+    except AssertionError:
+        server = await kube.get(DITTOSERVERS, key.name, key.namespace)
+        pod = await kube.get_or_none(PODS, names.pod(key.name), key.namespace)
+        conditions = json.dumps((server.get("status") or {}).get("conditions"), indent=1)
+        raise AssertionError(
+            f"not Ready: {conditions}\n{node.describe(key.namespace, names.pod(key.name), pod)}"
+        ) from None
+    return await kube.get(DITTOSERVERS, key.name, key.namespace)
+
+
+async def server_status(kube: KubeClient, key: ObjectKey) -> Obj:
+    server = await kube.get(DITTOSERVERS, key.name, key.namespace)
+    return dict((server.get("status") or {}).get("server") or {})
+
+
+async def pod_ip(kube: KubeClient, key: ObjectKey) -> str:
+    pod = await kube.get(PODS, names.pod(key.name), key.namespace)
+    return str(pod["status"]["podIP"])
+
+
+async def set_spec(kube: KubeClient, key: ObjectKey, **spec: Any) -> None:
+    await kube.merge_patch(DITTOSERVERS, key.name, {"spec": spec}, key.namespace)
+
+
+async def share_names(kube: KubeClient, key: ObjectKey) -> list[str]:
+    return [share["name"] for share in (await server_status(kube, key)).get("shares") or ()]
+
+
+async def secret_value(kube: KubeClient, namespace: str, name: str, key: str) -> str:
+    found = await kube.get(SECRETS, name, namespace)
+    return base64.b64decode(found["data"][key]).decode()
+
+
+async def everything_published(kube: KubeClient, key: ObjectKey) -> str:
+    """The DittoServer and every Event of its namespace, as text (to look for leaks)."""
+    server = await kube.get(DITTOSERVERS, key.name, key.namespace)
+    events = await kube.request("GET", EVENTS.path(key.namespace))
+    return json.dumps(server) + json.dumps(events)
+
+
+async def test_sample_is_configured_and_serves_nfs_and_smb(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: RunningOperator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Compare a converged server every 2 s instead of 5 min, to see drift repaired.
+    monkeypatch.setattr(build, "DRIFT_INTERVAL", 2.0)
+    key = await create(
+        kube,
+        namespace,
+        sample(namespace),
+        secret("alice-password", password=ALICE_OLD),
+    )
+    await ready(kube, key, node)
+    configured = await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert "2 stores, 1 share, 1 user and 0 groups" in configured["message"]
+    status = await server_status(kube, key)
+    assert status["adapters"] == {
+        "nfs": {"enabled": True, "running": True, "port": 12049},
+        "smb": {"enabled": True, "running": True, "port": 12445},  # DittoFS starts it on 1445
+    }
+    (share,) = status["shares"]
+    assert share.pop("health") in ("healthy", "degraded", "unknown")
+    assert share == {
+        "name": "/export",
+        "enabled": True,
+        "readOnly": False,
+        "metadataStore": "meta",
+        "localBlockStore": "blocks",
+    }
+    assert [(s["name"], s["type"]) for s in status["metadataStores"]] == [("meta", "badger")]
+    assert [(s["name"], s["type"]) for s in status["localBlockStores"]] == [("blocks", "fs")]
+    assert "alice" in status["users"]
+    assert status["managed"] == {
+        "shares": ["/export"],
+        "users": ["alice"],
+        "metadataStores": ["meta"],
+        "localBlockStores": ["blocks"],
+    }
+    first_digest = status["applied"]["user/alice"]
+
+    # Real clients: NFSv3 as root (squash none), SMB3 as alice with the Secret's password.
+    ip = await pod_ip(kube, key)
+    nfs = Nfs(ip, "/export")
+    await nfs.write("/hello.txt", "hello over nfs\n", tmp_path)
+    assert await nfs.read("/hello.txt") == "hello over nfs\n"
+    alice = Smb(ip, "export", "alice", ALICE_OLD)
+    await alice.put("from-smb.txt", "hello over smb\n", tmp_path)
+    assert await alice.read("from-smb.txt", tmp_path) == "hello over smb\n"
+    assert "hello.txt" in await alice.listing()  # root's file, written over NFS
+    assert await nfs.read("/from-smb.txt") == "hello over smb\n"
+
+    # A rotated password Secret changes alice's SMB login.
+    await kube.merge_patch(
+        SECRETS, "alice-password", {"stringData": {"password": ALICE_NEW}}, namespace
+    )
+    rotated = Smb(ip, "export", "alice", ALICE_NEW)
+
+    async def new_password_works() -> bool:
+        return await rotated.login_error() is None
+
+    await wait_for(new_password_works, "alice's new password to work over SMB")
+    assert await alice.login_error() == "NT_STATUS_LOGON_FAILURE"
+    assert (await server_status(kube, key))["applied"]["user/alice"] != first_digest
+
+    # A share added to the spec appears; removed, it disappears from the server.
+    extra = {"name": "/extra", "metadataStore": "meta", "localBlockStore": "blocks"}
+    export = sample(namespace)["spec"]["shares"][0]
+    await set_spec(kube, key, shares=[export, extra])
+
+    async def shares_are(wanted: list[str]) -> bool:
+        found = await current(kube, key, "ServerConfigured")
+        converged = found is not None and found["reason"] == "Converged"
+        return converged and await share_names(kube, key) == wanted
+
+    await wait_for(lambda: shares_are(["/export", "/extra"]), "share /extra on the server")
+    assert await Nfs(ip, "/extra").reachable() is None
+    await set_spec(kube, key, shares=[export])
+    await wait_for(lambda: shares_are(["/export"]), "share /extra gone from the server")
+    assert await Nfs(ip, "/extra").reachable() is not None
+    assert (await server_status(kube, key))["managed"]["shares"] == ["/export"]
+    assert await nfs.read("/hello.txt") == "hello over nfs\n"
+
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    async with aiohttp.ClientSession() as http:
+        api = DittoFSClient(http, f"http://{ip}:8080", admin)
+
+        # An owner can only be given at creation: the share is created again, files kept.
+        await set_spec(kube, key, shares=[{**export, "owner": "alice"}])
+
+        async def owned_by_alice() -> bool:
+            share = await api.get("/shares/export")
+            return bool((share.get("owner_uid"), share.get("owner_gid")) == (1001, 1001))
+
+        await wait_for(owned_by_alice, "share /export owned by alice (uid 1001)")
+        assert await nfs.read("/hello.txt") == "hello over nfs\n"
+
+        # Drift made through the REST API by hand is put back at the next comparison.
+        await api.put("/adapters/smb", {"enabled": True, "port": 1445})
+
+        async def smb_port_restored() -> bool:
+            return bool((await api.get("/adapters/smb"))["port"] == 12445)
+
+        await wait_for(smb_port_restored, "the SMB port put back to 12445", timeout=30)
+    await wait_for(new_password_works, "SMB logins on the restored port")
+
+    # A user removed from the spec is deleted from the server (with the share it owned back
+    # to root).
+    await set_spec(kube, key, users=[], shares=[export])
+
+    async def alice_gone() -> bool:
+        status = await server_status(kube, key)
+        return "alice" not in status["users"] and "users" not in status["managed"]
+
+    await wait_for(alice_gone, "user alice deleted from the server")
+    assert await rotated.login_error() == "NT_STATUS_LOGON_FAILURE"
+
+    published = await everything_published(kube, key)
+    for value in (ALICE_OLD, ALICE_NEW, admin):
+        assert value not in published
+
+
+async def test_rejections_and_a_wrong_admin_password_are_reported(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    s3_secret = "s3-secret-access-key-never-shown"
+    cold = {
+        "name": "cold",
+        "type": "s3",
+        "s3": {
+            # A private address without allowPrivateEndpoint: DittoFS's SSRF guard refuses it.
+            "endpoint": "http://10.0.0.5:9000",
+            "bucket": "cold-data",
+            "credentialsSecretRef": {"name": "s3-keys"},
+        },
+    }
+    export = sample(namespace)["spec"]["shares"][0]
+    cold_share = {**export, "name": "/cold", "remoteBlockStore": "cold"}
+    server = sample(
+        namespace,
+        controlPlane={"adminPasswordSecretRef": {"name": "admin-secret", "key": "password"}},
+        remoteBlockStores=[cold],
+        shares=[export, cold_share],
+    )
+    key = await create(
+        kube,
+        namespace,
+        server,
+        secret("alice-password", password=ALICE_OLD),
+        secret("admin-secret", password="Admin-Passw0rd-first-boot"),
+        secret("s3-keys", accessKeyId="AKIA-TEST", secretAccessKey=s3_secret),
+    )
+    rejected = await until(
+        kube, key, "ServerConfigured", "False", "StoreRejected", timeout=READY_TIMEOUT
+    )
+    message = rejected["message"]
+    assert "remote block store cold: DittoFS answered 400" in message
+    assert "10.0.0.5" in message and "private" in message
+    assert "share /cold waits for remote block store cold" in message
+    assert s3_secret not in message
+    ready_condition = await until(kube, key, "Ready", "False", "StoreRejected")
+    assert "ServerConfigured" in ready_condition["message"]
+    assert await share_names(kube, key) == ["/export"]  # the rest of the pass went on
+
+    await set_spec(kube, key, remoteBlockStores=[], shares=[export])
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    await until(kube, key, "Ready", "True", "Ready")
+
+    # DittoFS read the admin password at its first boot only: a new one in the Secret is wrong.
+    changed = "Admin-Passw0rd-changed-later"
+    await kube.merge_patch(
+        SECRETS, "admin-secret", {"stringData": {"password": changed}}, namespace
+    )
+    refused = await until(kube, key, "ServerConfigured", "False", "AuthenticationFailed")
+    assert "Secret 'admin-secret'" in refused["message"]
+    assert "first boot" in refused["message"]
+
+    async def event_recorded() -> bool:  # recorded just after the condition is published
+        events = await kube.request("GET", EVENTS.path(namespace))
+        return any(event.get("reason") == "AuthenticationFailed" for event in events["items"])
+
+    await wait_for(event_recorded, "an AuthenticationFailed Event")
+    await kube.merge_patch(
+        SECRETS,
+        "admin-secret",
+        {"stringData": {"password": "Admin-Passw0rd-first-boot"}},
+        namespace,
+    )
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    published = await everything_published(kube, key)
+    assert changed not in published and s3_secret not in published
+
+    # Converged, nothing changing: no further calls to the server (it logs each at INFO).
+    await until(kube, key, "Ready", "True", "Ready")
+    calls = api_calls(node, key)
+    assert calls > 0
+    await asyncio.sleep(3)
+    assert api_calls(node, key) == calls
+
+
+async def test_s3_keys_are_sent_again_when_their_secret_changes(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator, tmp_path: Path
+) -> None:
+    with running_s3(node.address) as s3:
+        remote = {
+            "name": "s3",
+            "type": "s3",
+            "s3": {
+                "endpoint": s3.url,
+                "region": s3.region,
+                "bucket": s3.bucket,
+                "prefix": "files/",
+                "allowPrivateEndpoint": True,  # the node's bridge address is private
+                "credentialsSecretRef": {"name": "s3-keys"},
+            },
+        }
+        export = {**sample(namespace)["spec"]["shares"][0], "remoteBlockStore": "s3"}
+        keys = secret("s3-keys", accessKeyId=s3.access_key_id, secretAccessKey=s3.secret_access_key)
+        server = sample(namespace, remoteBlockStores=[remote], shares=[export])
+        key = await create(
+            kube, namespace, server, keys, secret("alice-password", password=ALICE_OLD)
+        )
+        await ready(kube, key, node)
+        status = await server_status(kube, key)
+        assert [(s["name"], s["type"]) for s in status["remoteBlockStores"]] == [("s3", "s3")]
+        assert status["shares"][0]["remoteBlockStore"] == "s3"
+        applied = status["applied"]["remote/s3"]
+        ip = await pod_ip(kube, key)
+        await Nfs(ip, "/export").write("/to-s3.txt", "kept in the bucket\n", tmp_path)
+
+        # moto takes any keys: what matters is that the new ones reach DittoFS.
+        rotated = {"accessKeyId": "AKIA-ROTATED", "secretAccessKey": "rotated-secret-key-1"}
+        await kube.merge_patch(SECRETS, "s3-keys", {"stringData": rotated}, namespace)
+
+        async def sent_again() -> bool:
+            found = await current(kube, key, "ServerConfigured")
+            converged = found is not None and found["reason"] == "Converged"
+            return converged and (await server_status(kube, key))["applied"]["remote/s3"] != applied
+
+        await wait_for(sent_again, "the rotated S3 keys applied")
+        admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+        async with aiohttp.ClientSession() as http:
+            api = DittoFSClient(http, f"http://{ip}:8080", admin)
+            stored = (await api.get("/store/block/remote/s3"))["config"]
+        assert stored["access_key_id"] == "AKIA-ROTATED"
+        assert stored["secret_access_key"] == "********"  # never read back
+        assert await Nfs(ip, "/export").read("/to-s3.txt") == "kept in the bucket\n"
+        published = await everything_published(kube, key)
+        for value in (s3.secret_access_key, "rotated-secret-key-1"):
+            assert value not in published
+
+
+async def test_https_api_is_reached_with_the_certificate_of_its_secret(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    # Made for the Service name; the operator dials the pod IP and trusts exactly this one.
+    cert, key_pem = self_signed(f"files-api.{namespace}.svc")
+    tls = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "api-tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key_pem},
+    }
+    server = sample(namespace, controlPlane={"tls": {"secretName": "api-tls"}})
+    key = await create(kube, namespace, server, tls, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    ip = await pod_ip(kube, key)
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    pinned = aiohttp.TCPConnector(ssl=pinned_ssl_context(cert))
+    async with aiohttp.ClientSession(connector=pinned) as http:
+        api = DittoFSClient(http, f"https://{ip}:8080", admin)
+        assert {user["username"] for user in await api.get("/users")} >= {"admin", "alice"}
+
+
+def api_calls(node: Node, key: ObjectKey) -> int:
+    return node.logs(key.namespace, names.pod(key.name)).count("API request completed")

@@ -1,0 +1,92 @@
+"""A local S3 endpoint for end-to-end tests: moto's server, bound where pods reach the host.
+
+DittoFS pods reach the host at the testbed node's bridge address (`node.address`), a private
+address, so the DittoServer's S3 store needs `allowPrivateEndpoint: true` and path-style
+addressing. moto keeps its buckets in memory, in this process, shared by every server
+started here: each endpoint starts from a reset state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+# moto accepts any keys; these only have to match between the Secret and the checks.
+ACCESS_KEY_ID = "e2e-access-key-id"
+SECRET_ACCESS_KEY = "e2e-secret-access-key-0123456789"
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """A running endpoint with one bucket, and a client to look into it."""
+
+    url: str
+    bucket: str
+    client: Any  # boto3 S3 client (boto3 ships no type information)
+    access_key_id: str = ACCESS_KEY_ID
+    secret_access_key: str = SECRET_ACCESS_KEY
+    region: str = REGION
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        """Key -> size of every object under `prefix` in the bucket."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            item["Key"]: int(item["Size"])
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents") or ()
+        }
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(self.objects(prefix))
+
+    async def wait_for_objects(
+        self, prefix: str, min_bytes: int = 1, timeout: float = 60.0
+    ) -> dict[str, int]:
+        """Poll until the objects under `prefix` hold at least `min_bytes` (DittoFS uploads
+        asynchronously); key -> size."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await asyncio.to_thread(self.objects, prefix)
+            if sum(found.values()) >= min_bytes:
+                return found
+            if time.monotonic() > deadline:
+                everything = await asyncio.to_thread(self.objects)
+                raise AssertionError(
+                    f"less than {min_bytes} bytes under s3://{self.bucket}/{prefix} after "
+                    f"{timeout} s; the bucket holds {len(everything)} object(s): "
+                    f"{dict(list(everything.items())[:20])}"
+                )
+            await asyncio.sleep(1)
+
+
+@contextlib.contextmanager
+def running_s3(address: str, bucket: str = "dittofs-e2e") -> Iterator[S3Endpoint]:
+    """moto on `address` (a free port), with `bucket` created; stopped afterwards."""
+    server = ThreadedMotoServer(ip_address=address, port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(reset, timeout=10):
+            pass  # forget buckets an earlier endpoint of this process made
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
+        client.create_bucket(Bucket=bucket)
+        yield S3Endpoint(url=url, bucket=bucket, client=client)
+    finally:
+        server.stop()

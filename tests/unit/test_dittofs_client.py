@@ -1,0 +1,342 @@
+"""The DittoFS REST client against a small aiohttp server that answers the way DittoFS v0.29.0
+does: problem+json from handlers, text/plain 401/403 from its auth middleware, a token pair
+with expires_in. The real server is exercised by the operator's integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from dittofs_controller.dittofs import (
+    AuthenticationFailed,
+    DittoFSClient,
+    DittoFSError,
+    DittoFSUnreachable,
+    Tokens,
+    pinned_ssl_context,
+)
+
+PASSWORD = "Admin-Passw0rd-unit"
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, code: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    if code:
+        body["code"] = code
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
+
+
+class FakeDittoFS:
+    """Login, refresh, token checks and a few routes; counts what clients did."""
+
+    def __init__(self) -> None:
+        self.logins = 0
+        self.refreshes = 0
+        self.valid: set[str] = set()
+        self.refresh_tokens: set[str] = set()
+        self.role = "admin"
+        self.must_change = False
+        self.seen_auth: list[str] = []
+        self.app = web.Application(middlewares=[self.auth])
+        self.app.router.add_post("/api/v1/auth/login", self.login)
+        self.app.router.add_post("/api/v1/auth/refresh", self.refresh)
+        self.app.router.add_get("/api/v1/users", self.users)
+        self.app.router.add_post("/api/v1/store/metadata", self.bad_store)
+        self.app.router.add_get("/api/v1/settings", self.forbidden)
+        self.app.router.add_delete("/api/v1/shares/export", self.no_content)
+        self.app.router.add_get("/api/v1/slow", self.slow)
+
+    def issue(self) -> dict[str, Any]:
+        n = self.logins + self.refreshes
+        access, refresh = f"access-{n}", f"refresh-{n}"
+        self.valid.add(access)
+        self.refresh_tokens.add(refresh)
+        user = {"username": "admin", "role": self.role, "must_change_password": self.must_change}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": 900,
+            "user": user,
+        }
+
+    @web.middleware
+    async def auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/api/v1/auth/"):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        self.seen_auth.append(header)
+        if not header:
+            return web.Response(status=401, text="Authorization header required\n")
+        if header.removeprefix("Bearer ") not in self.valid:
+            return web.Response(status=401, text="Invalid or expired token\n")
+        return await handler(request)
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not body.get("password"):
+            return problem(400, "Bad Request", "Username and password are required")
+        if (body.get("username"), body.get("password")) != ("admin", PASSWORD):
+            return problem(401, "Unauthorized", "Invalid username or password")
+        self.logins += 1
+        return web.json_response(self.issue())
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        token = (await request.json()).get("refresh_token")
+        if token not in self.refresh_tokens:
+            return problem(401, "Unauthorized", "Invalid refresh token")
+        self.refreshes += 1
+        return web.json_response(self.issue())
+
+    async def users(self, request: web.Request) -> web.Response:
+        return web.json_response([{"username": "admin", "role": "admin"}])
+
+    async def bad_store(self, request: web.Request) -> web.Response:
+        return problem(
+            400, "Bad Request", "Failed to create metadata store: path must be absolute", "E_PATH"
+        )
+
+    async def forbidden(self, request: web.Request) -> web.Response:
+        return web.Response(status=403, text="Admin access required\n")
+
+    async def no_content(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeDittoFS, str]]:
+    dittofs = FakeDittoFS()
+    server = TestServer(dittofs.app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield dittofs, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_logs_in_once_and_sends_the_bearer_token(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    dittofs, url = fake
+    client = DittoFSClient(http, url, PASSWORD)
+    assert await client.get("/users") == [{"username": "admin", "role": "admin"}]
+    await client.get("/users")
+    assert dittofs.logins == 1
+    assert dittofs.seen_auth == ["Bearer access-1", "Bearer access-1"]
+    assert await client.delete("/shares/export") is None  # 204
+
+
+async def test_refreshes_before_expiry_and_logs_in_when_refresh_is_refused(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    dittofs, url = fake
+    clock = Clock()
+    client = DittoFSClient(http, url, PASSWORD, clock=clock)
+    await client.get("/users")
+    clock.now += 850  # 900 s tokens: still valid, but within the 60 s refresh margin
+    await client.get("/users")
+    assert (dittofs.logins, dittofs.refreshes) == (1, 1)
+    assert dittofs.seen_auth[-1] == "Bearer access-2"
+    dittofs.refresh_tokens.clear()  # e.g. the refresh token expired too
+    clock.now += 900
+    await client.get("/users")
+    assert (dittofs.logins, dittofs.refreshes) == (2, 1)
+
+
+async def test_a_refused_token_logs_in_again_once(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    dittofs, url = fake
+    tokens = Tokens()
+    await DittoFSClient(http, url, PASSWORD, tokens=tokens).get("/users")
+    dittofs.valid.clear()  # the server restarted with another JWT secret
+    assert await DittoFSClient(http, url, PASSWORD, tokens=tokens).get("/users")
+    assert dittofs.logins == 2
+    assert dittofs.seen_auth == ["Bearer access-1", "Bearer access-1", "Bearer access-2"]
+
+
+async def test_tokens_are_bound_to_the_password_they_were_issued_for(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    _, url = fake
+    tokens = Tokens()
+    await DittoFSClient(http, url, PASSWORD, tokens=tokens).get("/users")
+    with pytest.raises(AuthenticationFailed):  # a wrong new password is noticed at once
+        await DittoFSClient(http, url, "changed-in-the-secret", tokens=tokens).get("/users")
+    assert tokens.access is None
+
+
+async def test_a_wrong_password_is_authentication_failed_without_the_password(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    _, url = fake
+    wrong = "Wrong-Passw0rd-do-not-print"
+    with structlog.testing.capture_logs() as logs, pytest.raises(AuthenticationFailed) as raised:
+        await DittoFSClient(http, url, wrong).get("/users")
+    error = raised.value
+    assert (error.status, error.title, error.detail) == (
+        401,
+        "Unauthorized",
+        "Invalid username or password",
+    )
+    shown = f"{error} {error!r} {logs} {DittoFSClient(http, url, wrong)!r}"
+    assert wrong not in shown and PASSWORD not in shown
+    with pytest.raises(AuthenticationFailed) as empty:
+        await DittoFSClient(http, url, "").get("/users")
+    assert empty.value.status == 400
+
+
+@pytest.mark.parametrize(("role", "must_change"), [("operator", False), ("admin", True)])
+async def test_an_account_that_cannot_manage_is_authentication_failed(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession, role: str, must_change: bool
+) -> None:
+    dittofs, url = fake
+    dittofs.role, dittofs.must_change = role, must_change
+    with pytest.raises(AuthenticationFailed, match="cannot manage the server"):
+        await DittoFSClient(http, url, PASSWORD).get("/users")
+
+
+async def test_problem_json_and_plain_text_errors_are_typed(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    _, url = fake
+    client = DittoFSClient(http, url, PASSWORD)
+    with pytest.raises(DittoFSError) as rejected:
+        await client.post("/store/metadata", {"name": "m", "type": "badger", "config": "{}"})
+    assert (rejected.value.status, rejected.value.title, rejected.value.code) == (
+        400,
+        "Bad Request",
+        "E_PATH",
+    )
+    assert rejected.value.detail == "Failed to create metadata store: path must be absolute"
+    with pytest.raises(DittoFSError) as forbidden:
+        await client.get("/settings")
+    assert (forbidden.value.status, forbidden.value.title, forbidden.value.detail) == (
+        403,
+        "Forbidden",
+        "Admin access required",
+    )
+    assert not isinstance(forbidden.value, AuthenticationFailed)
+    with pytest.raises(DittoFSError) as missing:
+        await client.get("/nothing-here")
+    assert missing.value.status == 404
+
+
+def test_error_bodies_of_every_shape_parse() -> None:
+    problem_json = json.dumps({"title": "Conflict", "status": 409, "detail": "exists"})
+    assert (
+        str(DittoFSError.from_response(409, PROBLEM, problem_json)) == "HTTP 409 Conflict: exists"
+    )
+    broken = DittoFSError.from_response(500, "application/json", "{not json")
+    assert (broken.title, broken.detail) == ("Internal Server Error", "{not json")
+    plain = DittoFSError.from_response(401, "text/plain", "Invalid or expired token\n")
+    assert (plain.title, plain.detail, plain.code) == (
+        "Unauthorized",
+        "Invalid or expired token",
+        None,
+    )
+
+
+async def test_unreachable_and_slow_servers(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    _, url = fake
+    closed = await _closed_port()
+    with pytest.raises(DittoFSUnreachable, match=f"127.0.0.1:{closed}"):
+        await DittoFSClient(http, f"http://127.0.0.1:{closed}", PASSWORD).get("/users")
+    quick = aiohttp.ClientTimeout(total=0.3)
+    with pytest.raises(DittoFSUnreachable, match=r"no answer within 0\.3 s"):
+        await DittoFSClient(http, url, PASSWORD, timeout=quick).get("/slow")
+
+
+async def _closed_port() -> int:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return port
+
+
+# --- TLS: the operator trusts exactly the certificate of the server's TLS Secret --------------
+
+
+def self_signed(name: str) -> tuple[str, str]:
+    """(certificate PEM, key PEM) for a name no client would dial (the pod IP differs)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+async def test_https_trusts_the_pinned_certificate_only(tmp_path: Path) -> None:
+    cert, key = self_signed("files-api.example.svc")
+    (tmp_path / "tls.crt").write_text(cert)
+    (tmp_path / "tls.key").write_text(key)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    dittofs = FakeDittoFS()
+    server = TestServer(dittofs.app, host="127.0.0.1")
+    await server.start_server(ssl=serving)
+    url = f"https://127.0.0.1:{server.port}"
+    try:
+        pinned = aiohttp.TCPConnector(ssl=pinned_ssl_context(cert))
+        async with aiohttp.ClientSession(connector=pinned) as http:
+            assert await DittoFSClient(http, url, PASSWORD).get("/users")
+        other, _ = self_signed("files-api.example.svc")
+        wrong = aiohttp.TCPConnector(ssl=pinned_ssl_context(other))
+        async with aiohttp.ClientSession(connector=wrong) as http:
+            with pytest.raises(DittoFSUnreachable, match="certificate verify failed"):
+                await DittoFSClient(http, url, PASSWORD).get("/users")
+    finally:
+        await server.close()
