@@ -1,4 +1,4 @@
-"""Developer and CI entry points: `nox -s lint`, `nox -s tests`, `nox -s dev`.
+"""Developer and CI entry points: `nox -s lint`, `nox -s tests`, `nox -s e2e`, `nox -s dev`.
 
 Every session installs what it needs itself, so they work on a fresh machine: Python packages
 into the session's virtualenv, and the real Kubernetes control plane binaries (built once from
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "e2e"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -29,6 +29,7 @@ SYSTEM_PACKAGES = {
     "smbclient": "smbclient",
     "ip": "iproute2",
     "nsenter": "util-linux",
+    "pg_ctlcluster": "postgresql",  # the end-to-end suite's local PostgreSQL (initdb, postgres)
 }
 
 
@@ -76,6 +77,19 @@ def tests(session: nox.Session) -> None:
         "no:cacheprovider",
         *(session.posargs or ["tests/unit", "tests/integration"]),
     )
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """End to end: the operator deploys every sample and the real DittoFS serves NFS and SMB.
+
+    Pods run on the testbed node (root needed); S3 (moto), PostgreSQL and the Percona operator
+    are local stand-ins. `nox -s e2e -- -k badger` runs a subset.
+    """
+    session.install("-e", ".[test]")
+    install_system_packages(session)
+    build_binaries(session, "etcd", "kubernetes", "dfs")
+    session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or ["tests/e2e"]))
 
 
 @nox.session(python=PYTHON)

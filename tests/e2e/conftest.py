@@ -1,0 +1,394 @@
+"""End-to-end fixtures: the real operator, real DittoFS pods, real NFS/SMB clients, local S3,
+PostgreSQL and a stand-in for the Percona operator.
+
+Per test: a namespace, the operator (in-process, scoped to it), a testbed node running its pods
+(the real `dfs` from the exact pod spec the operator writes) and, when asked for, a moto S3
+endpoint and a PostgreSQL server bound to the node's bridge address (where pods reach the host),
+a Percona player, and a load-balancer stand-in that gives LoadBalancer Services an address so
+NetworkReady can turn True. Services do not route on the testbed: clients talk to the pod IP
+and the container ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.schema import parse
+from dittofs_controller.kube.client import ApiError, KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS, SERVICES
+from dittofs_controller.operator import names
+from tests.integration.operator.conftest import (  # noqa: F401 (fixtures used by the tests)
+    dittoservers,
+    operator,
+    start_operator,
+)
+from tests.support import clients
+from tests.support.percona import PerconaPlayer, playing_percona
+from tests.support.postgres import PostgresServer, bin_dir, running_postgres
+from tests.support.s3 import S3Endpoint, running_s3
+from tests.testbed.node import Node
+from tests.testbed.provisioner import list_watch
+
+Obj = dict[str, Any]
+
+E2E_DIR = Path(__file__).parent
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
+SAMPLES = sorted(SAMPLES_DIR.glob("*.yaml"))
+STRICT = {"fieldValidation": "Strict"}
+KINDS = {"DittoServer": DITTOSERVERS, "Secret": SECRETS}
+# What the load-balancer stand-in hands out: a documentation address (RFC 5737) that nothing
+# ever connects to; clients use the pod IP.
+LOAD_BALANCER_IP = "192.0.2.10"
+READY_TIMEOUT = 150.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here is end to end (and, through `kube`, integration too)."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _prerequisites() -> None:
+    """Fail (never skip) when the machine cannot run the suite: CI must notice."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("root is needed (pod network namespaces, mounts, postgres' OS user)")
+    if missing := clients.missing_tools():
+        problems.append(f"missing {missing}: apt-get install -y libnfs-utils smbclient")
+    try:
+        bin_dir()
+    except AssertionError as error:
+        problems.append(str(error))
+    if problems:
+        pytest.fail("; ".join(problems))
+
+
+# -- local services --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(node: Node) -> Iterator[S3Endpoint]:
+    """moto S3 on the node's address, with an empty bucket."""
+    with running_s3(node.address) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def postgres(node: Node) -> AsyncIterator[PostgresServer]:
+    """A fresh PostgreSQL serving this test's pods (TLS) and the harness (127.0.0.1)."""
+    async with running_postgres(node.address, pod_network(node)) as server:
+        yield server
+
+
+def pod_network(node: Node) -> str:
+    """The CIDR pods of the node come from (its bridge's network)."""
+    assert node.bridge is not None, "the node is not started"
+    return str(node.bridge.network)
+
+
+@pytest.fixture
+async def percona(
+    kube: KubeClient, namespace: str, postgres: PostgresServer
+) -> AsyncIterator[PerconaPlayer]:
+    async with playing_percona(kube, namespace, postgres) as player:
+        yield player
+
+
+@pytest.fixture
+async def load_balancer(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
+    """Gives every LoadBalancer Service of the namespace an address, as a cloud would."""
+
+    async def on_service(kind: str, service: Obj) -> None:
+        if kind not in ("ADDED", "MODIFIED") or service["spec"].get("type") != "LoadBalancer":
+            return
+        if (service.get("status") or {}).get("loadBalancer", {}).get("ingress"):
+            return
+        status = {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}
+        with contextlib.suppress(ApiError):  # deleted meanwhile
+            await kube.merge_patch(
+                SERVICES,
+                service["metadata"]["name"],
+                {"status": status},
+                namespace,
+                subresource="status",
+            )
+
+    task = asyncio.create_task(list_watch(kube, SERVICES, on_service, namespace=namespace))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# -- samples ---------------------------------------------------------------------------------
+
+
+def documents(path: Path) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def sample_server(path: Path) -> Obj:
+    (server,) = [doc for doc in documents(path) if doc["kind"] == "DittoServer"]
+    return server
+
+
+def needs(path: Path) -> set[str]:
+    """Which local services a sample needs: s3, postgres (external) and/or percona."""
+    spec = sample_server(path)["spec"]
+    wanted = set()
+    if any(store.get("type") == "s3" for store in spec.get("remoteBlockStores") or ()):
+        wanted.add("s3")
+    postgres = spec.get("postgres") or {}
+    if "percona" in postgres:
+        wanted.add("percona")
+    if "external" in postgres:
+        wanted.add("postgres")
+    return wanted
+
+
+async def localize(
+    docs: list[Obj], s3: S3Endpoint | None, postgres: PostgresServer | None
+) -> list[Obj]:
+    """The sample's documents pointed at the local services; everything else as written.
+
+    S3 stores get the local endpoint, bucket and region, and allowPrivateEndpoint (the node's
+    address is private); their credentials Secret gets the local keys. An external PostgreSQL
+    Secret gets the local server's address and a user made for it, which owns the database
+    the Secret names and every database the spec's postgres metadata stores use.
+    """
+    docs = copy.deepcopy(docs)
+    server = next(doc for doc in docs if doc["kind"] == "DittoServer")
+    spec = server["spec"]
+    secrets: dict[str, Obj] = {
+        doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Secret"
+    }
+    for store in spec.get("remoteBlockStores") or ():
+        if store.get("type") != "s3":
+            continue
+        assert s3 is not None, "a sample with an S3 store needs the s3 fixture"
+        settings = store["s3"]
+        settings.update(
+            endpoint=s3.url, bucket=s3.bucket, region=s3.region, allowPrivateEndpoint=True
+        )
+        ref = settings["credentialsSecretRef"]
+        secret = secrets[ref["name"]]
+        secret["stringData"] = {
+            ref.get("accessKeyIdKey", "accessKeyId"): s3.access_key_id,
+            ref.get("secretAccessKeyKey", "secretAccessKey"): s3.secret_access_key,
+        }
+    external = (spec.get("postgres") or {}).get("external")
+    if external is not None:
+        assert postgres is not None, "a sample with an external PostgreSQL needs postgres"
+        secret = secrets[external["secretName"]]
+        values = secret["stringData"]
+        user, password = values[external.get("userKey", "user")], "e2e-" + os.urandom(9).hex()
+        dbname = values[external.get("databaseKey", "dbname")]
+        await postgres.ensure_user(user, password)
+        parsed = parse(v1alpha1.DittoServerSpec, spec)
+        wanted = [dbname] + [
+            names.metadata_database(store)
+            for store in parsed.metadata_stores
+            if store.type == "postgres"
+        ]
+        for database in dict.fromkeys(wanted):
+            await postgres.ensure_database(database, user)
+        values[external.get("hostKey", "host")] = postgres.host
+        values[external.get("portKey", "port")] = str(postgres.port)
+        values[external.get("passwordKey", "password")] = password
+    return docs
+
+
+# -- a deployed DittoServer ------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """Drives DittoServers of the test namespace and reaches their pods."""
+
+    kube: KubeClient
+    namespace: str
+    node: Node
+    scratch: Path
+    diagnostics: list[Any] = field(default_factory=list)  # objects with describe()
+
+    async def create(self, docs: list[Obj]) -> str:
+        """Create the documents (strict field validation); the DittoServer's name."""
+        name: str | None = None
+        for doc in docs:
+            doc = copy.deepcopy(doc)
+            doc["metadata"]["namespace"] = self.namespace
+            resource = KINDS[doc["kind"]]
+            await self.kube.request("POST", resource.path(self.namespace), query=STRICT, body=doc)
+            if doc["kind"] == "DittoServer":
+                name = str(doc["metadata"]["name"])
+        assert name is not None, "no DittoServer among the documents"
+        return name
+
+    async def server(self, name: str) -> Obj:
+        return await self.kube.get(DITTOSERVERS, name, self.namespace)
+
+    async def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> Obj:
+        """Wait until Ready is True for the current generation and the pod is ready."""
+        deadline = time.monotonic() + timeout
+        server: Obj = {}
+        while time.monotonic() < deadline:
+            server = await self.server(name)
+            status = server.get("status") or {}
+            ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), None)
+            generation = server["metadata"]["generation"]
+            if (
+                ready is not None
+                and ready["status"] == "True"
+                and ready.get("observedGeneration") == generation
+                and status.get("observedGeneration") == generation
+            ):
+                await self.node.wait_ready(self.namespace, f"{name}-0", timeout=30)
+                return server
+            await asyncio.sleep(0.5)
+        raise AssertionError(
+            f"DittoServer {name} not Ready after {timeout} s\n{await self.describe(name, server)}"
+        )
+
+    async def wait_condition(
+        self, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 60
+    ) -> Obj:
+        """Wait for a condition of the current generation in `status` (and `reason`)."""
+        deadline = time.monotonic() + timeout
+        server: Obj = {}
+        while time.monotonic() < deadline:
+            server = await self.server(name)
+            generation = server["metadata"]["generation"]
+            for cond in (server.get("status") or {}).get("conditions") or ():
+                if (
+                    cond["type"] == kind
+                    and cond["status"] == status
+                    and cond.get("observedGeneration") == generation
+                    and (reason is None or cond["reason"] == reason)
+                ):
+                    return dict(cond)
+            await asyncio.sleep(0.5)
+        raise AssertionError(
+            f"{kind}={status} ({reason}) not reached on {name} after {timeout} s\n"
+            f"{await self.describe(name, server)}"
+        )
+
+    async def describe(self, name: str, server: Obj | None = None) -> str:
+        """Conditions, pod status and log tail, and the stand-ins' state, for failures."""
+        server = server or await self.kube.get_or_none(DITTOSERVERS, name, self.namespace) or {}
+        conditions = [
+            f"  {c['type']}={c['status']} {c['reason']} (gen {c.get('observedGeneration')}): "
+            f"{c['message']}"
+            for c in (server.get("status") or {}).get("conditions") or ()
+        ]
+        pod_name = f"{name}-0"
+        pod = await self.kube.get_or_none(PODS, pod_name, self.namespace)
+        parts = [
+            f"generation {server.get('metadata', {}).get('generation')}, status.observedGeneration "
+            f"{(server.get('status') or {}).get('observedGeneration')}",
+            "conditions:",
+            *conditions,
+            self.node.describe(self.namespace, pod_name, pod),
+            *(d.describe() for d in self.diagnostics),
+        ]
+        return "\n".join(parts)
+
+    async def pod(self, name: str, not_uid: str | None = None, timeout: float = 90) -> Obj:
+        """The ready pod of the DittoServer (a new one if not_uid is the old one's uid)."""
+        return await self.node.wait_ready(
+            self.namespace, f"{name}-0", timeout=timeout, not_uid=not_uid
+        )
+
+    async def secret_value(self, secret: str, key: str) -> str:
+        live = await self.kube.get(SECRETS, secret, self.namespace)
+        return base64.b64decode(live["data"][key]).decode()
+
+    async def admin_password(self, name: str) -> str:
+        return await self.secret_value(names.admin_secret(name), names.GENERATED_ADMIN_KEY)
+
+    async def nfs(self, name: str, share: str = "/export") -> clients.Nfs:
+        pod = await self.pod(name)
+        return clients.Nfs(pod["status"]["podIP"], share)
+
+    async def smb(
+        self, name: str, share: str = "/export", user: str = "admin", password: str | None = None
+    ) -> clients.Smb:
+        pod = await self.pod(name)
+        if password is None:
+            password = await self.admin_password(name)
+        return clients.Smb(pod["status"]["podIP"], share.lstrip("/"), user, password)
+
+    async def patch(self, name: str, spec: Obj) -> Obj:
+        """Merge-patch the DittoServer's spec; the patched object."""
+        return await self.kube.merge_patch(DITTOSERVERS, name, {"spec": spec}, self.namespace)
+
+    def server_log(self, name: str, instance: int = -1) -> str:
+        return self.node.logs(self.namespace, f"{name}-0", instance=instance)
+
+
+@pytest.fixture
+def deployment(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: Any,  # noqa: F811 (the imported fixture)
+    load_balancer: None,
+    tmp_path: Path,
+) -> Deployment:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return Deployment(kube, namespace, node, scratch)
+
+
+class Timings:
+    """Seconds since the test started, per step; printed at the end (pytest -s shows them)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.start = time.monotonic()
+        self.steps: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        self.steps[step] = round(time.monotonic() - self.start, 1)
+
+    def report(self) -> str:
+        return f"e2e timings {self.name}: {json.dumps(self.steps)}"
+
+
+@pytest.fixture
+def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
+    """Step timings of the test, listed in the terminal summary."""
+    found = Timings(request.node.name)
+    yield found
+    found.mark("total")
+    request.node.user_properties.append(("e2e-timings", found.report()))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", "") == "teardown"
+        for key, value in getattr(report, "user_properties", ())
+        if key == "e2e-timings"
+    ]
+    if lines:
+        terminalreporter.section("e2e timings (seconds since the test started)")
+        for line in dict.fromkeys(lines):
+            terminalreporter.write_line(line)
