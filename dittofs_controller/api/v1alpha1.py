@@ -872,13 +872,14 @@ class User:
         max_length=ACCOUNT_NAME_MAX,
     )
     uid: int | None = field(
-        "Unix UID for NFS identity mapping; omit to let DittoFS assign one.",
+        "Unix UID for NFS identity mapping. DittoFS assigns none by itself: set it for a user "
+        "who owns a share or files written over NFS.",
         default=None,
         minimum=0,
         maximum=4294967295,
     )
     gid: int | None = field(
-        "Unix primary GID for NFS identity mapping; omit to let DittoFS assign one.",
+        "Unix primary GID for NFS identity mapping (DittoFS assigns none by itself).",
         default=None,
         minimum=0,
         maximum=4294967295,
@@ -899,7 +900,7 @@ class Group:
 
     name: str = field("Group name.", pattern=ACCOUNT_NAME, max_length=ACCOUNT_NAME_MAX)
     gid: int | None = field(
-        "Unix GID; omit to let DittoFS assign one.",
+        "Unix GID (DittoFS assigns none by itself).",
         default=None,
         minimum=0,
         maximum=4294967295,
