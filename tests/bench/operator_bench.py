@@ -274,7 +274,7 @@ async def main_async(sizes: list[int], steady_seconds: float, work: Path) -> Non
                 print(table(rows[-1:]), file=sys.stderr, flush=True)
         finally:
             await kube.close()
-    command = "nox -s bench"
+    command = " ".join(["nox -s bench --", *sys.argv[1:]])
     print(table(rows))
     REPORT.write_text(report(rows, command))
     REPORT.with_suffix(".json").write_text(
