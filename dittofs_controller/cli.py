@@ -1,4 +1,4 @@
-"""Command line: ``dittofs-controller [run|version] [options]``.
+"""Command line: ``dittofs-controller [run|version|crd] [options]``.
 
 ``run`` is the default command, so the container entrypoint needs no arguments; every setting
 can be given as a flag or a ``DITTOFS_CONTROLLER_*`` environment variable.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -51,6 +52,14 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
+def _crd(_: argparse.Namespace) -> int:
+    # Imported here: `version` and `--help` need not build the schema.
+    from dittofs_controller.api.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; without a subcommand it parses and runs like ``run``."""
     parser = argparse.ArgumentParser(
@@ -80,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     version.set_defaults(command=_version)
 
-    # New subcommands (e.g. `render`, `crd`) are registered here the same way:
+    crd = commands.add_parser(
+        "crd",
+        prog=f"{PROG} crd",
+        help="print the DittoServer CustomResourceDefinition (YAML) and exit",
+        description="Print the CRD this operator version expects, for "
+        "`kubectl apply --server-side -f -` or GitOps.",
+    )
+    crd.set_defaults(command=_crd)
+
+    # New subcommands (e.g. `render`) are registered here the same way:
     # add_parser(...), then set_defaults(command=<function of the parsed args returning the
     # exit code>, parser=<that subparser, for error messages>).
     return parser

@@ -277,6 +277,12 @@ def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == dittofs_controller.__version__ + "\n"
 
 
+def test_cli_crd_prints_the_committed_crd() -> None:
+    result = run_cli("crd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "crd" / "dittoservers.dittofs.io.yaml").read_text()
+
+
 class FakeManager(types.ModuleType):
     """Stands in for dittofs_controller.manager, which tests of the CLI must not depend on."""
 
