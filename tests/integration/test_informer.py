@@ -175,3 +175,78 @@ async def test_handler_added_after_sync_is_replayed_the_cache(
         if late:
             cache.add_handler(recorder)
         assert recorder.of("existing") == [EventType.ADDED]
+
+
+class StallingProxy:
+    """A TCP proxy to the API server whose open connections can be frozen: bytes stop flowing
+    but the sockets stay open, like a half-dead connection through a broken load balancer."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.connections = 0
+        self._frozen: list[asyncio.Event] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def freeze_open_connections(self) -> None:
+        for gate in self._frozen:
+            gate.clear()
+        self._frozen.clear()
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        gate = asyncio.Event()
+        gate.set()
+        self._frozen.append(gate)
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    await gate.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_silent_watch_is_abandoned_and_resumed(
+    kube: KubeClient, namespace: str, control_plane: object
+) -> None:
+    from urllib.parse import urlsplit
+
+    from dittofs_controller.kube.client import connect
+
+    server = urlsplit(control_plane.server_url)  # type: ignore[attr-defined]
+    proxy = StallingProxy(server.hostname or "127.0.0.1", server.port or 443)
+    await proxy.start()
+    proxied = await connect(str(control_plane.kubeconfig_path), None)  # type: ignore[attr-defined]
+    proxied._api.configuration.host = f"https://127.0.0.1:{proxy.port}"
+    informer = Informer(
+        proxied, CONFIGMAPS, namespace=namespace, inactivity_timeout=2, backoff_initial=0.1
+    )
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    try:
+        async with running(informer):
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            await asyncio.sleep(0.5)  # the watch request is open
+            before = proxy.connections
+            proxy.freeze_open_connections()
+            await kube.create(CONFIGMAPS, configmap(namespace, "during-stall"), namespace)
+            # Without the watchdog the frozen watch would hang until the server-side timeout
+            # (minutes); with it the informer reconnects and catches up within seconds.
+            await recorder.wait_for(lambda: bool(recorder.of("during-stall")), timeout=15)
+        assert proxy.connections > before
+    finally:
+        await proxied.close()
+        await proxy.stop()
