@@ -127,22 +127,15 @@ class ServerReconciler(abc.ABC):
         `fields` (values of `status_fields`) travel in the same apply. None keeps the values
         published before: an apply that omitted them would remove them.
         """
-        entry = conditions.desired_condition(server, self.condition, outcome)
-        current = server.get("status") or {}
         if fields is None:
+            current = server.get("status") or {}
             fields = {key: current[key] for key in self.status_fields if current.get(key)}
-        stale = any(
-            (current.get(key) or None) != (fields.get(key) or None) for key in self.status_fields
+        written = await write_condition(
+            self.client, server, self.condition, outcome, self.manager, fields, self.status_fields
         )
-        if not conditions.differs(server, entry) and not stale:
+        if written is None:
             return
-        previous = conditions.find(server, self.condition)
-        await self.client.apply(
-            DITTOSERVERS,
-            status_patch(server, {**fields, "conditions": [entry]}),
-            field_manager=self.manager,
-            subresource="status",
-        )
+        entry, previous = written
         if previous is None or (previous.get("status"), previous.get("reason")) != (
             entry["status"],
             entry["reason"],
@@ -212,6 +205,34 @@ class ServerReconciler(abc.ABC):
             },
         }
         await self.client.apply(DITTOSERVERS, body, field_manager=f"{self.manager}-finalizer")
+
+
+async def write_condition(
+    client: KubeClient,
+    server: Obj,
+    condition_type: str,
+    outcome: Outcome,
+    manager: str,
+    fields: Obj | None = None,
+    owned: tuple[str, ...] = (),
+) -> tuple[Obj, Obj | None] | None:
+    """Apply one condition, with the top-level status `fields` its writer owns, in one status
+    apply, only when the condition or one of the `owned` fields changed (an owned field missing
+    from `fields` is removed). Returns (the entry written, the previous entry) or None."""
+    fields = fields or {}
+    entry = conditions.desired_condition(server, condition_type, outcome)
+    current = server.get("status") or {}
+    stale = any((current.get(key) or None) != (fields.get(key) or None) for key in owned)
+    if not conditions.differs(server, entry) and not stale:
+        return None
+    previous = conditions.find(server, condition_type)
+    await client.apply(
+        DITTOSERVERS,
+        status_patch(server, {**fields, "conditions": [entry]}),
+        field_manager=manager,
+        subresource="status",
+    )
+    return entry, previous
 
 
 def status_patch(server: Obj, status: dict[str, Any]) -> Obj:

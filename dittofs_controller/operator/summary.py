@@ -10,14 +10,15 @@ import attrs
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import ParseError, parse
 from dittofs_controller.kube.client import KubeClient
-from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
+from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.operator import conditions as c
-from dittofs_controller.operator.base import Context, status_patch
+from dittofs_controller.operator.base import Context, write_condition
 from dittofs_controller.operator.children import Obj, field_manager
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.runtime.controller import DONE, Result
 
 NAME = "summary"
+OWNED = ("phase", "observedGeneration")  # top-level status fields the summariser writes
 REQUIRED = (
     c.CONFIG_READY,
     c.STORAGE_READY,
@@ -91,27 +92,18 @@ class SummaryReconciler:
         if server is None or server["metadata"].get("deletionTimestamp"):
             return DONE
         summary = summarise(server)
-        entry = c.desired_condition(server, c.READY, summary.outcome)
         status = server.get("status") or {}
         generation = server["metadata"].get("generation", 0)
         observed = generation if summary.caught_up else status.get("observedGeneration")
-        desired: dict[str, Any] = {"conditions": [entry], "phase": summary.phase}
+        fields: dict[str, Any] = {"phase": summary.phase}
         if observed is not None:
-            desired["observedGeneration"] = observed
-        unchanged = (
-            not c.differs(server, entry)
-            and status.get("phase") == summary.phase
-            and status.get("observedGeneration") == observed
+            fields["observedGeneration"] = observed
+        written = await write_condition(
+            self.client, server, c.READY, summary.outcome, field_manager(NAME), fields, OWNED
         )
-        if unchanged:
+        if written is None:
             return DONE
-        previous = c.find(server, c.READY)
-        await self.client.apply(
-            DITTOSERVERS,
-            status_patch(server, desired),
-            field_manager=field_manager(NAME),
-            subresource="status",
-        )
+        entry, previous = written
         if previous is None or previous.get("status") != entry["status"]:
             await self.ctx.events.record(
                 server,

@@ -30,7 +30,7 @@ from dittofs_controller.operator.base import (
     Synced,
     owned_children,
     server_controller,
-    status_patch,
+    write_condition,
 )
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.conditions import Outcome
@@ -116,14 +116,8 @@ class WorkloadReconciler(ServerReconciler):
     async def _publish_progressing(self, server: Obj, outcome: Outcome) -> None:
         """Apply Progressing when it changed. No Event: it flips with every rollout, and the
         Available transitions already tell that story."""
-        entry = conditions.desired_condition(server, conditions.PROGRESSING, outcome)
-        if not conditions.differs(server, entry):
-            return
-        await self.client.apply(
-            DITTOSERVERS,
-            status_patch(server, {"conditions": [entry]}),
-            field_manager=self.progressing_manager,
-            subresource="status",
+        await write_condition(
+            self.client, server, conditions.PROGRESSING, outcome, self.progressing_manager
         )
 
 
