@@ -104,6 +104,8 @@ async def exercise(
     await smb.put("from-smb.txt", "written over SMB\n", scratch)
     assert await nfs.read("/from-smb.txt") == "written over SMB\n"
     assert await nfs.read("/big.txt") == big
+    # NFSv4 reads: the right bytes, or libnfs's known refusal (Nfs.read_v4), nothing else.
+    assert await nfs.read_v4("/hello.txt") in (hello, None), f"NFSv4 read of {nfs}/hello.txt"
     timings.mark("read-write")
 
     # Listings agree.

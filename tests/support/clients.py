@@ -2,7 +2,7 @@
 
 NFS: libnfs' command-line tools (libnfs-utils), which need neither a kernel mount nor root
 privileges on the server side. NFSv3 reads and writes files (nfs-cp, nfs-cat); NFSv4 lists
-(nfs-ls). The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no
+(nfs-ls) and tries reads, which libnfs 4.0 refuses against DittoFS v0.29.0 (see read_v4). The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no
 portmapper is involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
 SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password).
 There is no rename or delete in libnfs-utils, so those go through SMB and are checked over NFS.
@@ -70,6 +70,8 @@ async def check(*argv: str, what: str, cwd: Path | None = None) -> str:
 
 # -- NFS -----------------------------------------------------------------------------------
 
+_LIBNFS_V4_ACCESS_REFUSAL = re.compile(r"Insufficient ACCESS\. Wanted [0-9a-f]{8} but got 000001ff")
+
 
 @dataclass(frozen=True)
 class Nfs:
@@ -92,6 +94,20 @@ class Nfs:
     async def read(self, path: str) -> str:
         """A file's content over NFSv3."""
         return await check("nfs-cat", self.url(path), what=f"NFSv3 read of {self}{path}")
+
+    async def read_v4(self, path: str) -> str | None:
+        """A file's content over NFSv4, or None when libnfs refuses to open it for the known reason.
+
+        DittoFS answers ACCESS with `supported` = all nine ACCESS4 bits (RFC 8276's xattr bits
+        included) whatever was asked, and libnfs 4.0 treats any `supported` other than the bits it
+        asked for as a denial, so every NFSv4 open fails client-side. Any other failure is an error.
+        """
+        code, text = await run("nfs-cat", self.url(path, version=4))
+        if code == 0:
+            return text
+        if _LIBNFS_V4_ACCESS_REFUSAL.search(text):
+            return None
+        raise ClientError(f"NFSv4 read of {self}{path} failed with exit {code}:\n{text.strip()}")
 
     async def listing(self, path: str = "") -> list[str]:
         """Names in a directory over NFSv4 (without . and ..)."""
