@@ -97,7 +97,7 @@ def rejection_message(status: int) -> str:
     return {
         400: "the request is invalid or the pod has no node yet",
         401: "the operator's credentials were not accepted",
-        403: "the operator may not use pods/portforward (it needs get and create on it)",
+        403: "forbidden: pods/portforward needs get and create",
         404: "no such pod",
     }.get(status, "the API server could not reach the pod's node")
 

@@ -67,6 +67,6 @@ def test_a_channel_opened_for_another_port_is_a_protocol_error() -> None:
 
 
 def test_refusals_are_explained_by_their_status() -> None:
-    assert "get and create" in rejection_message(403)
+    assert rejection_message(403) == "forbidden: pods/portforward needs get and create"
     assert rejection_message(404) == "no such pod"
     assert "node" in rejection_message(502)
