@@ -252,8 +252,7 @@ class PortForward:
                     await writer.drain()
         finally:
             outbound.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, OSError):
-                await outbound
+            await asyncio.gather(outbound, return_exceptions=True)
             await ws.close()
         if inbound.error is not None:
             raise PortForwardFailed(inbound.error)

@@ -192,8 +192,7 @@ async def _one_port(
         pass
     finally:
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await sender
+        await asyncio.gather(sender, return_exceptions=True)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
