@@ -51,11 +51,12 @@ WEBSOCKET_CLOSE_TIMEOUT = 2.0
 class ApiError(Exception):
     """A non-2xx answer from the API server, carrying its Status reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, kind: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.kind = kind  # Status.details.kind: the kind of object the answer is about
 
     @classmethod
     def from_status(cls, http_status: int, body: str) -> ApiError:
@@ -69,6 +70,7 @@ class ApiError(Exception):
             int(status.get("code") or http_status),
             str(status.get("reason") or ""),
             str(status.get("message") or ""),
+            str((status.get("details") or {}).get("kind") or ""),
         )
 
     @property

@@ -37,7 +37,7 @@ import aiohttp
 import attrs
 import structlog
 
-from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import PODS
 
 log = structlog.get_logger("dittofs_controller.kube.portforward")
@@ -59,9 +59,10 @@ class PortForwardError(Exception):
 class PortForwardRejected(PortForwardError):
     """The API server refused the port-forward request (no such pod, no permission...)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, kind: str = "") -> None:
         super().__init__(f"the API server answered {status}: {message}")
         self.status = status
+        self.kind = kind  # what was not found (pods, nodes...), when the API server says
 
 
 class PortForwardFailed(PortForwardError):
@@ -92,8 +93,7 @@ def split_frame(frame: bytes) -> tuple[int, bytes]:
 
 
 def rejection_message(status: int) -> str:
-    """What a refused upgrade means: the API server's Status body is not readable after a failed
-    WebSocket handshake, but for this subresource the code alone is specific."""
+    """What a refused upgrade means when the API server's own words are not to be had."""
     return {
         400: "the request is invalid or the pod has no node yet",
         401: "the operator's credentials were not accepted",
@@ -231,13 +231,28 @@ class PortForward:
                     path, query={"ports": str(self.port)}, protocols=(SUBPROTOCOL,)
                 )
         except aiohttp.WSServerHandshakeError as error:
-            raise PortForwardRejected(error.status, rejection_message(error.status)) from None
+            raise await self._rejection(error.status) from None
         except TimeoutError:
             raise PortForwardError(
                 f"no WebSocket from the API server within {self.open_timeout:g} s"
             ) from None
         except aiohttp.ClientError as error:
             raise PortForwardError(f"cannot reach the API server: {error}") from None
+
+    async def _rejection(self, status: int) -> PortForwardRejected:
+        """The refusal in the API server's words. A failed WebSocket handshake hides the Status
+        body, so the request is repeated without the upgrade: it fails the same way (the pod
+        and its node are looked up first), or passes and is then refused for lacking one."""
+        path = PODS.path(self.namespace, self.pod, "portforward")
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await self.kube.request("GET", path, query={"ports": str(self.port)})
+        except ApiError as error:
+            if error.status == status and error.message:
+                return PortForwardRejected(status, error.message, error.kind)
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        return PortForwardRejected(status, rejection_message(status))
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = await self.open()

@@ -91,12 +91,17 @@ async def test_failures_name_their_cause(kube: KubeClient, namespace: str, node:
         assert f"error forwarding port {ECHO_PORT + 1} to pod" in str(forward.failure)
         assert "refused" in str(forward.failure)
 
-    # The API server refuses: no such pod; a pod with no node yet.
-    for name, status in (("missing", 404), ("unscheduled", 400)):
+    # The API server refuses, in its own words: no such pod; a pod with no node yet.
+    refusals = (
+        ("missing", 404, 'pods "missing" not found', "pods"),
+        ("unscheduled", 400, "pod unscheduled does not have a host assigned", ""),
+    )
+    for name, status, words, kind in refusals:
         async with PortForward(kube, namespace, name, ECHO_PORT) as forward:
             assert await closed_at_once(forward) == b""
             assert isinstance(forward.failure, PortForwardRejected), forward.failure
-            assert forward.failure.status == status
+            assert (forward.failure.status, forward.failure.kind) == (status, kind)
+            assert words in str(forward.failure)
 
 
 async def test_leaving_closes_the_listener_and_open_tunnels(

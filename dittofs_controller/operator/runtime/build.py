@@ -125,10 +125,13 @@ def forward_problem(error: PortForwardError) -> tuple[str, str]:
         return "PortForwardForbidden", (
             f"{error}. Out of the cluster the operator reaches the DittoFS API through the API "
             "server's port-forward, as kubectl port-forward does: grant the user of its "
-            "kubeconfig these verbs in this namespace, or pick another --dittofs-api-access"
+            "kubeconfig get and create on pods/portforward in this namespace, or pick another "
+            "--dittofs-api-access"
         )
-    if isinstance(error, PortForwardRejected) and error.status == 404:
-        return "PodNotFound", f"{error}: the DittoFS pod is gone (it is being replaced?)"
+    if isinstance(error, PortForwardRejected) and error.status == 404 and error.kind == "pods":
+        return "PodNotFound", f"{error} (the DittoFS pod is gone: being replaced?)"
+    if isinstance(error, PortForwardRejected):
+        return "PortForwardRejected", str(error)
     if isinstance(error, PortForwardFailed):
         return "PortForwardFailed", (
             f"the pod's node could not reach the DittoFS API port in the pod: {error}"

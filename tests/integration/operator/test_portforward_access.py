@@ -132,7 +132,8 @@ async def test_out_of_cluster_the_api_is_reached_through_a_port_forward(
     forbidden = await wait_for(
         lambda: configured("False", "PortForwardForbidden"), "PortForwardForbidden", 120
     )
-    assert "pods/portforward needs get and create" in forbidden["message"]
+    assert 'cannot get resource "pods/portforward"' in forbidden["message"]  # the API server's
+    assert "get and create on pods/portforward" in forbidden["message"]  # what to do
 
     role = await kube.get(ROLES, ACCOUNT, namespace)
     role["rules"].append(PORT_FORWARD_RULE)

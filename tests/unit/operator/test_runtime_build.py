@@ -262,9 +262,10 @@ def test_api_url() -> None:
 @pytest.mark.parametrize(
     ("error", "reason", "words"),
     [
-        (PortForwardRejected(403, "forbidden"), "PortForwardForbidden", "these verbs"),
-        (PortForwardRejected(404, "no such pod"), "PodNotFound", "pod is gone"),
-        (PortForwardRejected(500, "dialing"), "PortForwardFailed", "answered 500"),
+        (PortForwardRejected(403, "forbidden"), "PortForwardForbidden", "pods/portforward"),
+        (PortForwardRejected(404, 'pods "files-0" not found', "pods"), "PodNotFound", "gone"),
+        (PortForwardRejected(404, 'nodes "n1" not found', "nodes"), "PortForwardRejected", "n1"),
+        (PortForwardRejected(500, "dialing"), "PortForwardRejected", "answered 500"),
         (PortForwardFailed("connection refused"), "PortForwardFailed", "connection refused"),
         (PortForwardError("no WebSocket within 10 s"), "PortForwardFailed", "10 s"),
     ],
