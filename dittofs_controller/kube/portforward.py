@@ -22,7 +22,8 @@ kubelet untouched (it only translates clients that ask for the SPDY-tunnelling s
 `PortForward` listens on 127.0.0.1 (an ephemeral port) and tunnels each accepted connection
 through one new WebSocket, so any HTTP client can talk to the pod at `127.0.0.1:<port>`. A
 tunnel that fails records why (`failure`) before it closes the local connection: the caller's
-client sees the connection drop and asks the forwarder for the cause.
+client sees the connection drop and asks the forwarder for the cause. A refused upgrade is
+asked again without it, to get the API server's Status message (`_rejection`).
 """
 
 from __future__ import annotations
