@@ -28,9 +28,10 @@ after it; or the pod IP when the machine routes to the pod network.
 
 Failures: the server unreachable or erring (5xx) -> ServerUnreachable/ServerError, retried
 with backoff; a port-forward the API server refuses or the kubelet cannot make ->
-PortForwardForbidden/PodNotFound/PortForwardFailed, retried with backoff; the admin login
-refused -> AuthenticationFailed; a store, share, user, group or adapter the server rejects ->
-a False condition naming it and the server's words, and the rest of the pass goes on.
+PortForwardForbidden/PodNotFound/PortForwardRejected/PortForwardFailed, retried with backoff;
+the admin login refused -> AuthenticationFailed; a store, share, user, group or adapter the
+server rejects -> a False condition naming it and the server's words, and the rest of the pass
+goes on.
 """
 
 from __future__ import annotations
