@@ -32,7 +32,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
-DittoFSApiAccess = Literal["auto", "service", "pod"]
+DittoFSApiAccess = Literal["auto", "service", "port-forward", "pod"]
 DITTOFS_API_ACCESSES: tuple[DittoFSApiAccess, ...] = get_args(DittoFSApiAccess)
 
 _METADATA_KEY = "dittofs_controller.option"
@@ -421,10 +421,12 @@ class Settings:
         validator=_one_of(DITTOFS_API_ACCESSES),
         metavar="{" + ",".join(DITTOFS_API_ACCESSES) + "}",
         help="How the operator reaches each DittoFS REST API: service = the API Service's "
-        "cluster DNS name (in a pod); pod = the DittoFS pod's IP (out of the cluster, which "
-        "needs a route to the pod network); auto = service when the operator runs in a pod "
-        "($KUBERNETES_SERVICE_HOST set, no kubeconfig), pod otherwise. The API server's "
-        "service proxy is no way in: it drops the Authorization header DittoFS needs.",
+        "cluster DNS name (in a pod); port-forward = through the API server's pods/portforward "
+        "like kubectl port-forward, with the kubeconfig's credentials (out of the cluster; the "
+        "user needs get and create on pods/portforward); pod = the DittoFS pod's IP (needs a "
+        "route to the pod network); auto = service when the operator runs in a pod "
+        "($KUBERNETES_SERVICE_HOST set, no kubeconfig), port-forward otherwise. The API "
+        "server's service proxy is no way in: it drops the Authorization header DittoFS needs.",
     )
     leader_election: LeaderElectionSettings = attrs.field(factory=LeaderElectionSettings)
 

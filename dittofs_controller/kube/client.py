@@ -9,8 +9,9 @@ at: kubeconfig / in-cluster loading, TLS, token refresh and the aiohttp connecti
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -43,16 +44,19 @@ REQUESTS = Counter(
 )
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+# A WebSocket waits this long for the other end's close frame before dropping the connection.
+WEBSOCKET_CLOSE_TIMEOUT = 2.0
 
 
 class ApiError(Exception):
     """A non-2xx answer from the API server, carrying its Status reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, kind: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.kind = kind  # Status.details.kind: the kind of object the answer is about
 
     @classmethod
     def from_status(cls, http_status: int, body: str) -> ApiError:
@@ -66,6 +70,7 @@ class ApiError(Exception):
             int(status.get("code") or http_status),
             str(status.get("reason") or ""),
             str(status.get("message") or ""),
+            str((status.get("details") or {}).get("kind") or ""),
         )
 
     @property
@@ -166,6 +171,38 @@ class KubeClient:
             async for line in response.content:
                 if line.strip():
                     yield json.loads(line)
+
+    async def websocket(
+        self, path: str, *, query: Mapping[str, str], protocols: Sequence[str]
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Upgrade a GET of `path` to a WebSocket, with the credentials, TLS settings and
+        connection pool of every other request (the caller bounds the handshake's duration).
+
+        Raises aiohttp.WSServerHandshakeError when the API server answers anything but 101.
+        """
+        headers: dict[str, str] = {}
+        params = list(query.items())
+        await self._api.update_params_for_auth(headers, params, ["BearerToken"])
+        rest = self._api.rest_client
+        options: dict[str, Any] = {}
+        if rest.server_hostname:
+            options["server_hostname"] = rest.server_hostname
+        if rest.proxy:
+            options["proxy"] = rest.proxy
+            options["proxy_headers"] = rest.proxy_headers
+        try:
+            ws: aiohttp.ClientWebSocketResponse = await rest.pool_manager.ws_connect(
+                f"{self.host}{path}?{urlencode(params)}",
+                protocols=tuple(protocols),
+                headers=headers,
+                timeout=aiohttp.ClientWSTimeout(ws_close=WEBSOCKET_CLOSE_TIMEOUT),
+                **options,
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            REQUESTS.labels("GET", str(error.status)).inc()
+            raise
+        REQUESTS.labels("GET", "101").inc()
+        return ws
 
     # Convenience verbs, all keyed by Resource so paths are built in one place.
 

@@ -2,7 +2,8 @@
 
 Like controller-runtime's envtest, plus the controller manager, so garbage collection through
 ownerReferences, namespace deletion, Deployments/StatefulSets -> Pods and service-account tokens
-behave as in a real cluster. There is no scheduler and no kubelet: Pods stay Pending.
+behave as in a real cluster. There is no scheduler and no kubelet: Pods stay Pending (until a
+testbed node, node.py, runs them and serves the kubelet's port-forward endpoint).
 """
 
 from __future__ import annotations
@@ -390,6 +391,11 @@ class ControlPlane:
             f"--service-account-signing-key-file={p.service_account_key}",
             f"--service-cluster-ip-range={pki.SERVICE_CLUSTER_IP_RANGE}",
             "--allow-privileged=true",
+            # Streaming (port-forward) goes to the testbed node's kubelet endpoint at its
+            # InternalIP (its Hostname resolves nowhere), with a client certificate it checks.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={p.kubelet_client.cert}",
+            f"--kubelet-client-key={p.kubelet_client.key}",
             # All on by default; named so that nobody "simplifies" them away: PodSecurity
             # enforces pod-security.kubernetes.io labels, ServiceAccount mounts tokens.
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity",

@@ -28,6 +28,11 @@ repository runs the one local binary.
 Pods reach the host at `node.address` (services listening on 0.0.0.0); their resolv.conf points
 at their own loopback, so name lookups fail fast instead of timing out.
 
+Port forwarding: the node serves the kubelet's port-forward endpoint at its InternalIP, port
+10250 (streaming.py), so `pods/{name}/portforward` through kube-apiserver reaches its pods as
+in a real cluster. The control plane must present a kubelet client certificate of its CA
+(controlplane.py does); a cluster reused by kubeconfig that was started without one refuses.
+
 Logs: stdout+stderr of each container run go to a file, `node.logs(namespace, pod)` reads them
 (also after the pod is gone; `instance=-2` for the pod of that name before the current one).
 """
@@ -58,6 +63,7 @@ from dittofs_controller.kube.resources import CONFIGMAPS, PODS, PVCS, SECRETS, R
 
 from . import netns
 from .provisioner import PVS, Provisioner, list_watch, parse_quantity
+from .streaming import KUBELET_PORT, StreamingServer
 
 log = logging.getLogger("testbed.node")
 
@@ -191,6 +197,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._streaming: StreamingServer | None = None
         self.stopping = False
         self.stop_grace = 5.0
 
@@ -230,6 +237,11 @@ class Node:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True, ssl=False)
             )
+            root_ca = await self.kube.get(CONFIGMAPS, "kube-root-ca.crt", "default")
+            self._streaming = StreamingServer(
+                self.address, self._running_pod, root_ca["data"]["ca.crt"], self.work_dir / "pki"
+            )
+            await self._streaming.start()
             await self._register()
             synced = asyncio.Event()
             namespace = (
@@ -274,15 +286,23 @@ class Node:
                 await self.kube.delete(NODES, self.name)
         if self._session is not None:
             await self._session.close()
+        if self._streaming is not None:
+            await self._streaming.stop()
+            self._streaming = None
         if self.bridge is not None:
             await asyncio.to_thread(self.bridge.close)
             self.bridge = None
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         """The IP of the pod of that name this node runs now (None if none)."""
+        found = self._running_pod(namespace, name)
+        return found[1] if found else None
+
+    def _running_pod(self, namespace: str, name: str) -> tuple[str, str] | None:
+        """(uid, IP) of the pod of that name this node runs now (None if none)."""
         for worker in self.workers.values():
             if (worker.namespace, worker.name) == (namespace, name) and worker.ip:
-                return worker.ip
+                return worker.uid, worker.ip
         return None
 
     def log_path(
@@ -403,7 +423,7 @@ class Node:
                 {"type": "InternalIP", "address": self.address},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
             "nodeInfo": {
                 "machineID": "testbed",
                 "systemUUID": "testbed",

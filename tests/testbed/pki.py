@@ -51,6 +51,8 @@ class PKI:
     controller_manager_serving: KeyPair
     admin: KeyPair
     controller_manager: KeyPair
+    # What kube-apiserver presents to kubelets (kubeadm's apiserver-kubelet-client).
+    kubelet_client: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -135,9 +137,32 @@ def generate(directory: Path) -> PKI:
         controller_manager_serving=leaf("controller-manager-serving", "localhost", server=True),
         admin=leaf("admin", "admin", ("system:masters",)),
         controller_manager=leaf("controller-manager", "system:kube-controller-manager"),
+        kubelet_client=leaf(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+        ),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
+
+
+def self_signed_server(directory: Path, name: str, ip: str) -> KeyPair:
+    """A self-signed serving certificate for `ip`, as a kubelet makes for itself when no
+    serving certificate is given (kube-apiserver does not verify it without
+    --kubelet-certificate-authority)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}@{ip}")])
+    cert = (
+        _builder(subject, subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return _write(directory, name, cert, key)
 
 
 def _builder(

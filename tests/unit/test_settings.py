@@ -98,6 +98,7 @@ def test_identity_is_unique_per_process_start() -> None:
             "dittofs_api_access",
             "pod",
         ),
+        ((), {"DITTOFS_API_ACCESS": "Port-Forward"}, "dittofs_api_access", "port-forward"),
     ],
 )
 def test_precedence_flag_over_env_over_default(
@@ -186,7 +187,10 @@ def test_otlp_endpoint_honours_standard_env(monkeypatch: pytest.MonkeyPatch) -> 
         (("--shutdown-grace", "-1"), "must be at least 0"),
         (("--watch-timeout", "0.5"), "must be at least 1"),
         (("--leader-elect-identity", ""), "must not be empty"),
-        (("--dittofs-api-access", "proxy"), "must be one of auto, service, pod, got 'proxy'"),
+        (
+            ("--dittofs-api-access", "proxy"),
+            "must be one of auto, service, port-forward, pod, got 'proxy'",
+        ),
         (("--leader-elect-renew-deadline", "15"), "lease duration > renew deadline"),
         (("--leader-elect-retry-period", "9"), "got 15 > 10 > 1.2 x 9"),
     ],

@@ -22,14 +22,21 @@ A pass whose inputs (spec, Secret values, address, pod) did not change is not re
 its recheck interval; a converged server is compared again every 5 minutes to notice changes
 made through its API by hand.
 
+Where the API is (--dittofs-api-access): the API Service in the cluster; out of it a
+port-forward through the API server (kube/portforward.py), opened for each pass and closed
+after it; or the pod IP when the machine routes to the pod network.
+
 Failures: the server unreachable or erring (5xx) -> ServerUnreachable/ServerError, retried
-with backoff; the admin login refused -> AuthenticationFailed; a store, share, user, group or
-adapter the server rejects -> a False condition naming it and the server's words, and the rest
-of the pass goes on.
+with backoff; a port-forward the API server refuses or the kubelet cannot make ->
+PortForwardForbidden/PodNotFound/PortForwardRejected/PortForwardFailed, retried with backoff;
+the admin login refused -> AuthenticationFailed; a store, share, user, group or adapter the
+server rejects -> a False condition naming it and the server's words, and the rest of the pass
+goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +54,7 @@ from dittofs_controller.dittofs import (
     Tokens,
     pinned_ssl_context,
 )
+from dittofs_controller.kube.portforward import PortForward
 from dittofs_controller.kube.resources import DITTOSERVERS, PODS, ObjectKey
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.base import (
@@ -80,6 +88,11 @@ log = structlog.get_logger("dittofs_controller.operator.runtime")
 # Answers that reject what was sent (a bad store config, a duplicate uid, a store in use):
 # reported, and retried only when something changes. Anything else is transient.
 REJECTED = (400, 409, 422)
+ACCESS_WHAT: dict[build.Access, str] = {
+    "service": "the API Service",
+    "pod": "the pod IP",
+    "port-forward": "a port-forward through the API server",
+}
 
 
 @attrs.define
@@ -155,10 +168,19 @@ class RuntimeReconciler(ServerReconciler):
         admin = build.admin_key(meta["name"], spec)
         password = values[(admin.name, admin.key)]
         secrets = [password, *desired.credentials()]
-        connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(tls) if tls else True)
+        forward = None
+        if self.access == "port-forward":
+            pod = names.pod(meta["name"])
+            forward = PortForward(self.client, meta["namespace"], pod, spec.control_plane.port)
         try:
-            async with aiohttp.ClientSession(connector=connector) as http:
-                api = DittoFSClient(http, url, password, tokens=memory.tokens)
+            async with contextlib.AsyncExitStack() as stack:
+                base_url = url
+                if forward is not None:
+                    await stack.enter_async_context(forward)
+                    base_url = build.forwarded_url(spec, forward.local_port)
+                connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(tls) if tls else True)
+                http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+                api = DittoFSClient(http, base_url, password, tokens=memory.tokens)
                 converge = Converge(api, desired, memory, salt=meta["uid"], secrets=secrets)
                 observed = await converge.run()
         except AuthenticationFailed as error:
@@ -173,11 +195,13 @@ class RuntimeReconciler(ServerReconciler):
                 requeue_after=build.DRIFT_INTERVAL,
             ) from None
         except DittoFSUnreachable as error:
+            if forward is not None and forward.failure is not None:
+                reason, message = build.forward_problem(forward.failure)
+                raise Problem(reason, f"{forward}: {message}", retry=True) from None
             raise Problem(
                 "ServerUnreachable",
                 f"cannot reach the DittoFS REST API ({error}); the operator reaches it "
-                f"through the {'Service' if self.access == 'service' else 'pod IP'} "
-                "(--dittofs-api-access)",
+                f"through {ACCESS_WHAT[self.access]} (--dittofs-api-access)",
                 retry=True,
             ) from None
         except DittoFSError as error:

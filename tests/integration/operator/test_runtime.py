@@ -1,8 +1,9 @@
 """The runtime reconciler against the real DittoFS: the operator runs in-process, the testbed
 node runs the pods it writes (the real `dfs` v0.29.0), real NFS and SMB clients use the shares.
 
-The operator runs out of the cluster here, so it reaches each REST API at the pod's IP
-(`--dittofs-api-access auto`); so do the clients (there is no kube-proxy). Services are
+The operator runs out of the cluster here, so it reaches each REST API through a port-forward
+(`--dittofs-api-access auto`: kube-apiserver -> the testbed node's kubelet endpoint -> the pod);
+the clients use the pod IP (there is no kube-proxy). Services are
 ClusterIP so NetworkReady turns True without a load balancer.
 """
 
@@ -397,7 +398,8 @@ async def test_s3_keys_are_sent_again_when_their_secret_changes(
 async def test_https_api_is_reached_with_the_certificate_of_its_secret(
     kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
 ) -> None:
-    # Made for the Service name; the operator dials the pod IP and trusts exactly this one.
+    # Made for the Service name; the operator dials 127.0.0.1 (its port-forward) and trusts
+    # exactly this certificate.
     cert, key_pem = self_signed(f"files-api.{namespace}.svc")
     tls = {
         "apiVersion": "v1",

@@ -16,6 +16,11 @@ import yaml
 
 from dittofs_controller.api.schema import parse
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
+from dittofs_controller.kube.portforward import (
+    PortForwardError,
+    PortForwardFailed,
+    PortForwardRejected,
+)
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.runtime import build
 
@@ -230,13 +235,14 @@ def test_users_groups_and_permissions() -> None:
 # --- where the API is -----------------------------------------------------------------------
 
 
-def test_access_auto_is_the_service_in_a_pod_and_the_pod_ip_outside() -> None:
+def test_access_auto_is_the_service_in_a_pod_and_a_port_forward_outside() -> None:
     in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
     assert build.resolve_access("auto", None, in_pod) == "service"
-    assert build.resolve_access("auto", "/home/me/.kube/config", in_pod) == "pod"
-    assert build.resolve_access("auto", None, {}) == "pod"
+    assert build.resolve_access("auto", "/home/me/.kube/config", in_pod) == "port-forward"
+    assert build.resolve_access("auto", None, {}) == "port-forward"
     assert build.resolve_access("service", "/kubeconfig", {}) == "service"
     assert build.resolve_access("pod", None, in_pod) == "pod"
+    assert build.resolve_access("port-forward", None, in_pod) == "port-forward"
 
 
 def test_api_url() -> None:
@@ -245,8 +251,29 @@ def test_api_url() -> None:
     assert build.api_url(obj, spec, "service", None) == "http://files-api.team.svc:8080"
     assert build.api_url(obj, spec, "pod", "10.233.0.7") == "http://10.233.0.7:8080"
     assert build.api_url(obj, spec, "pod", "fd00::7") == "http://[fd00::7]:8080"
+    # Through a port-forward: the pod's name (stable across tunnels), and the tunnel's address.
+    assert build.api_url(obj, spec, "port-forward", None) == "port-forward://team/files-0:8080"
+    assert build.forwarded_url(spec, 40123) == "http://127.0.0.1:40123"
     tls = spec_of(manifest(VALID / "api-loadbalancer-tls.yaml"))
     assert build.api_url(obj, tls, "service", None).startswith("https://files-api.team.svc:")
+    assert build.forwarded_url(tls, 40123) == "https://127.0.0.1:40123"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "words"),
+    [
+        (PortForwardRejected(403, "forbidden"), "PortForwardForbidden", "pods/portforward"),
+        (PortForwardRejected(404, 'pods "files-0" not found', "pods"), "PodNotFound", "gone"),
+        (PortForwardRejected(404, 'nodes "n1" not found', "nodes"), "PortForwardRejected", "n1"),
+        (PortForwardRejected(500, "dialing"), "PortForwardRejected", "answered 500"),
+        (PortForwardFailed("connection refused"), "PortForwardFailed", "connection refused"),
+        (PortForwardError("no WebSocket within 10 s"), "PortForwardFailed", "10 s"),
+    ],
+)
+def test_forward_problem_names_the_cause(error: PortForwardError, reason: str, words: str) -> None:
+    found, message = build.forward_problem(error)
+    assert found == reason
+    assert words in message
 
 
 def test_nothing_is_judged_before_available_is_published_for_this_generation() -> None:
