@@ -2,8 +2,9 @@
 
 NFS: libnfs' command-line tools (libnfs-utils), which need neither a kernel mount nor root
 privileges on the server side. NFSv3 reads and writes files (nfs-cp, nfs-cat); NFSv4 lists
-(nfs-ls) and tries reads, which libnfs 4.0 refuses against DittoFS v0.29.0 (see read_v4). The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no
-portmapper is involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
+(nfs-ls) and tries reads, which libnfs 4.0 refuses against DittoFS v0.29.0 (see read_v4).
+The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no portmapper is
+involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
 SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password).
 There is no rename or delete in libnfs-utils, so those go through SMB and are checked over NFS.
 """
