@@ -1,4 +1,4 @@
-"""Command line: ``dittofs-controller [run|version|crd] [options]``.
+"""Command line: ``dittofs-controller [run|version|crd|render] [options]``.
 
 ``run`` is the default command, so the container entrypoint needs no arguments; every setting
 can be given as a flag or a ``DITTOFS_CONTROLLER_*`` environment variable.
@@ -11,15 +11,19 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import attrs
 import structlog
 
 import dittofs_controller
 from dittofs_controller import logs, tracing
+from dittofs_controller.api import v1alpha1
 from dittofs_controller.settings import SettingsError, add_arguments, load_settings
 
 PROG = "dittofs-controller"
+# Where install.yaml and the chart put the operator by default (render --operator-namespace).
+DEFAULT_OPERATOR_NAMESPACE = "dittofs-system"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -57,6 +61,45 @@ def _crd(_: argparse.Namespace) -> int:
     from dittofs_controller.api.crd import crd_yaml
 
     sys.stdout.write(crd_yaml())
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    """Print what the operator would create for every DittoServer in the files; exit 2 (and
+    print nothing on stdout) when any input is unreadable or invalid."""
+    # Imported here: the builders are not needed by the other commands.
+    import yaml
+
+    from dittofs_controller.operator import render
+
+    def fail(message: str) -> int:
+        print(f"{PROG} render: error: {message}", file=sys.stderr)
+        return 2
+
+    output = []
+    for source in args.filename:
+        label = "<stdin>" if source == "-" else source
+        try:
+            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        except OSError as error:
+            return fail(f"{label}: {error.strerror or error}")
+        except yaml.YAMLError as error:
+            return fail(f"{label}: not valid YAML: {error}")
+        for index, document in enumerate(documents):
+            kind = document.get("kind") if isinstance(document, dict) else None
+            if kind != v1alpha1.KIND:
+                print(f"{label}: skipped document {index + 1} (kind {kind})", file=sys.stderr)
+                continue
+            try:
+                server, spec = render.load_server(document, args.namespace)
+            except render.InvalidManifest as error:
+                return fail(f"{label}: {error}")
+            objects = render.children(server, spec, args.operator_namespace)
+            output.append(render.to_yaml(server, objects))
+    if not output:
+        return fail(f"no {v1alpha1.KIND} in {', '.join(args.filename)}")
+    sys.stdout.write("".join(output))
     return 0
 
 
@@ -98,9 +141,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crd.set_defaults(command=_crd)
 
-    # New subcommands (e.g. `render`) are registered here the same way:
-    # add_parser(...), then set_defaults(command=<function of the parsed args returning the
-    # exit code>, parser=<that subparser, for error messages>).
+    render = commands.add_parser(
+        "render",
+        prog=f"{PROG} render",
+        help="print every object the operator would create for DittoServer manifests",
+        description="Print, as multi-document YAML, every object the operator would create for "
+        "each DittoServer in the files (ConfigMap, generated Secrets, PersistentVolumeClaims, "
+        "PerconaPGCluster, Services, Ingress, NetworkPolicies, ServiceMonitor, StatefulSet), "
+        "offline: no cluster is contacted. Generated Secret values, the DittoServer's uid and "
+        "the restart hash are placeholders; no secret is ever printed. Other kinds in the files "
+        "are skipped.",
+        epilog="The manifest is checked against the CRD's schema (unknown fields, types, enums, "
+        "bounds, patterns); an invalid one exits with status 2. CEL rules are checked by the API "
+        "server only: `kubectl apply --dry-run=server -f FILE` shows their messages.",
+    )
+    render.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a DittoServer manifest, possibly with several YAML documents; - reads standard "
+        "input; may be repeated",
+    )
+    render.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NAMESPACE",
+        help="the namespace to render for (default: each manifest's, else 'default')",
+    )
+    render.add_argument(
+        "--operator-namespace",
+        metavar="NAMESPACE",
+        default=DEFAULT_OPERATOR_NAMESPACE,
+        help="where the operator runs, which the API NetworkPolicy admits "
+        f"(default: {DEFAULT_OPERATOR_NAMESPACE})",
+    )
+    render.set_defaults(command=_render, parser=render)
     return parser
 
 
