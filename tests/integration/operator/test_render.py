@@ -7,7 +7,8 @@ against the tests' stand-in CRDs).
 (b) For a few manifests the real operator runs; the live DittoServer, as `kubectl get -o yaml`
 prints it (uid, managedFields, status), is piped into `render -f -`, and the operator's
 children must be exactly the rendered (kind, name) set, each holding every rendered field
-except the documented placeholders.
+except the documented placeholders. For the Percona manifest the test plays the Percona
+operator's part (the cluster's ready state and its user Secret), so the StatefulSet follows.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dittofs_controller.kube.resources import (
 from dittofs_controller.operator import names
 from dittofs_controller.operator.children import APPLIED_HASH_ANNOTATION, LABEL_INSTANCE, is_subset
 from tests.integration.operator import test_servicemonitor
-from tests.integration.operator.conftest import RunningOperator, load_manifest, wait_for
+from tests.integration.operator.conftest import StartOperator, load_manifest, wait_for
 from tests.support import percona
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -59,8 +60,17 @@ RESOURCES: dict[str, Resource] = {
         STATEFULSETS,
     )
 }
-# Kinds the operator creates for the manifests of (b) (no Percona, no ServiceMonitor there).
-COMPARED = (SECRETS, CONFIGMAPS, PVCS, SERVICES, INGRESSES, NETWORKPOLICIES, STATEFULSETS)
+# Kinds the operator creates for the manifests of (b) (no ServiceMonitor there).
+COMPARED = (
+    SECRETS,
+    CONFIGMAPS,
+    PVCS,
+    PERCONA_PG_CLUSTERS,
+    SERVICES,
+    INGRESSES,
+    NETWORKPOLICIES,
+    STATEFULSETS,
+)
 Obj = dict[str, Any]
 
 
@@ -138,19 +148,50 @@ async def _children(kube: KubeClient, namespace: str, server: str) -> dict[tuple
     return found
 
 
+async def _play_percona(kube: KubeClient, namespace: str, cluster: str) -> None:
+    """What the Percona operator does once its cluster serves: the user Secret, state ready."""
+    await wait_for(
+        lambda: kube.get_or_none(PERCONA_PG_CLUSTERS, cluster, namespace),
+        f"PerconaPGCluster {cluster}",
+        90,
+    )
+    values = {"host": f"{cluster}-primary", "port": "5432", "user": "dittofs", "dbname": "x"}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": names.percona_user_secret(cluster)},
+        "stringData": {**values, "password": "test-only-password"},
+    }
+    await kube.create(SECRETS, secret, namespace)
+    status = {"status": {"state": "ready"}}
+    await kube.merge_patch(PERCONA_PG_CLUSTERS, cluster, status, namespace, subresource="status")
+
+
 @pytest.mark.parametrize(
-    "manifest",
+    ("manifest", "deletion_policy"),
     [
-        ROOT / "samples/memory-memory.yaml",
-        ROOT / "samples/badger-filesystem.yaml",
-        VALID / "network-policy.yaml",
+        (ROOT / "samples/memory-memory.yaml", None),
+        (ROOT / "samples/badger-filesystem.yaml", None),
+        (VALID / "network-policy.yaml", None),
+        (ROOT / "samples/postgres-filesystem.yaml", "Delete"),
     ],
-    ids=lambda p: p.stem,
+    ids=lambda value: value.stem if isinstance(value, Path) else str(value),
 )
 async def test_the_operator_creates_what_render_prints(
-    kube: KubeClient, namespace: str, operator: RunningOperator, manifest: Path
+    dittoservers: KubeClient,
+    namespace: str,
+    start_operator: StartOperator,
+    manifest: Path,
+    deletion_policy: str | None,
 ) -> None:
+    kube = dittoservers
     document = load_manifest(manifest, namespace)
+    percona_cluster = "percona" in document["spec"].get("postgres", {})
+    if percona_cluster:
+        await percona.install_crd(kube)
+    if deletion_policy:
+        document["spec"]["deletionPolicy"] = deletion_policy
+    operator = await start_operator()
     name = document["metadata"]["name"]
     await kube.create(DITTOSERVERS, document, namespace)
     live_server = await kube.get(DITTOSERVERS, name, namespace)
@@ -159,11 +200,27 @@ async def test_the_operator_creates_what_render_prints(
         "-f", "-", "--operator-namespace", operator_namespace, stdin=yaml.safe_dump(live_server)
     )
     wanted = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered}
-    assert all(
-        obj["metadata"]["ownerReferences"][0]["uid"] == live_server["metadata"]["uid"]
-        for obj in rendered
-    )
+    assert {obj["metadata"]["ownerReferences"][0]["uid"] for obj in rendered} == {
+        live_server["metadata"]["uid"]
+    }
+    clusters = [key[1] for key in wanted if key[0] == PERCONA_PG_CLUSTERS.kind]
+    assert len(clusters) == int(percona_cluster)
+    try:
+        for cluster in clusters:
+            await _play_percona(kube, namespace, cluster)
+        await _compare(kube, namespace, name, wanted)
+    finally:
+        # No Percona operator will drop its finalizer: stop ours from re-adding it, then drop it
+        # so the namespace can go.
+        await operator.shutdown()
+        for cluster in clusters:
+            patch = {"metadata": {"finalizers": None}}
+            await kube.merge_patch(PERCONA_PG_CLUSTERS, cluster, patch, namespace)
 
+
+async def _compare(
+    kube: KubeClient, namespace: str, name: str, wanted: dict[tuple[str, str], Obj]
+) -> None:
     async def complete() -> dict[tuple[str, str], Obj] | None:
         found = await _children(kube, namespace, name)
         return found if set(found) >= set(wanted) else None
@@ -173,6 +230,12 @@ async def test_the_operator_creates_what_render_prints(
     )
     assert set(live) == set(wanted)
     for key, obj in wanted.items():
-        assert is_subset(_without_placeholders(obj), live[key]), key
+        found = live[key]
+        assert is_subset(_without_placeholders(obj), found), key
+        # What a subset check cannot see: something render leaves out.
+        assert found["metadata"]["labels"] == obj["metadata"]["labels"], key
         if obj["kind"] == "Secret":
-            assert set(live[key]["data"]) == set(obj["stringData"])
+            assert set(found["data"]) == set(obj["stringData"])
+        if obj["kind"] == PERCONA_PG_CLUSTERS.kind:  # no other manager adds finalizers here
+            finalizers = obj["metadata"].get("finalizers", [])
+            assert found["metadata"].get("finalizers", []) == finalizers, key
