@@ -152,6 +152,7 @@ def markdown() -> str:
         "Generated from the CRD's schema, the single source of the operator's model. "
         "Regenerate it after changing the model:",
         "",
+        "<!-- check: run -->",
         "```sh",
         REGENERATE,
         "```",
