@@ -38,6 +38,7 @@ from dittofs_controller.operator.workload import build as workload
 Spec = v1alpha1.DittoServerSpec
 
 DEFAULT_NAMESPACE = "default"
+# A well-formed uid, so the output passes `kubectl apply --dry-run=server` as it is.
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 GENERATED_VALUE = "PLACEHOLDER-generated-by-the-operator-in-the-cluster"
 RESTART_HASH = "PLACEHOLDER-computed-in-the-cluster"
