@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,6 +104,13 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _namespace(value: str) -> str:
+    """An argparse type: a namespace name (a DNS label), so rendered objects stay valid."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid namespace name")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; without a subcommand it parses and runs like ``run``."""
     parser = argparse.ArgumentParser(
@@ -168,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--namespace",
         metavar="NAMESPACE",
+        type=_namespace,
         help="the namespace to render for (default: each manifest's, else 'default')",
     )
     render.add_argument(
         "--operator-namespace",
         metavar="NAMESPACE",
+        type=_namespace,
         default=DEFAULT_OPERATOR_NAMESPACE,
         help="where the operator runs, which the API NetworkPolicy admits "
         f"(default: {DEFAULT_OPERATOR_NAMESPACE})",

@@ -219,6 +219,7 @@ def test_bad_input_exits_2(
 def test_missing_file_and_missing_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "-f", str(tmp_path / "absent.yaml"))
     assert code == 2 and "No such file" in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["render"])
-    assert exit_info.value.code == 2
+    for argv in (["render"], ["render", "-f", str(SAMPLES[0]), "-n", "Not_A_Namespace"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
