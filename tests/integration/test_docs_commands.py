@@ -130,31 +130,33 @@ async def sandbox(
     control_plane: Any, kube: KubeClient, tmp_path: Path, crds: None
 ) -> AsyncIterator[Sandbox]:
     box = Sandbox(tmp_path, control_plane.kubeconfig_path, f"docs-{uuid.uuid4().hex[:8]}")
-    before = {resource: box.names(resource) for resource in CLUSTER_SCOPED} | {
-        "namespaces": box.names("namespaces") - {f"namespace/{box.namespace}"}
-    }
+    before = {resource: box.names(resource) for resource in CLUSTER_SCOPED}
     yield box
     _cleanup(box, before)
 
 
 def _cleanup(box: Sandbox, before: dict[str, set[str]]) -> None:
-    """Delete what the file created and wait for its namespaces to go (a later file may
-    create the same ones)."""
+    """Delete what the file created; wait for the namespaces it named itself to go, since a
+    later file may create them again (the sandbox's own random one need not be awaited)."""
     created = {resource: box.names(resource) - before[resource] for resource in CLUSTER_SCOPED}
-    for names in created.values():
+    own = f"namespace/{box.namespace}"
+    for names in [*created.values(), {own}]:
         if names:
             box.command(["kubectl", "delete", "--wait=false", *sorted(names)], 60)
     deadline = time.monotonic() + 90
     while created["namespaces"] & box.names("namespaces"):
         assert time.monotonic() < deadline, f"namespaces not deleted: {created['namespaces']}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(REPO)) for p in FILES])
-def test_every_block_runs_or_checks(path: Path, sandbox: Sandbox) -> None:
+def test_every_block_runs_or_checks(path: Path, request: pytest.FixtureRequest) -> None:
     found = doccommands.blocks(path)
     broken = [problem for block in found for problem in doccommands.problems(block)]
     assert not broken, "\n".join(broken)
+    if all(block.mode is None for block in found):
+        return  # prose and diagrams only: nothing to run (the parse above still applies)
+    sandbox: Sandbox = request.getfixturevalue("sandbox")
     checks = docchecks.Checks(_runner(sandbox), doccommands.facts(found))
     failures: list[str] = []
     for block in found:
@@ -175,13 +177,20 @@ def _runner(box: Sandbox) -> docchecks.Runner:
 
 
 def _verify(block: Block, box: Sandbox, checks: docchecks.Checks) -> list[str]:
-    if block.mode == "run":
+    if block.mode in ("run", "background"):
+        found = [
+            problem
+            for command in doccommands.commands(doccommands.script(block))
+            for problem in checks.semantics(command)
+        ]
+        if block.mode == "background":
+            return found + _background(block, box)
         result = box.script(doccommands.script(block))
         if result.returncode != 0:
-            return [f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"]
-        return []
-    if block.mode == "background":
-        return _background(block, box)
+            found.append(
+                f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+        return found
     if block.mode == "check":
         windows = block.lang in doccommands.WINDOWS_LANGS
         return [

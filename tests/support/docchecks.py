@@ -201,28 +201,45 @@ def _crd_schema() -> dict[str, Any]:
 
 
 def jsonpath_problem(expression: str) -> str | None:
-    """A DittoServer JSONPath like {.status.endpoints.nfs} must name fields of the CRD."""
-    for path in re.findall(r"\{([^{}]*)\}", expression) or [expression]:
-        path = re.sub(r"\[[^\]]*\]", "", path.strip())
+    """A DittoServer JSONPath like {.status.endpoints.nfs} must name fields of the CRD; inside
+    {range X}...{end} paths are relative to X's items."""
+    ranges: list[str] = []
+    for template in re.findall(r"\{([^{}]*)\}", expression) or [expression]:
+        words = template.split()
+        if words[:1] == ["end"]:
+            ranges = ranges[:-1]
+            continue
+        path = words[1] if words[:1] == ["range"] and len(words) > 1 else template.strip()
+        path = re.sub(r"\[[^\]]*\]", "", path)
         if not path.startswith("."):
             continue
-        node: dict[str, Any] | None = _crd_schema()
-        for part in path.strip(".").split("."):
-            if node is None or node.get("x-kubernetes-preserve-unknown-fields"):
-                break
-            if node.get("type") == "array":
-                node = node.get("items")
-                if node is None:
-                    break
-            properties = node.get("properties") or {}
-            if part in properties:
-                node = properties[part]
-            elif isinstance(node.get("additionalProperties"), dict):
-                node = node["additionalProperties"]
-            elif part in ("metadata",):
-                node = None
-            else:
-                return f"JSONPath {path!r}: no field {part!r} in the DittoServer CRD"
+        if ranges and not path.startswith((".status", ".spec", ".metadata")):
+            path = ranges[-1] + path
+        if words[:1] == ["range"]:
+            ranges.append(path)
+        if problem := _schema_problem(path):
+            return problem
+    return None
+
+
+def _schema_problem(path: str) -> str | None:
+    node: dict[str, Any] | None = _crd_schema()
+    for part in path.strip(".").split("."):
+        if node is None or node.get("x-kubernetes-preserve-unknown-fields"):
+            return None
+        if node.get("type") == "array":
+            node = node.get("items")
+            if node is None:
+                return None
+        properties = node.get("properties") or {}
+        if part in properties:
+            node = properties[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        elif part == "metadata":
+            node = None
+        else:
+            return f"JSONPath {path!r}: no field {part!r} in the DittoServer CRD"
     return None
 
 
@@ -269,11 +286,7 @@ class Checks:
         program = command.program
         if not program:  # a shell variable for later commands, not a program's environment
             return []
-        found = [
-            f"unknown environment variable {name}"
-            for name, _ in command.env
-            if name not in known_env()
-        ]
+        found = [p for p in self.semantics(command) if "environment" in p]
         if program in PLAIN_UTILITIES:
             return found
         if windows and program == "mount":
@@ -282,6 +295,20 @@ class Checks:
         if checker is None:
             return [*found, f"no checker for {program!r}: {' '.join(command.argv)}"]
         return found + checker(command)
+
+    def semantics(self, command: Command) -> list[str]:
+        """What holds for commands that do run too: jsonpath and conditions kubectl would
+        accept silently (a missing field prints nothing, exit 0), environment names."""
+        if not command.program:
+            return []
+        found = [
+            f"unknown environment variable {name}"
+            for name, _ in command.env
+            if name not in known_env()
+        ]
+        if command.program == "kubectl":
+            found += self._kubectl_semantics(list(command.argv[1:]))
+        return found
 
     # kubectl and helm: the real binaries
 

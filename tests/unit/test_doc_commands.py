@@ -168,6 +168,9 @@ def test_jsonpaths_and_conditions_of_dittoservers_follow_the_crd() -> None:
     assert docchecks.jsonpath_problem("{.status.endpoints.mountHint}") is None
     assert docchecks.jsonpath_problem("{.status.conditions[?(@.type=='Ready')].reason}") is None
     assert docchecks.jsonpath_problem("{.status.endpoint.nfs}")
+    ranged = '{range .status.conditions[*]}{.type}={.status}{"\\n"}{end}'
+    assert docchecks.jsonpath_problem(ranged) is None
+    assert docchecks.jsonpath_problem(ranged.replace(".status}", ".state}"))
     checks = docchecks.Checks(refuse_to_run, DocFacts())
     assert checks._kubectl_semantics(["wait", "--for=condition=Healthy", "dittoserver/x"])
     assert not checks._kubectl_semantics(["wait", "--for=condition=Ready", "dittoserver/x"])
