@@ -71,6 +71,7 @@ class Sandbox:
             "DITTOFS_CONTROLLER_BIND_ADDRESS": "127.0.0.1",
             "DITTOFS_CONTROLLER_HEALTH_PORT": str(free_port()),
             "DITTOFS_CONTROLLER_METRICS_PORT": str(free_port()),
+            "POD_NAMESPACE": namespace,  # its leader-election Lease goes there, not in default
         }
         self.command(["kubectl", "create", "namespace", namespace], 30, check=True)
         self.command(
