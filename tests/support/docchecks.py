@@ -255,7 +255,8 @@ CONDITION_TYPES = frozenset(
 
 
 class Checks:
-    """Checkers by program name. `run` runs the real kubectl/helm against the local cluster."""
+    """Checkers by program name. `run` runs the real kubectl/helm against the local cluster;
+    `semantics` applies to every command, `check` adds the program's checker."""
 
     def __init__(self, run: Runner, facts: DocFacts) -> None:
         self.run = run
@@ -286,7 +287,7 @@ class Checks:
         program = command.program
         if not program:  # a shell variable for later commands, not a program's environment
             return []
-        found = [p for p in self.semantics(command) if "environment" in p]
+        found = self.semantics(command)
         if program in PLAIN_UTILITIES:
             return found
         if windows and program == "mount":
@@ -314,7 +315,7 @@ class Checks:
 
     def kubectl(self, command: Command) -> list[str]:
         args = list(command.argv[1:])
-        found = self._kubectl_semantics(args)
+        found: list[str] = []
         urls = [a for a in args if a.startswith(("http://", "https://"))]
         if urls:
             found += [f"unpinned manifest URL {u}" for u in urls if u not in EXTERNAL_MANIFESTS]

@@ -42,7 +42,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
-SHELL_LANGS = frozenset({"sh", "shell", "bash", "console", "powershell", "ps1", "pwsh", "cmd"})
+SHELL_LANGS = frozenset(
+    {"sh", "shell", "bash", "zsh", "console", "powershell", "ps1", "pwsh", "cmd"}
+)
 WINDOWS_LANGS = frozenset({"powershell", "ps1", "pwsh", "cmd"})
 YAML_LANGS = frozenset({"yaml", "yml"})
 SHELL_MODES = frozenset({"run", "background", "check"})

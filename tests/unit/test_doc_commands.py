@@ -4,10 +4,12 @@ refuse what it does not. (tests/integration/test_docs_commands.py runs the block
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import docchecks
 from tests.support.doccommands import (
@@ -180,3 +182,34 @@ def test_external_kinds_need_their_required_fields() -> None:
     pool = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"}}
     assert docchecks.external_problems(pool) == ["IPAddressPool: spec.addresses is required"]
     assert docchecks.external_problems({"apiVersion": "x/v1", "kind": "Y"})
+
+
+# What each kind of store is called in docs/samples.md's table.
+METADATA_WORDS = {"memory": "memory", "badger": "Badger", "postgres": "PostgreSQL"}
+CONTENTS_WORDS = {"memory": "memory", "filesystem": "volume", "s3": "S3"}
+CONTROL_PLANE_WORDS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+def test_the_samples_page_describes_every_sample_as_it_is() -> None:
+    """docs/samples.md has a table row and a section per sample file, and the row's store
+    columns say what the file really configures."""
+    page = (REPO / "docs" / "samples.md").read_text()
+    rows = {
+        match[1]: [cell.strip() for cell in match[2].split("|")]
+        for match in re.finditer(r"^\| \[([\w-]+)\.yaml\]\([^)]*\) \|(.*)\|$", page, re.M)
+    }
+    for sample in sorted((REPO / "samples").glob("*.yaml")):
+        server = next(
+            d for d in yaml.safe_load_all(sample.read_text()) if d and d["kind"] == "DittoServer"
+        )
+        spec = server["spec"]
+        assert sample.stem in rows, f"no table row for {sample.name}"
+        assert re.search(rf"^#+ .*{sample.stem}", page, re.M), f"no section for {sample.name}"
+        metadata, contents, control_plane = rows[sample.stem][:3]
+        assert METADATA_WORDS[spec["metadataStores"][0]["type"]] in metadata, sample.name
+        stores = [s["type"] for s in spec.get("remoteBlockStores", [])] or [
+            s["type"] for s in spec["localBlockStores"]
+        ]
+        assert CONTENTS_WORDS[stores[0]] in contents, sample.name
+        database = spec.get("controlPlane", {}).get("database", {}).get("type", "sqlite")
+        assert CONTROL_PLANE_WORDS[database] in control_plane, sample.name
