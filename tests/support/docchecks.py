@@ -222,7 +222,30 @@ def jsonpath_problem(expression: str) -> str | None:
     return None
 
 
+# ObjectMeta is not described by the CRD's schema; these are the fields docs may read.
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "generation",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "labels",
+        "annotations",
+        "finalizers",
+        "ownerReferences",
+    }
+)
+
+
 def _schema_problem(path: str) -> str | None:
+    parts = path.strip(".").split(".")
+    if parts[0] == "metadata":
+        if len(parts) > 1 and parts[1] not in OBJECT_META_FIELDS:
+            return f"JSONPath {path!r}: no field {parts[1]!r} in ObjectMeta"
+        return None
     node: dict[str, Any] | None = _crd_schema()
     for part in path.strip(".").split("."):
         if node is None or node.get("x-kubernetes-preserve-unknown-fields"):
@@ -236,8 +259,6 @@ def _schema_problem(path: str) -> str | None:
             node = properties[part]
         elif isinstance(node.get("additionalProperties"), dict):
             node = node["additionalProperties"]
-        elif part == "metadata":
-            node = None
         else:
             return f"JSONPath {path!r}: no field {part!r} in the DittoServer CRD"
     return None
