@@ -73,16 +73,18 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure_logging(level: LogLevel = "info", fmt: LogFormat = "json") -> None:
-    """Configure structlog and stdlib logging; calling it again replaces the previous setup."""
-    if level not in _LEVELS:
-        raise ValueError(f"unknown log level {level!r}")
-    shared: list[Processor] = [
+def _shared_processors() -> list[Processor]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+def formatter(fmt: LogFormat = "json") -> logging.Formatter:
+    """The formatter that renders every line (redaction included): tests that capture log
+    records render them with it to see exactly what would be printed."""
     renderer: list[Processor]
     if fmt == "json":
         renderer = [
@@ -94,25 +96,28 @@ def configure_logging(level: LogLevel = "info", fmt: LogFormat = "json") -> None
         renderer = [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
     else:
         raise ValueError(f"unknown log format {fmt!r}")
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
 
+
+def configure_logging(level: LogLevel = "info", fmt: LogFormat = "json") -> None:
+    """Configure structlog and stdlib logging; calling it again replaces the previous setup."""
+    if level not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    handler = _StdoutHandler()
+    handler.setFormatter(formatter(fmt))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *_shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: loggers created at import time must follow a later (re)configuration.
         cache_logger_on_first_use=False,
-    )
-
-    handler = _StdoutHandler()
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
-        )
     )
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StdoutHandler)]:

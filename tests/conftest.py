@@ -93,9 +93,14 @@ def kube(api: client.ApiClient) -> Any:
 async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting for it to go).
 
-    It is handed over only once its "default" ServiceAccount and kube-root-ca.crt exist, as on
-    a real cluster a moment after creation: Pods are rejected without that ServiceAccount.
+    While the test runs, the operator's logging is configured as in production and captured;
+    when it ends, no Secret value of the namespace may appear in its published objects or logs.
+
+        It is handed over only once its "default" ServiceAccount and kube-root-ca.crt exist, as on
+        a real cluster a moment after creation: Pods are rejected without that ServiceAccount.
     """
+    from tests.support import leaks  # lazily, like `kube`
+
     core = client.CoreV1Api(api)
     name = _namespace_name(request.node.name)
     await core.create_namespace(
@@ -105,13 +110,27 @@ async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> As
     )
     try:
         await _wait_for_namespace_defaults(core, name)
-        yield name
+        with leaks.capturing_logs() as captured:
+            yield name
+        await _no_secret_leaks(api, name, captured.lines)
     finally:
         try:
             await core.delete_namespace(name)
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+async def _no_secret_leaks(api: client.ApiClient, namespace: str, lines: list[str]) -> None:
+    """Fail the test when a Secret value of its namespace shows up where it must not
+    (tests/support/leaks.py says where it looks)."""
+    from dittofs_controller.kube.client import KubeClient  # lazily, like `kube`
+    from tests.support import leaks
+
+    found = await leaks.check_namespace(KubeClient(api), namespace, lines)
+    if found:
+        listed = "\n".join(f"- {leak}" for leak in found[:20])
+        pytest.fail(f"{len(found)} Secret value leak(s) in namespace {namespace}:\n{listed}")
 
 
 def _namespace_name(test_name: str) -> str:

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tests.support import leaks
 from tests.support.process import REPO, OperatorProcess
 
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -376,6 +377,7 @@ class InClusterOperator(OperatorProcess):
             serviceaccount_files,
         )
         self._log_file = log_path.open("w")
+        leaks.watch_log(log_path)
         self.process = subprocess.Popen(
             self.command,
             cwd="/",

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support import leaks
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +44,7 @@ class OperatorProcess:
             f"--metrics-port={self.metrics_port}",
         ]
         self._log_file = log_path.open("w")
+        leaks.watch_log(log_path)
         self.process = subprocess.Popen(
             command,
             cwd=REPO,

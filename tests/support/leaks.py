@@ -1,0 +1,183 @@
+"""Secrets never leak: every Secret value of a test namespace is looked for in what the
+operator publishes there (ConfigMaps, Events of both APIs, DittoServers with their status,
+StatefulSets, Pods) and in every log line the operator printed during the test.
+
+tests/conftest.py runs `check_namespace` when a test's namespace is torn down, so every test
+that uses the control plane is checked, whatever it was written to test.
+
+Values are looked for as they are, JSON-escaped (how they would sit in a rendered object or a
+JSON log line) and base64-encoded (how they would sit in an object's `data`). Two kinds of
+Secret values are not looked for:
+- values shorter than MIN_LENGTH characters: a port, "true", a user name such as "dittofs"
+  appear in published objects for reasons of their own, and a match on them says nothing;
+- keys that hold connection settings or public certificates (PUBLIC_KEYS), and certificates
+  under any key (PEM CERTIFICATE blocks without a private key): a database host or user name
+  lives in the same Secret as its password, a CA bundle is published on purpose (the
+  namespace's kube-root-ca.crt ConfigMap), and neither is a secret.
+Every password, token, key and generated secret is long enough (the operator generates 48- and
+24-character values; the tests use values of 16 characters and more).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+
+from dittofs_controller import logs
+from dittofs_controller.kube.client import ApiError, KubeClient
+from dittofs_controller.kube.resources import (
+    CONFIGMAPS,
+    DITTOSERVERS,
+    EVENTS,
+    PODS,
+    SECRETS,
+    STATEFULSETS,
+    Resource,
+)
+
+Obj = dict[str, Any]
+
+MIN_LENGTH = 8
+PUBLIC_KEYS = frozenset(
+    {
+        # Connection settings next to a password (external PostgreSQL, Percona's user Secret).
+        "host",
+        "port",
+        "user",
+        "username",
+        "dbname",
+        "database",
+        "pgbouncer-host",
+        "pgbouncer-port",
+        # Public halves of TLS material.
+        "tls.crt",
+        "ca.crt",
+    }
+)
+CORE_EVENTS = Resource("", "v1", "events", "Event")
+PUBLISHED = (CONFIGMAPS, CORE_EVENTS, EVENTS, DITTOSERVERS, STATEFULSETS, PODS)
+
+# Log files of operator processes (tests/support/process.py) started since the last check.
+_process_logs: list[Path] = []
+
+
+def watch_log(path: Path) -> None:
+    """Have the next namespace check read this operator process's log file too."""
+    _process_logs.append(path)
+
+
+@attrs.frozen
+class Leak:
+    secret: str  # "<secret name>/<key>"
+    where: str
+
+    def __str__(self) -> str:
+        return f"the value of Secret {self.secret} appears in {self.where}"
+
+
+def secret_values(secrets: Iterable[Obj]) -> dict[str, str]:
+    """Every value worth looking for -> the Secret key it comes from."""
+    values = {}
+    for secret in secrets:
+        name = secret["metadata"]["name"]
+        for key, encoded in (secret.get("data") or {}).items():
+            if key in PUBLIC_KEYS:
+                continue
+            value = base64.b64decode(encoded).decode("utf-8", "replace")
+            if len(value) >= MIN_LENGTH and not _certificate(value):
+                values[value] = f"{name}/{key}"
+    return values
+
+
+def _certificate(value: str) -> bool:
+    return value.lstrip().startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE" not in value
+
+
+def needles(value: str) -> set[str]:
+    return {value, json.dumps(value)[1:-1], base64.b64encode(value.encode()).decode()}
+
+
+def find_leaks(values: dict[str, str], texts: Iterable[tuple[str, str]]) -> list[Leak]:
+    """Each (Secret key, place) where a value shows up; `texts` are (place, text) pairs."""
+    searched = [(value, needles(value)) for value in values]
+    found = []
+    for where, text in texts:
+        for value, forms in searched:
+            if any(form in text for form in forms):
+                found.append(Leak(values[value], where))
+    return found
+
+
+async def published_texts(kube: KubeClient, namespace: str) -> list[tuple[str, str]]:
+    """Every object the checks cover, one JSON text per object, named by kind and name."""
+    texts = []
+    for resource in PUBLISHED:
+        try:
+            listed = await kube.request("GET", resource.path(namespace))
+        except ApiError as error:
+            if error.not_found:  # a CRD this test never installed
+                continue
+            raise
+        for item in listed.get("items") or ():
+            name = item["metadata"]["name"]
+            texts.append((f"{resource.kind} {name}", json.dumps(item)))
+    return texts
+
+
+async def check_namespace(kube: KubeClient, namespace: str, log_lines: Iterable[str]) -> list[Leak]:
+    """Every leak of the namespace's Secret values into published objects or `log_lines`,
+    and into the log files of the operator processes started since the last check."""
+    secrets = (await kube.request("GET", SECRETS.path(namespace))).get("items") or ()
+    values = secret_values(secrets)
+    files, _process_logs[:] = list(_process_logs), []
+    if not values:
+        return []
+    texts = await published_texts(kube, namespace)
+    texts += [(f"operator log line {line[:200]}", line) for line in log_lines]
+    for path in files:
+        if path.exists():
+            texts += [
+                (f"{path.name}: {line[:200]}", line) for line in path.read_text().splitlines()
+            ]
+    return find_leaks(values, texts)
+
+
+class LogCapture(logging.Handler):
+    """Keeps every line the operator's logging would print, rendered by its own formatter
+    (so what its redaction removes does not count)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logs.formatter("json"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def capturing_logs() -> Iterator[LogCapture]:
+    """Configure the operator's logging as it runs in production (JSON, debug level so every
+    line is seen) for the duration, and capture what it prints; restore the previous state."""
+    root = logging.getLogger()
+    project = logging.getLogger(logs.PROJECT_LOGGER)
+    saved = (list(root.handlers), root.level, project.level, structlog.get_config())
+    logs.configure_logging("debug", "json")
+    capture = LogCapture()
+    root.addHandler(capture)
+    try:
+        yield capture
+    finally:
+        handlers, root_level, project_level, config = saved
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        project.setLevel(project_level)
+        structlog.configure(**config)
