@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from dittofs_controller.kube.client import ApiError
 from dittofs_controller.runtime.controller import ExpectedError
 
+# How often a condition that waits on something no watch reports is looked at again: an object
+# of another owner holding a name or a port the DittoServer needs (the operator caches only
+# what it labels, so that object's deletion brings no event).
+UNWATCHED_RECHECK = 30.0
+
 
 class Problem(ExpectedError):
     """A known failure that becomes a False condition with `reason`.

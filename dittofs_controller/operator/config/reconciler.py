@@ -31,7 +31,7 @@ from dittofs_controller.operator.base import (
 from dittofs_controller.operator.children import Obj, adoption_problem, owner_reference
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.config import build
-from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.operator.references import servers_referencing
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
@@ -126,6 +126,7 @@ class ConfigReconciler(ServerReconciler):
                 "NameConflict",
                 f"Secret {secret.name} {problem}: delete it, or reference a Secret for the "
                 f"{secret.what} in spec.controlPlane",
+                requeue_after=UNWATCHED_RECHECK,
             )
         refs = live["metadata"].get("ownerReferences") or []
         if any(ref.get("uid") == server["metadata"]["uid"] for ref in refs):

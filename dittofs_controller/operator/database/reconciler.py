@@ -32,7 +32,7 @@ from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Sy
 from dittofs_controller.operator.children import Obj, adoption_problem
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.database import build
-from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.operator.references import servers_referencing
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
@@ -126,6 +126,7 @@ class DatabaseReconciler(ServerReconciler):
                     f"PerconaPGCluster {name} {problem}: set spec.postgres.percona.clusterName "
                     "to another name, or use that cluster through spec.postgres.external with "
                     f"its Secret {names.percona_user_secret(name)}",
+                    requeue_after=UNWATCHED_RECHECK,
                 )
             if live["metadata"].get("deletionTimestamp"):
                 raise Problem(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from dittofs_controller.kube.client import ApiError
 from dittofs_controller.kube.resources import (
     DITTOSERVERS,
     INGRESSES,
@@ -29,7 +30,7 @@ from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Sy
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.network import build
-from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
 from dittofs_controller.runtime.optional import OptionalCache
@@ -141,13 +142,24 @@ class NetworkReconciler(ServerReconciler):
                     "NameConflict",
                     f"{resource.kind} {name} already exists and does not belong to this "
                     "DittoServer: delete or rename it",
+                    requeue_after=UNWATCHED_RECHECK,
                 )
             if live is not None and live["metadata"].get("deletionTimestamp"):
                 return None  # recreated when the watch reports it gone
             if resource == SERVICES and live is not None and build.needs_recreate(desired, live):
                 await self.client.delete(resource, name, namespace)
                 return None
-            return await self.ensure_child(resource, desired, live)
+            try:
+                return await self.ensure_child(resource, desired, live)
+            except ApiError as error:
+                if error.status == 422 and "already allocated" in error.message:
+                    raise Problem(
+                        "PortConflict",
+                        f"{resource.kind} {name}: {error.message}; another Service holds the "
+                        "port: free it, or choose another in spec.expose",
+                        requeue_after=UNWATCHED_RECHECK,
+                    ) from error
+                raise
 
     def _says(self, server: Obj, note: str) -> bool:
         previous = conditions.find(server, self.condition)

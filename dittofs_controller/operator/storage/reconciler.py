@@ -23,7 +23,7 @@ from dittofs_controller.kube.resources import PVCS, STORAGECLASSES, ObjectKey
 from dittofs_controller.operator import conditions
 from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Synced
 from dittofs_controller.operator.children import Obj, adoption_problem
-from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.operator.storage import build
 from dittofs_controller.operator.storage.build import Claim, Verdict
 from dittofs_controller.runtime.informer import ResourceCache
@@ -82,6 +82,7 @@ class StorageReconciler(ServerReconciler):
                     False,
                     f"PersistentVolumeClaim {claim.name} {problem}: the operator does not take "
                     "over volumes it did not create for this DittoServer; rename or delete it",
+                    recheck_after=UNWATCHED_RECHECK,
                 )
             if live["metadata"].get("deletionTimestamp"):
                 return Verdict(

@@ -431,7 +431,7 @@ async def test_a_node_port_taken_by_another_server_is_reported(
     first = await create_server(kube, namespace, "first", expose={"nfs": nfs})
     await service_where(kube, first, "first-nfs", lambda s: True, "created")
     second = await create_server(kube, namespace, "second", expose={"nfs": nfs})
-    problem = await network_ready(kube, second, "False", "ServiceRejected")
+    problem = await network_ready(kube, second, "False", "PortConflict")
     assert "second-nfs" in problem["message"] and str(node_port) in problem["message"]
 
 
