@@ -785,6 +785,28 @@ def not_running(desired_state: Desired, observed: Observed) -> list[Issue]:
     return issues
 
 
+def unhealthy_stores(
+    desired_state: Desired, observed: Observed, secrets: Iterable[str]
+) -> list[Issue]:
+    """Declared stores the server reports unhealthy: it accepted them, but cannot reach what
+    they point at (an S3 endpoint, a PostgreSQL), so the shares on them fail. DittoFS probes
+    a store's backend each time it lists the store; a degraded one still serves."""
+    issues = []
+    for store in desired_state.stores:
+        found = next((s for s in observed.stores[store.kind] if s.get("name") == store.name), None)
+        report = (found or {}).get("status") or {}
+        if report.get("status") == "unhealthy":
+            detail = scrub(str(report.get("message") or "no detail given"), secrets)
+            issues.append(
+                Issue(
+                    "StoreUnhealthy",
+                    f"{store.what} is unhealthy on the server: {detail}",
+                    NOT_RUNNING_RECHECK,
+                )
+            )
+    return issues
+
+
 def verdict(desired_state: Desired, issues: Sequence[Issue]) -> tuple[Outcome, float]:
     """ServerConfigured, and when to compare again."""
     if issues:

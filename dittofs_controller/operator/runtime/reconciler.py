@@ -31,7 +31,8 @@ with backoff; a port-forward the API server refuses or the kubelet cannot make -
 PortForwardForbidden/PodNotFound/PortForwardRejected/PortForwardFailed, retried with backoff;
 the admin login refused -> AuthenticationFailed; a store, share, user, group or adapter the
 server rejects -> a False condition naming it and the server's words, and the rest of the pass
-goes on.
+goes on; a store the server accepted but reports unhealthy (its S3 endpoint or PostgreSQL
+unreachable) -> StoreUnhealthy, looked at again every 30 s.
 """
 
 from __future__ import annotations
@@ -208,7 +209,11 @@ class RuntimeReconciler(ServerReconciler):
             raise Problem(
                 "ServerError", f"DittoFS at {url}: {build.scrub(str(error), secrets)}", retry=True
             ) from None
-        issues = converge.issues + build.not_running(desired, observed)
+        issues = [
+            *converge.issues,
+            *build.not_running(desired, observed),
+            *build.unhealthy_stores(desired, observed, secrets),
+        ]
         outcome, recheck = build.verdict(desired, issues)
         status = build.server_status(observed, memory.managed, memory.applied)
         synced = Synced(outcome, requeue_after=recheck, status={"server": status})

@@ -587,6 +587,27 @@ def test_an_enabled_adapter_that_does_not_run_is_an_issue() -> None:
     assert issue.reason == "AdapterNotRunning" and "smb adapter" in issue.message
 
 
+def test_a_store_reported_unhealthy_is_an_issue_with_its_message_scrubbed() -> None:
+    assert build.unhealthy_stores(TEAMS_STATE, observed(), []) == []
+    sick = {
+        "id": "m-uuid",
+        "name": "meta",
+        "type": "postgres",
+        "status": {"status": "unhealthy", "message": "dial db:5432 as s3cr3t-pw: refused"},
+    }
+    stores = {"metadata": [sick], "local": [], "remote": []}
+    (issue,) = build.unhealthy_stores(TEAMS_STATE, observed(stores=stores), ["s3cr3t-pw"])
+    assert issue.reason == "StoreUnhealthy"
+    assert (
+        issue.message
+        == "metadata store meta is unhealthy on the server: dial db:5432 as ***: refused"
+    )
+    assert issue.recheck_after == build.NOT_RUNNING_RECHECK
+    degraded = {**sick, "status": {"status": "degraded"}}
+    stores = {"metadata": [degraded], "local": [], "remote": []}
+    assert build.unhealthy_stores(TEAMS_STATE, observed(stores=stores), []) == []
+
+
 def test_inputs_digest_follows_what_a_pass_depends_on() -> None:
     obj = server(Available=("True", "Running", 3))
     values = {("s", "k"): "v"}
