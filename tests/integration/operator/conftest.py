@@ -50,7 +50,9 @@ async def start_operator(dittoservers: KubeClient, namespace: str) -> AsyncItera
     """Start the real operator in-process for the test namespace; stopped after the test."""
     running: list[RunningOperator] = []
 
-    async def start(**overrides: Any) -> RunningOperator:
+    async def start(client: KubeClient | None = None, **overrides: Any) -> RunningOperator:
+        """`client`: the operator's own (default: the tests' admin client); `overrides`:
+        Settings fields."""
         settings = Settings(
             kubeconfig=None,
             namespaces=(namespace,),
@@ -59,7 +61,7 @@ async def start_operator(dittoservers: KubeClient, namespace: str) -> AsyncItera
             leader_election=LeaderElectionSettings(enabled=False),
             **overrides,
         )
-        manager = Manager(dittoservers, settings)
+        manager = Manager(client or dittoservers, settings)
         setup(manager)
         stop = asyncio.Event()
         task = asyncio.create_task(manager.run(stop))
