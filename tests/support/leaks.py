@@ -20,6 +20,7 @@ Every password, token, key and generated secret is long enough (the operator gen
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -118,18 +119,22 @@ def find_leaks(values: dict[str, str], texts: Iterable[tuple[str, str]]) -> list
 
 async def published_texts(kube: KubeClient, namespace: str) -> list[tuple[str, str]]:
     """Every object the checks cover, one JSON text per object, named by kind and name."""
-    texts = []
-    for resource in PUBLISHED:
-        try:
-            listed = await kube.request("GET", resource.path(namespace))
-        except ApiError as error:
-            if error.not_found:  # a CRD this test never installed
-                continue
-            raise
-        for item in listed.get("items") or ():
-            name = item["metadata"]["name"]
-            texts.append((f"{resource.kind} {name}", json.dumps(item)))
-    return texts
+    listed = await asyncio.gather(*(_items(kube, resource, namespace) for resource in PUBLISHED))
+    return [
+        (f"{resource.kind} {item['metadata']['name']}", json.dumps(item))
+        for resource, items in zip(PUBLISHED, listed, strict=True)
+        for item in items
+    ]
+
+
+async def _items(kube: KubeClient, resource: Resource, namespace: str) -> list[Obj]:
+    try:
+        listed = await kube.request("GET", resource.path(namespace))
+    except ApiError as error:
+        if error.not_found:  # a CRD this test never installed
+            return []
+        raise
+    return list(listed.get("items") or ())
 
 
 async def check_namespace(kube: KubeClient, namespace: str, log_lines: Iterable[str]) -> list[Leak]:
