@@ -138,7 +138,8 @@ async def _ready(observed: Observed, name: str) -> bool:
 
 
 async def reported(observed: Observed, fault: Fault, timeout: float) -> None:
-    """The fault's condition False with its reason (and message), and an Event with it."""
+    """The fault's condition False with its reason (and message), and an Event with it; then
+    wait until the DittoServer has settled."""
 
     async def condition() -> Obj | None:
         found = await observed.condition(fault.name, fault.condition)
@@ -149,10 +150,18 @@ async def reported(observed: Observed, fault: Fault, timeout: float) -> None:
         events = await observed.events(fault.name)
         return next((e for e in events if e.get("reason") == fault.reason), None)
 
+    async def settled() -> bool:
+        """Every concern has reported on this generation: what follows is steady state, not
+        the creation of the children."""
+        server = await observed.kube.get(DITTOSERVERS, fault.name, observed.namespace)
+        generation = server["metadata"]["generation"]
+        return bool((server.get("status") or {}).get("observedGeneration") == generation)
+
     try:
         fault.seen = await observed.until(f"{fault.condition} {fault.reason}", condition, timeout)
         recorded = await observed.until(f"an Event {fault.reason}", event, 30)
         assert recorded["type"] == "Warning", recorded
+        await observed.until("every condition to be reported", settled, 60)
     except AssertionError as error:
         last = await observed.condition(fault.name, fault.condition)
         observed.failures.append(f"{fault.name}: {error}; last {fault.condition}: {last}")
