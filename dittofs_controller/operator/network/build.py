@@ -111,6 +111,22 @@ def services(server: Obj, spec: Spec) -> dict[str, Obj | None]:
     return {purpose: service(server, spec, purpose) for purpose in SERVICE_PURPOSES}
 
 
+def foreign_ports(desired: Obj, live: Obj) -> bool:
+    """Whether the live Service has ports the desired one lacks, so its port list must be
+    replaced before applying: server-side apply keeps list entries another field manager owns,
+    so after a hand edit of a port (`kubectl edit`) the applied port would join the edited one
+    under the same name, which the API server rejects on every later apply."""
+    wanted = {_port_key(port) for port in desired["spec"].get("ports") or ()}
+    return any(
+        _port_key(port) not in wanted for port in (live.get("spec") or {}).get("ports") or ()
+    )
+
+
+def _port_key(port: Obj) -> tuple[int, str]:
+    """How server-side apply tells a Service's ports apart."""
+    return int(port["port"]), port.get("protocol") or "TCP"
+
+
 def needs_recreate(desired: Obj, live: Obj) -> bool:
     """Whether the Service must be deleted first: the API server refuses to change the
     loadBalancerClass of a Service that stays a LoadBalancer."""

@@ -150,6 +150,9 @@ class NetworkReconciler(ServerReconciler):
                 await self.client.delete(resource, name, namespace)
                 return None
             try:
+                if resource == SERVICES and live is not None and build.foreign_ports(desired, live):
+                    ports = {"spec": {"ports": desired["spec"]["ports"]}}  # replaces the list
+                    live = await self.client.merge_patch(resource, name, ports, namespace)
                 return await self.ensure_child(resource, desired, live)
             except ApiError as error:
                 if error.status == 422 and "already allocated" in error.message:

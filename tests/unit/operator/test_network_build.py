@@ -560,3 +560,16 @@ def test_changing_the_interval_or_dropping_it_is_applied() -> None:
         after["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
         != before["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
     )
+
+
+def test_a_port_edited_by_hand_or_moved_by_the_spec_is_foreign() -> None:
+    """Compared by (port, protocol) as server-side apply does; the protocol defaults to TCP."""
+    desired = service(spec_of(), "nfs")
+    edited = live(desired)
+    assert not build.foreign_ports(desired, edited)
+    edited["spec"]["ports"] = [{"name": "nfs", "port": 2049, "targetPort": 1111}]
+    assert not build.foreign_ports(desired, edited)
+    edited["spec"]["ports"] = [{"name": "nfs", "port": 1111, "targetPort": 1111}]
+    assert build.foreign_ports(desired, edited)
+    moved = service(spec_of(adapters={"nfs": {"servicePort": 3049}}), "nfs")
+    assert build.foreign_ports(moved, live(desired))
