@@ -27,7 +27,7 @@ from dittofs_controller.kube.resources import (
 )
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Synced
-from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.children import Obj, adoption_problem
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.network import build
 from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
@@ -137,11 +137,12 @@ class NetworkReconciler(ServerReconciler):
                 return None
             if live is None:  # not cached yet, deleted by hand, or not ours: ask the source
                 live = await self.client.get_or_none(resource, name, namespace)
-            if live is not None and not _controlled_by(live, server):
+            # An object with this DittoServer's labels but no owner (orphaned by hand) is taken
+            # back, as the other reconcilers do; anything else is someone's.
+            if live is not None and (problem := adoption_problem(server, live)):
                 raise Problem(
                     "NameConflict",
-                    f"{resource.kind} {name} already exists and does not belong to this "
-                    "DittoServer: delete or rename it",
+                    f"{resource.kind} {name} already exists and {problem}: delete or rename it",
                     requeue_after=UNWATCHED_RECHECK,
                 )
             if live is not None and live["metadata"].get("deletionTimestamp"):
