@@ -118,8 +118,27 @@ class Controller:
         return self
 
     def owns(self, cache: Source, owner: Resource) -> Controller:
-        """Enqueue the owner of every changed child, so edited or deleted children are restored."""
-        return self.watch(cache, owner_mapper(owner))
+        """Enqueue the owner of every changed child, so edited or deleted children are restored.
+
+        The owner a child had before the change is enqueued too (client-go maps both the old
+        and the new object of an update): a child whose ownerReference was removed or replaced
+        by hand still reaches the owner that lost it.
+        """
+        mapper = owner_mapper(owner)
+        owners: dict[ObjectKey, tuple[ObjectKey, ...]] = {}
+
+        def handler(kind: EventType, obj: Obj, *_: object) -> None:  # owners remembered here
+            child = ObjectKey.of(obj)
+            current = tuple(mapper(obj))
+            previous = owners.pop(child, ())
+            if current and kind is not EventType.DELETED:
+                owners[child] = current
+            for key in dict.fromkeys((*previous, *current)):
+                self.queue.add(key)
+
+        cache.add_handler(handler)
+        self._caches.append(cache)
+        return self
 
     async def run(self) -> None:
         """Wait for the caches, then reconcile until cancelled or the queue shuts down."""

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from dittofs_controller.kube.resources import ObjectKey
+from dittofs_controller.kube.resources import CONFIGMAPS, ObjectKey
 from dittofs_controller.runtime import metrics
 from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.runtime.informer import EventType, Handler
 from dittofs_controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from dittofs_controller.runtime.store import Obj
 from dittofs_controller.runtime.workqueue import WorkQueue
 
 KEY = ObjectKey("ns", "server")
@@ -169,3 +171,52 @@ async def test_one_key_is_never_reconciled_concurrently(workers: int) -> None:
         await asyncio.sleep(0.1)
     assert reconciler.calls >= 2
     assert not overlap
+
+
+class Handlers:
+    """A Source that hands its handlers to the test, which plays the informer."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Handler] = []
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+
+    async def wait_synced(self) -> None:
+        return None
+
+    def emit(self, kind: EventType, obj: Obj) -> None:
+        for handler in self.handlers:
+            handler(kind, obj)
+
+
+def child(*owners: str) -> Obj:
+    refs = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": name, "controller": True}
+        for name in owners
+    ]
+    return {"metadata": {"name": "child", "namespace": "ns", "ownerReferences": refs}}
+
+
+async def drained(queue: WorkQueue[ObjectKey]) -> list[str]:
+    keys = []
+    while len(queue):
+        key = await queue.get()
+        keys.append(key.name)
+        queue.done(key)
+    return keys
+
+
+async def test_a_child_reaches_its_owner_and_the_owner_it_just_lost() -> None:
+    source = Handlers()
+    controller = Controller("c", Scripted(done)).owns(source, CONFIGMAPS)
+    source.emit(EventType.ADDED, child("first"))
+    assert await drained(controller.queue) == ["first"]
+    source.emit(EventType.MODIFIED, child())  # ownerReference removed by hand
+    assert await drained(controller.queue) == ["first"]
+    source.emit(EventType.MODIFIED, child("second"))
+    assert await drained(controller.queue) == ["second"]
+    source.emit(EventType.DELETED, child("second"))
+    assert await drained(controller.queue) == ["second"]
+    source.emit(EventType.ADDED, child())  # a new child of that name: nobody lost it
+    assert await drained(controller.queue) == []
