@@ -38,7 +38,13 @@ from dittofs_controller.kube.resources import (
     Resource,
 )
 from dittofs_controller.operator import names
-from dittofs_controller.operator.children import LABEL_INSTANCE, LABEL_NAME, MANAGED_SELECTOR
+from dittofs_controller.operator.children import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    MANAGED_SELECTOR,
+)
 from dittofs_controller.operator.config import build
 from dittofs_controller.operator.summary import summarise
 from dittofs_controller.runtime.informer import EventType, ResourceCache
@@ -107,9 +113,24 @@ def server_manifest(namespace: str, name: str, **spec: Any) -> Obj:
 class State:
     """DittoServers and managed children of one namespace, from a cache or a fresh LIST."""
 
-    def __init__(self, servers: Iterable[Obj], children: dict[Resource, list[Obj]]) -> None:
+    def __init__(
+        self,
+        servers: Iterable[Obj],
+        children: dict[Resource, list[Obj]],
+        verdicts: dict[tuple[str, str], list[str]] | None = None,
+    ) -> None:
         self.servers = {s["metadata"]["name"]: s for s in servers}
         self.children = children
+        # unreconciled() by (uid, resourceVersion): a view re-checks on every event, and most
+        # events leave most DittoServers as they were.
+        self._verdicts = {} if verdicts is None else verdicts
+
+    def unreconciled(self, name: str) -> list[str]:
+        meta = self.servers[name]["metadata"]
+        key = (meta["uid"], meta["resourceVersion"])
+        if key not in self._verdicts:
+            self._verdicts[key] = unreconciled(self.servers[name])
+        return self._verdicts[key]
 
     def child(self, resource: Resource, name: str) -> Obj | None:
         return next((c for c in self.children[resource] if c["metadata"]["name"] == name), None)
@@ -123,7 +144,7 @@ class State:
         if set(self.servers) != wanted:
             found.append(f"DittoServers {sorted(self.servers)} != {sorted(wanted)}")
         for name in sorted(wanted & set(self.servers)):
-            found.extend(unreconciled(self.servers[name]))
+            found.extend(self.unreconciled(name))
         owned = self._ownership(found, set(gone))
         for name in sorted(wanted & set(self.servers)):
             uid = self.servers[name]["metadata"]["uid"]
@@ -210,18 +231,26 @@ def unreconciled(server: Obj) -> list[str]:
 
 
 async def fresh_state(kube: KubeClient, namespace: str) -> State:
-    """The namespace as the API server has it now (no cache)."""
+    """The namespace as the API server has it now (no cache). Children are listed without the
+    operator's label selector, so one it made without its labels would show up too."""
 
-    async def items(resource: Resource, selector: str | None) -> list[Obj]:
+    async def items(resource: Resource, selector: str | None = None) -> list[Obj]:
         listed = await kube.request(
             "GET", resource.path(namespace), query={"labelSelector": selector}
         )
         return list(listed.get("items") or ())
 
-    servers = await items(DITTOSERVERS, None)
-    children = {r: await items(r, MANAGED_SELECTOR) for r in CHILD_KINDS}
+    children = {r: [obj for obj in await items(r) if _ours(obj)] for r in CHILD_KINDS}
     children[PODS] = await items(PODS, POD_SELECTOR)
-    return State(servers, children)
+    return State(await items(DITTOSERVERS), children)
+
+
+def _ours(obj: Obj) -> bool:
+    """Made by the operator: its managed label, or any ownerReference to a DittoServer."""
+    meta = obj["metadata"]
+    return (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY or any(
+        ref.get("kind") == DITTOSERVERS.kind for ref in meta.get("ownerReferences") or ()
+    )
 
 
 def secrets_in_use(state: State) -> list[str]:
@@ -274,6 +303,7 @@ class NamespaceView:
             kube, PODS, namespaces=[namespace], label_selector=POD_SELECTOR
         )
         self._changed = asyncio.Event()
+        self._verdicts: dict[tuple[str, str], list[str]] = {}
         # Every child deleted, and every distinct value seen per Secret, since the view started.
         self.deleted: list[str] = []
         self.secret_values: dict[str, set[str]] = {}
@@ -293,9 +323,8 @@ class NamespaceView:
         self._changed.set()
 
     def state(self) -> State:
-        return State(
-            self.servers.objects(), {r: cache.objects() for r, cache in self.caches.items()}
-        )
+        children = {r: cache.objects() for r, cache in self.caches.items()}
+        return State(self.servers.objects(), children, self._verdicts)
 
     async def until(self, check: Callable[[State], T], what: str, timeout: float) -> T:
         """Wait until `check(state)` is truthy and return it."""

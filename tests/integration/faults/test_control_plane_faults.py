@@ -183,4 +183,5 @@ async def test_deletes_missed_while_the_watches_were_compacted_away_are_all_refl
         for entry in operator.logs()
         if entry.get("event") == "listed" and entry.get("resource") == DITTOSERVERS.plural
     ]
+    print(f"DittoServers listed {len(relists)} times")
     assert len(relists) >= 2, operator.tail()

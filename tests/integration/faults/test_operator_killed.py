@@ -23,7 +23,6 @@ from tests.integration.faults.conftest import (
     secrets_in_use,
     seeded,
     server_manifest,
-    unreconciled,
 )
 from tests.support.process import OperatorProcess
 
@@ -66,7 +65,7 @@ async def test_killed_while_creating_converges_without_duplicates_or_orphans(
         print(
             f"kill {kill_number + 1} after {delay:.2f} s: {len(state.servers)} DittoServers, "
             f"{sum(len(objs) for objs in state.children.values())} children, "
-            f"{sum(not unreconciled(s) for s in state.servers.values())} reconciled"
+            f"{sum(not state.unreconciled(name) for name in state.servers)} reconciled"
         )
         operator = start_operator()
         await operator.wait_for_log("starting workers", timeout=60)
