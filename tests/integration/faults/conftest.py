@@ -307,11 +307,12 @@ class NamespaceView:
         # Every child deleted, and every distinct value seen per Secret, since the view started.
         self.deleted: list[str] = []
         self.secret_values: dict[str, set[str]] = {}
-        self.servers.add_handler(lambda _kind, _obj: self._changed.set())
+        # The view needs only the kind of change and the object, whatever else a handler gets.
+        self.servers.add_handler(lambda *_: self._changed.set())
         for resource, cache in self.caches.items():
             cache.add_handler(functools.partial(self._on_child, resource))
 
-    def _on_child(self, resource: Resource, kind: EventType, obj: Obj) -> None:
+    def _on_child(self, resource: Resource, kind: EventType, obj: Obj, *_: Any) -> None:
         name = obj["metadata"]["name"]
         if kind is EventType.DELETED:
             self.deleted.append(f"{resource.kind} {name}")
