@@ -51,6 +51,7 @@ from dittofs_controller.runtime.informer import EventType, ResourceCache
 from tests.bench.operator_bench import dittoserver
 from tests.support.crds import install_crd
 from tests.support.process import OperatorProcess
+from tests.testbed.provisioner import running_provisioner
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -73,17 +74,22 @@ REPORTED = (
     "Ready",
 )
 MUST_BE_TRUE = ("ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady")
-# Where the server side settles with the pod made but Pending, and what the message then says
-# (ServerConfigured quotes Available: an older quote means it is behind).
+# Where a DittoServer settles on this testbed (claims bound by the `volumes` provisioner, the
+# pod made but Pending: no kubelet), and what the message then says (ServerConfigured quotes
+# Available: an older quote means it is behind).
 STEADY = {
+    "StorageReady": ("Bound", ""),
     "Available": ("PodNotReady", "Pending"),
     "Progressing": ("RollingOut", "to become ready"),
     "ServerConfigured": ("WaitingForServer", "PodNotReady"),
 }
-# This testbed provisions no volumes: a claim Pending longer than the operator's grace period
-# turns StorageReady False for that reason alone.
-ACCEPTED_FALSE = {"ClaimPending"}
 FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database"}
+
+# How long a namespace's DittoServers may take to converge: generous, since the machine may be
+# shared (the time taken is printed or visible in the durations, never asserted).
+CONVERGE_TIMEOUT = 240.0
+# A test that waits for convergence more than once gets this much in all.
+LONG_TEST_TIMEOUT = 600
 
 LEASE_DURATION = 4.0
 ELECTION_FLAGS = (
@@ -197,7 +203,7 @@ class State:
 def unreconciled(server: Obj) -> list[str]:
     """Why a DittoServer's status is not the steady state of this testbed (the operator has
     work left): every condition reported for the current generation, the concerns it checks
-    True, the pod made (it stays Pending: no kubelet), and the summary caught up with them."""
+    True, claims bound, the pod made, and the summary caught up with them."""
     meta = server["metadata"]
     name, generation = meta["name"], meta.get("generation")
     reported = {
@@ -209,9 +215,7 @@ def unreconciled(server: Obj) -> list[str]:
     found += [
         f"{name}: {kind} is {reported[kind]['status']} ({reported[kind]['reason']})"
         for kind in MUST_BE_TRUE
-        if kind in reported
-        and reported[kind]["status"] != "True"
-        and reported[kind]["reason"] not in ACCEPTED_FALSE
+        if kind in reported and reported[kind]["status"] != "True"
     ]
     found += [
         f"{name}: {kind} says {reported[kind]['reason']}: {reported[kind]['message']}"
@@ -285,6 +289,11 @@ def secret_value(secret: Obj, key: str) -> str:
     return base64.b64decode((secret.get("data") or {}).get(key, "")).decode()
 
 
+# After a change, gather the burst it belongs to before checking again (a status write of each
+# of 50 DittoServers is 50 events).
+COALESCE = 0.05
+
+
 class NamespaceView:
     """The test namespace's DittoServers and managed children, kept current by watches.
 
@@ -336,6 +345,7 @@ class NamespaceView:
                     if result := check(self.state()):
                         return result
                     await self._changed.wait()
+                    await asyncio.sleep(COALESCE)
         except TimeoutError:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
@@ -367,12 +377,21 @@ async def view(kube: KubeClient, namespace: str) -> AsyncIterator[NamespaceView]
         yield running
 
 
+@pytest.fixture
+async def volumes(kube: KubeClient, namespace: str, tmp_path: Path) -> AsyncIterator[None]:
+    """A PersistentVolume for every claim of the namespace, so claims bind: a claim left
+    Pending would turn StorageReady False after the operator's grace period, in the middle of a
+    long test."""
+    async with running_provisioner(kube, tmp_path / "volumes", namespaces=[namespace]):
+        yield
+
+
 StartOperator = Callable[..., OperatorProcess]
 
 
 @pytest.fixture
 def start_operator(
-    control_plane: Any, namespace: str, view: NamespaceView, tmp_path: Path
+    control_plane: Any, namespace: str, view: NamespaceView, volumes: None, tmp_path: Path
 ) -> Iterator[StartOperator]:
     """Start the real operator (`python -m dittofs_controller run`) for the test namespace.
 

@@ -7,6 +7,7 @@ import asyncio
 import signal
 from typing import Any
 
+import pytest
 import yaml
 
 from dittofs_controller.kube.client import KubeClient
@@ -21,6 +22,8 @@ from dittofs_controller.kube.resources import (
 )
 from dittofs_controller.operator import names
 from tests.integration.faults.conftest import (
+    CONVERGE_TIMEOUT,
+    LONG_TEST_TIMEOUT,
     NamespaceView,
     StartOperator,
     State,
@@ -29,7 +32,6 @@ from tests.integration.faults.conftest import (
     server_manifest,
 )
 
-CONVERGE_TIMEOUT = 120.0
 # The garbage collector deletes the children of a deleted DittoServer; right after the CRD is
 # installed it may need up to ~30 s to learn the kind.
 GC_TIMEOUT = 90.0
@@ -87,6 +89,7 @@ async def patch_version(kube: KubeClient, namespace: str, servers: list[str], ve
     )
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT)
 async def test_no_spec_change_is_lost_across_an_apiserver_restart(
     kube: KubeClient,
     namespace: str,
@@ -118,6 +121,7 @@ async def test_no_spec_change_is_lost_across_an_apiserver_restart(
     assert operator.process.poll() is None, operator.tail()
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT)
 async def test_deletes_missed_while_the_watches_were_compacted_away_are_all_reflected(
     kube: KubeClient,
     namespace: str,

@@ -8,10 +8,10 @@ some edits take the child out of the operator's label-selected caches or off its
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import (
@@ -26,6 +26,8 @@ from dittofs_controller.kube.resources import (
 from dittofs_controller.operator import names
 from dittofs_controller.operator.children import LABEL_INSTANCE, LABEL_MANAGED_BY
 from tests.integration.faults.conftest import (
+    CONVERGE_TIMEOUT,
+    LONG_TEST_TIMEOUT,
     NamespaceView,
     Obj,
     StartOperator,
@@ -35,10 +37,8 @@ from tests.integration.faults.conftest import (
     secrets_in_use,
     server_manifest,
 )
-from tests.testbed.provisioner import running_provisioner
 
 JSON_PATCH = "application/json-patch+json"
-CONVERGE_TIMEOUT = 120.0
 
 
 @attrs.frozen
@@ -214,57 +214,37 @@ def unrestored(state: State, originals: dict[tuple[Resource, str], Obj]) -> list
     return found
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT)
 async def test_children_edited_or_deleted_by_hand_are_restored(
     kube: KubeClient,
     namespace: str,
     view: NamespaceView,
     start_operator: StartOperator,
-    tmp_path: Path,
 ) -> None:
     servers = ["a", "b", "c", "d"]
     operator = start_operator()
     await operator.wait_for_log("starting workers", timeout=60)
-    # Bound claims: no Pending claim's timer changes a DittoServer while the edits are restored.
-    async with running_provisioner(kube, tmp_path / "volumes", namespaces=[namespace]):
-        await gather_limited(
-            kube.create(DITTOSERVERS, server_manifest(namespace, name), namespace)
-            for name in servers
-        )
-        await view.settle(
-            lambda state: state.converged(servers) + unbound(state), "convergence", CONVERGE_TIMEOUT
-        )
-        before = await fresh_state(kube, namespace)
-        originals = {}
-        for edit in edits():
-            original = before.child(edit.resource, edit.name)
-            assert original is not None, edit
-            originals[(edit.resource, edit.name)] = original
+    await gather_limited(
+        kube.create(DITTOSERVERS, server_manifest(namespace, name), namespace) for name in servers
+    )
+    await view.settle(lambda state: state.converged(servers), "convergence", CONVERGE_TIMEOUT)
+    before = await fresh_state(kube, namespace)
+    originals = {}
+    for edit in edits():
+        original = before.child(edit.resource, edit.name)
+        assert original is not None, edit
+        originals[(edit.resource, edit.name)] = original
 
-        for edit in edits():
-            await edit.make(kube, namespace)
+    for edit in edits():
+        await edit.make(kube, namespace)
 
-        def problems(state: State) -> list[str]:
-            return state.converged(servers) + unrestored(state, originals) + secrets_in_use(state)
+    def problems(state: State) -> list[str]:
+        return state.converged(servers) + unrestored(state, originals) + secrets_in_use(state)
 
-        await view.settle(problems, "every child restored", CONVERGE_TIMEOUT)
-        after = await fresh_state(kube, namespace)
-        assert problems(after) == []
-        # d's only edit reached the operator through the child's own event: nothing about the
-        # DittoServer changed that could have woken it up.
-        version = after.servers["d"]["metadata"]["resourceVersion"]
-        assert version == before.servers["d"]["metadata"]["resourceVersion"]
-
-
-def unbound(state: State) -> list[str]:
-    return [
-        f"{claim['metadata']['name']} is {(claim.get('status') or {}).get('phase')}"
-        for claim in state.children[PVCS]
-        if (claim.get("status") or {}).get("phase") != "Bound"
-    ] + [
-        f"{name}: StorageReady does not say Bound yet"
-        for name, server in state.servers.items()
-        if not any(
-            c["type"] == "StorageReady" and c["reason"] == "Bound"
-            for c in (server.get("status") or {}).get("conditions") or ()
-        )
-    ]
+    await view.settle(problems, "every child restored", CONVERGE_TIMEOUT)
+    after = await fresh_state(kube, namespace)
+    assert problems(after) == []
+    # d's only edit reached the operator through the child's own event: nothing about the
+    # DittoServer changed that could have woken it up.
+    version = after.servers["d"]["metadata"]["resourceVersion"]
+    assert version == before.servers["d"]["metadata"]["resourceVersion"]

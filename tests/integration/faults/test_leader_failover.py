@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, LEASES
 from dittofs_controller.operator.events import REPORTING_CONTROLLER
 from tests.bench.operator_bench import WRITE_VERBS, requests_by_verb
 from tests.integration.faults.conftest import (
     CHILD_KINDS,
+    CONVERGE_TIMEOUT,
     LEASE_DURATION,
+    LONG_TEST_TIMEOUT,
     NamespaceView,
     StartOperator,
     expected_children,
@@ -24,7 +28,6 @@ from tests.support.process import OperatorProcess
 
 SERVERS = 20
 CHILDREN_PER_SERVER = sum(len(names) for names in expected_children("s").values())
-CONVERGE_TIMEOUT = 120.0
 
 
 def writes(operator: OperatorProcess) -> float:
@@ -47,6 +50,7 @@ async def reporting_instances(kube: KubeClient, namespace: str) -> set[str]:
     }
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT)
 async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the_lease(
     kube: KubeClient,
     namespace: str,

@@ -16,6 +16,8 @@ import pytest
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS
 from tests.integration.faults.conftest import (
+    CONVERGE_TIMEOUT,
+    LONG_TEST_TIMEOUT,
     NamespaceView,
     StartOperator,
     fresh_state,
@@ -31,7 +33,6 @@ SERVERS = 50
 # Each kill lands within this many seconds of its operator's start of work: while the creation
 # burst is being reconciled.
 KILL_WINDOW = 5.0
-CONVERGE_TIMEOUT = 150.0
 
 
 async def kill(operator: OperatorProcess) -> None:
@@ -39,6 +40,7 @@ async def kill(operator: OperatorProcess) -> None:
     assert await asyncio.to_thread(operator.wait, 10) == -signal.SIGKILL
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT)
 @pytest.mark.parametrize("trial", range(TRIALS))
 async def test_killed_while_creating_converges_without_duplicates_or_orphans(
     kube: KubeClient,
