@@ -61,6 +61,9 @@ class Reconciler(Protocol):
 
 
 KeyMapper = Callable[[Obj], Iterable[ObjectKey]]
+# (old, new) -> whether an update is worth a pass (controller-runtime's update predicates).
+# Creates and deletes always are.
+Predicate = Callable[[Obj, Obj], bool]
 
 
 class Source(Protocol):
@@ -106,10 +109,15 @@ class Controller:
         self._caches: list[Source] = []
         self._log = log.bind(controller=name)
 
-    def watch(self, cache: Source, mapper: KeyMapper = _self_key) -> Controller:
-        """Enqueue the keys `mapper` derives from every change `cache` sees."""
+    def watch(
+        self, cache: Source, mapper: KeyMapper = _self_key, *, predicate: Predicate | None = None
+    ) -> Controller:
+        """Enqueue the keys `mapper` derives from every change `cache` sees; an update only
+        when `predicate(old, new)` holds, if one is given."""
 
-        def handler(_: EventType, obj: Obj) -> None:
+        def handler(_: EventType, obj: Obj, old: Obj | None) -> None:
+            if predicate is not None and old is not None and not predicate(old, obj):
+                return
             for key in mapper(obj):
                 self.queue.add(key)
 

@@ -11,7 +11,9 @@ import pytest
 from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.runtime import metrics
 from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.runtime.informer import EventType, Handler
 from dittofs_controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from dittofs_controller.runtime.store import Obj
 from dittofs_controller.runtime.workqueue import WorkQueue
 
 KEY = ObjectKey("ns", "server")
@@ -169,3 +171,37 @@ async def test_one_key_is_never_reconciled_concurrently(workers: int) -> None:
         await asyncio.sleep(0.1)
     assert reconciler.calls >= 2
     assert not overlap
+
+
+class Source:
+    """Hands a controller's handlers the events a test makes up (an informer stand-in)."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Handler] = []
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+
+    async def wait_synced(self) -> None:
+        return None
+
+    def emit(self, kind: EventType, obj: Obj, old: Obj | None = None) -> None:
+        for handler in self.handlers:
+            handler(kind, obj, old)
+
+
+def test_a_predicate_filters_updates_but_never_creates_or_deletes() -> None:
+    source = Source()
+    controller = make("predicate", Scripted(done))
+    controller.watch(source, predicate=lambda old, new: old["spec"] != new["spec"])
+    old = {"metadata": {"name": "server", "namespace": "ns"}, "spec": 1}
+    touched = {**old, "status": "new"}
+    source.emit(EventType.MODIFIED, touched, old)
+    assert len(controller.queue) == 0
+    source.emit(EventType.MODIFIED, {**old, "spec": 2}, old)
+    assert len(controller.queue) == 1
+    unwatched = make("predicate-create", Scripted(done))
+    unwatched.watch(source, predicate=lambda old, new: False)
+    source.emit(EventType.ADDED, old)
+    source.emit(EventType.DELETED, old)
+    assert len(unwatched.queue) == 1  # the delete found the key still waiting
