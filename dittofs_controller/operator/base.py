@@ -5,6 +5,11 @@ children, one status condition and, when its children outlive the DittoServer un
 policy, one finalizer. They never call each other: they coordinate only through the conditions
 they publish on the DittoServer, which the others read from the shared cache.
 
+A DittoServer update queues a reconciler only when it changed something that reconciler acts
+on: its spec (metadata.generation), deletion, finalizers, labels, annotations, or one of the
+conditions it `reads`. Without that filter every status write (each reconciler's own
+condition included) queued all seven reconcilers again.
+
 A pass goes: read the DittoServer from the cache -> parse its spec -> `sync` (build the desired
 children, apply what differs, judge the result) -> publish the condition (only if it changed)
 and record an Event when the condition's status or reason changes.
@@ -19,7 +24,7 @@ import attrs
 import structlog
 
 from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
 from dittofs_controller.operator import conditions
@@ -33,7 +38,14 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import SecretReader
-from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.operator.specs import server_spec
+from dittofs_controller.runtime.controller import (
+    DONE,
+    Controller,
+    Predicate,
+    Result,
+    TerminalError,
+)
 from dittofs_controller.runtime.informer import ResourceCache
 from dittofs_controller.settings import Settings
 
@@ -74,6 +86,8 @@ class ServerReconciler(abc.ABC):
     finalizer: ClassVar[str | None] = None
     # Top-level status fields besides the condition that this reconciler owns (e.g. endpoints).
     status_fields: ClassVar[tuple[str, ...]] = ()
+    # The other reconcilers' conditions this one acts on: a change of one queues a pass.
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -97,7 +111,7 @@ class ServerReconciler(abc.ABC):
         if server is None:
             return DONE  # deleted: garbage collection takes the owned children
         try:
-            spec: Spec | None = parse(Spec, server.get("spec") or {})
+            spec: Spec | None = server_spec(server)
         except ParseError as error:
             spec, invalid = None, error
         finalizers = server["metadata"].get("finalizers") or ()
@@ -245,8 +259,26 @@ def status_patch(server: Obj, status: dict[str, Any]) -> Obj:
     }
 
 
+# What of a DittoServer's metadata the reconcilers act on (the spec changes the generation).
+WATCHED_METADATA = ("generation", "deletionTimestamp", "finalizers", "labels", "annotations")
+
+
+def concerns(reads: tuple[str, ...]) -> Predicate:
+    """An update predicate: whether a DittoServer update changed something a reconciler acts
+    on, for one that reads the conditions `reads` (its own writes and others' do not count)."""
+
+    def predicate(old: Obj, new: Obj) -> bool:
+        before, after = old["metadata"], new["metadata"]
+        if any(before.get(field) != after.get(field) for field in WATCHED_METADATA):
+            return True
+        return any(conditions.find(old, kind) != conditions.find(new, kind) for kind in reads)
+
+    return predicate
+
+
 def server_controller(manager: Manager, reconciler: ServerReconciler | Any) -> Controller:
-    """A controller for one sub-reconciler, fed by every DittoServer change."""
+    """A controller for one sub-reconciler, fed by the DittoServer updates it is concerned
+    with (see `concerns`)."""
     settings = manager.settings
     controller = Controller(
         reconciler.name,
@@ -254,7 +286,7 @@ def server_controller(manager: Manager, reconciler: ServerReconciler | Any) -> C
         workers=settings.workers,
         reconcile_timeout=settings.reconcile_timeout,
     )
-    controller.watch(reconciler.ctx.servers)
+    controller.watch(reconciler.ctx.servers, predicate=concerns(reconciler.reads))
     return manager.add(controller)
 
 

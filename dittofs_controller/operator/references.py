@@ -11,11 +11,12 @@ import base64
 from collections.abc import Iterable
 
 from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import SECRETS, ObjectKey
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.problems import Problem
+from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
 
@@ -43,7 +44,7 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
 def secret_index(server: Obj) -> Iterable[str]:
     """Index DittoServers by `<namespace>/<secret name>` for every Secret they reference."""
     try:
-        spec = parse(v1alpha1.DittoServerSpec, server.get("spec") or {})
+        spec = server_spec(server)
     except ParseError:
         return ()
     namespace = server["metadata"]["namespace"]

@@ -7,14 +7,14 @@ from typing import Any
 
 import attrs
 
-from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.operator import conditions as c
 from dittofs_controller.operator.base import Context, write_condition
 from dittofs_controller.operator.children import Obj, field_manager
 from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.runtime.controller import DONE, Result
 
 NAME = "summary"
@@ -52,7 +52,7 @@ def summarise(server: Obj) -> Summary:
     if invalid:
         return Summary(Outcome.false("InvalidSpec", invalid[0]["message"]), "Failed", caught_up)
     try:
-        replicas = parse(v1alpha1.DittoServerSpec, server.get("spec") or {}).replicas
+        replicas = server_spec(server).replicas
     except ParseError as error:
         return Summary(Outcome.false("InvalidSpec", str(error)), "Failed", caught_up)
     failing = [cond for cond in current.values() if cond.get("status") != "True"]
@@ -82,6 +82,7 @@ def summarise(server: Obj) -> Summary:
 
 class SummaryReconciler:
     name = NAME
+    reads = REQUIRED
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -61,6 +61,9 @@ class Reconciler(Protocol):
 
 
 KeyMapper = Callable[[Obj], Iterable[ObjectKey]]
+# (old, new) -> whether an update is worth a pass (controller-runtime's update predicates).
+# Creates and deletes always are.
+Predicate = Callable[[Obj, Obj], bool]
 
 
 class Source(Protocol):
@@ -106,10 +109,15 @@ class Controller:
         self._caches: list[Source] = []
         self._log = log.bind(controller=name)
 
-    def watch(self, cache: Source, mapper: KeyMapper = _self_key) -> Controller:
-        """Enqueue the keys `mapper` derives from every change `cache` sees."""
+    def watch(
+        self, cache: Source, mapper: KeyMapper = _self_key, *, predicate: Predicate | None = None
+    ) -> Controller:
+        """Enqueue the keys `mapper` derives from every change `cache` sees; an update only
+        when `predicate(old, new)` holds, if one is given."""
 
-        def handler(_: EventType, obj: Obj) -> None:
+        def handler(_: EventType, obj: Obj, old: Obj | None) -> None:
+            if predicate is not None and old is not None and not predicate(old, obj):
+                return
             for key in mapper(obj):
                 self.queue.add(key)
 
@@ -120,20 +128,15 @@ class Controller:
     def owns(self, cache: Source, owner: Resource) -> Controller:
         """Enqueue the owner of every changed child, so edited or deleted children are restored.
 
-        The owner a child had before the change is enqueued too (client-go maps both the old
-        and the new object of an update): a child whose ownerReference was removed or replaced
-        by hand still reaches the owner that lost it.
+        The owner a child had before an update is enqueued too (as client-go maps both the old
+        and the new object): a child whose ownerReference was removed or replaced by hand still
+        reaches the owner that lost it.
         """
         mapper = owner_mapper(owner)
-        owners: dict[ObjectKey, tuple[ObjectKey, ...]] = {}
 
-        def handler(kind: EventType, obj: Obj, *_: object) -> None:  # owners remembered here
-            child = ObjectKey.of(obj)
-            current = tuple(mapper(obj))
-            previous = owners.pop(child, ())
-            if current and kind is not EventType.DELETED:
-                owners[child] = current
-            for key in dict.fromkeys((*previous, *current)):
+        def handler(kind: EventType, obj: Obj, old: Obj | None) -> None:
+            previous = mapper(old) if old is not None else []
+            for key in dict.fromkeys((*previous, *mapper(obj))):
                 self.queue.add(key)
 
         cache.add_handler(handler)

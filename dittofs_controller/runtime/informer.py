@@ -5,8 +5,9 @@ with the same (useless) resourceVersion and hangs silently without a client time
 
 Invariants:
 - Handlers see every change exactly as the store applies it: ADDED for a key new to the store,
-  MODIFIED for a key whose resourceVersion changed, DELETED for a key that left the store
-  (including the synthetic deletes a relist finds for objects removed while we were not watching).
+  MODIFIED for a key whose resourceVersion changed (with the object it replaced, so a handler
+  can tell what changed), DELETED for a key that left the store (including the synthetic
+  deletes a relist finds for objects removed while we were not watching).
 - After a relist the store holds exactly what the list returned.
 - `synced` is set once the first list has been applied and is never cleared.
 - A watch resumes from the last resourceVersion seen (event or bookmark); only 410 Gone, or an
@@ -47,7 +48,8 @@ class EventType(enum.Enum):
     DELETED = "DELETED"
 
 
-Handler = Callable[[EventType, Obj], None]
+# (event, object, the object it replaced: set for MODIFIED only)
+Handler = Callable[[EventType, Obj, Obj | None], None]
 
 
 class _Relist(Exception):
@@ -98,7 +100,7 @@ class Informer:
         self._handlers.append(handler)
         if self.synced.is_set():
             for obj in self.store:
-                handler(EventType.ADDED, obj)
+                handler(EventType.ADDED, obj, None)
 
     async def run(self) -> None:
         """List and watch until cancelled; errors back off and retry, they never escape."""
@@ -211,12 +213,12 @@ class Informer:
         if old is None:
             self._emit(EventType.ADDED, obj)
         elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
-            self._emit(EventType.MODIFIED, obj)
+            self._emit(EventType.MODIFIED, obj, old)
 
-    def _emit(self, kind: EventType, obj: Obj) -> None:
+    def _emit(self, kind: EventType, obj: Obj, old: Obj | None = None) -> None:
         for handler in self._handlers:
             try:
-                handler(kind, obj)
+                handler(kind, obj, old)
             except Exception:
                 self._log.exception("event handler failed", event=kind.value)
 

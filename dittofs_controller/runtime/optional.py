@@ -105,7 +105,7 @@ class OptionalCache:
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
 
-    def _on_crd(self, kind: EventType, _: Obj) -> None:
+    def _on_crd(self, kind: EventType, _: Obj, __: Obj | None) -> None:
         if kind is EventType.DELETED:
             self._stop()
             if self.crd.has_synced:

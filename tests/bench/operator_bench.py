@@ -2,12 +2,15 @@
 
 For each N it creates N DittoServers (memory stores, no DittoFS pods needed) in a fresh
 namespace and reports:
-- create -> children present with ConfigReady, StorageReady and NetworkReady True: p50/p95/max;
+- create -> ConfigReady, StorageReady and NetworkReady each turned True: p50/p95/max;
 - API requests the operator made per DittoServer, by verb (its rest_client_requests_total);
 - writes per minute at steady state with nothing changing (target 0);
 - an operator restart with nothing changed: requests until converged, writes (target 0), time;
-- the operator process's peak RSS and CPU seconds (from /proc).
-It prints a table and writes docs/performance.md. It asserts nothing: numbers are for reading.
+- the operator process's peak RSS and CPU seconds (from /proc);
+- where the work went: reconciles per DittoServer by controller, their mean wait in the queue,
+  the CPU seconds of the control plane (etcd, kube-apiserver, kube-controller-manager, which
+  share the machine) and the load average, since other work on the machine skews every time.
+It prints tables and writes docs/performance.md. It asserts nothing: numbers are for reading.
 
     python -m tests.bench.operator_bench [--sizes 10,100,1000] [--steady-seconds 60]
 """
@@ -29,6 +32,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import attrs
 
 from dittofs_controller.kube.client import KubeClient, connect
@@ -58,14 +62,16 @@ def dittoserver(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
-def all_true(server: dict[str, Any]) -> bool:
+def true_now(server: dict[str, Any]) -> set[str]:
+    """The measured conditions True for the current generation."""
     generation = server["metadata"].get("generation")
-    found = {
-        c["type"]: c
+    return {
+        c["type"]
         for c in (server.get("status") or {}).get("conditions") or ()
-        if c.get("observedGeneration") == generation
+        if c.get("type") in MEASURED
+        and c.get("observedGeneration") == generation
+        and c.get("status") == "True"
     }
-    return all(found.get(kind, {}).get("status") == "True" for kind in MEASURED)
 
 
 @attrs.define
@@ -83,18 +89,75 @@ class ProcessStats:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def requests_by_verb(operator: OperatorProcess) -> dict[str, float]:
-    """The operator's API request counters, summed over status codes."""
+def control_plane_cpu_seconds() -> float:
+    """CPU seconds used so far by this process's descendants that are not Python (etcd,
+    kube-apiserver, kube-controller-manager: the ControlPlane's children)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        parents[int(entry.name)] = int(fields[1])
+        if not name.startswith("python"):
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    mine: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
+        mine |= frontier
+    return sum(seconds for pid, seconds in cpu.items() if pid in mine)
+
+
+def scrape(operator: OperatorProcess, metric: str, label: str) -> dict[str, float]:
+    """One counter of the operator's metrics, summed by one label."""
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     totals: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("rest_client_requests_total{"):
+        if line.startswith(metric + "{"):
             labels, value = line.rsplit(" ", 1)
-            method = labels.split('method="', 1)[1].split('"', 1)[0]
-            totals[method] = totals.get(method, 0.0) + float(value)
+            key = labels.split(f'{label}="', 1)[1].split('"', 1)[0]
+            totals[key] = totals.get(key, 0.0) + float(value)
     return totals
+
+
+def requests_by_verb(operator: OperatorProcess) -> dict[str, float]:
+    """The operator's API request counters, summed over status codes."""
+    return scrape(operator, "rest_client_requests_total", "method")
+
+
+async def watch_ready(kube: KubeClient, namespace: str, ready: dict[str, float]) -> None:
+    """Record when each DittoServer has shown every measured condition True: the time the last
+    of them first turned True. Not the time all are True at once: with no volume provisioner
+    here, StorageReady turns False once claims stay Pending past their grace period (120 s),
+    which at N = 1000 comes before the last NetworkReady.
+
+    A watch, not polling: listing N DittoServers ten times a second would load the API server
+    the operator is measured against (megabytes per list at N = 1000)."""
+    seen: dict[str, set[str]] = {}
+    path = DITTOSERVERS.path(namespace)
+    listed = await kube.request("GET", path)
+    version = listed["metadata"]["resourceVersion"]
+    while True:
+        query = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        async for event in kube.stream_lines(
+            path, query={**query, "timeoutSeconds": 300}, timeout=timeout
+        ):
+            obj = event["object"]
+            version = obj["metadata"]["resourceVersion"]
+            name = obj["metadata"].get("name")
+            if event["type"] not in ("ADDED", "MODIFIED") or name in ready:
+                continue
+            seen.setdefault(name, set()).update(true_now(obj))
+            if len(seen[name]) == len(MEASURED):
+                ready[name] = time.monotonic()
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -122,6 +185,11 @@ class Row:
     restart_seconds: float
     peak_rss_mib: float
     cpu_seconds: float
+    # Where the work went, create -> settled.
+    reconciles_per_server: dict[str, float]
+    queue_wait_seconds: dict[str, float]
+    control_plane_cpu_seconds: float
+    load_average: tuple[float, float]  # 1-minute load at the start and at the end
 
 
 def start_operator(cp: ControlPlane, namespace: str, log: Path) -> OperatorProcess:
@@ -139,13 +207,23 @@ def start_operator(cp: ControlPlane, namespace: str, log: Path) -> OperatorProce
     )
 
 
-async def quiet(operator: OperatorProcess, settle: float = 3.0, timeout: float = 300) -> None:
-    """Wait until the operator made no API request for `settle` seconds."""
-    last, since = requests_by_verb(operator), time.monotonic()
+async def quiet(
+    operator: OperatorProcess,
+    settle: float = 3.0,
+    timeout: float = 300,
+    verbs: tuple[str, ...] | None = None,
+) -> None:
+    """Wait until the operator made no API request (of `verbs`, if given) for `settle` s."""
+
+    def counts() -> dict[str, float]:
+        totals = requests_by_verb(operator)
+        return {verb: totals.get(verb, 0.0) for verb in verbs} if verbs else totals
+
+    last, since = counts(), time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        now = requests_by_verb(operator)
+        now = counts()
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= settle:
@@ -173,27 +251,37 @@ async def measure(
             await operator.wait_for_log("starting workers", timeout=60)
             stats = ProcessStats(operator.process.pid)
             before = requests_by_verb(operator)
+            control_plane_before, load_before = control_plane_cpu_seconds(), os.getloadavg()[0]
             created: dict[str, float] = {}
             ready: dict[str, float] = {}
-            for index in range(n):
-                name = f"s{index:04d}"
-                created[name] = time.monotonic()
-                await kube.create(DITTOSERVERS, dittoserver(namespace, name), namespace)
-
-            async def all_ready() -> bool:
-                listed = await kube.request("GET", DITTOSERVERS.path(namespace))
-                now = time.monotonic()
-                for item in listed.get("items") or ():
-                    name = item["metadata"]["name"]
-                    if name not in ready and all_true(item):
-                        ready[name] = now
-                return len(ready) == n
-
-            await eventually(all_ready, 60 + n, f"{n} DittoServers ready", operator)
-            await quiet(operator)
+            watcher = asyncio.create_task(watch_ready(kube, namespace, ready))
+            try:
+                await asyncio.sleep(0.5)  # the watch is open before the first create
+                for index in range(n):
+                    name = f"s{index:04d}"
+                    created[name] = time.monotonic()
+                    await kube.create(DITTOSERVERS, dittoserver(namespace, name), namespace)
+                await eventually(
+                    lambda: len(ready) == n or watcher.done(),
+                    60 + 2 * n,
+                    f"{n} DittoServers ready",
+                    operator,
+                )
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher  # raises what ended the watch early, if anything did
+            # Settled: no write for a while. Reads go on: the server reconciler looks at each
+            # pod every 10 s while it is not ready, and no pod runs in this bench.
+            await quiet(operator, verbs=WRITE_VERBS)
             per_server = {
                 verb: count / n for verb, count in delta(requests_by_verb(operator), before).items()
             }
+            reconciles = scrape(operator, "controller_runtime_reconcile_total", "controller")
+            waits = scrape(operator, "workqueue_queue_duration_seconds_sum", "name")
+            waited = scrape(operator, "workqueue_queue_duration_seconds_count", "name")
+            control_plane = control_plane_cpu_seconds() - control_plane_before
+            load = (load_before, os.getloadavg()[0])
             latencies = [ready[name] - created[name] for name in created]
 
             steady_before = requests_by_verb(operator)
@@ -207,7 +295,7 @@ async def measure(
         try:
             started = time.monotonic()
             await restarted.wait_for_log("starting workers", timeout=60)
-            await quiet(restarted)
+            await quiet(restarted, timeout=120)
             restart_seconds = time.monotonic() - started - 3.0  # minus the settle window
             restart_requests = requests_by_verb(restarted)
         finally:
@@ -223,6 +311,10 @@ async def measure(
         restart_seconds,
         peak_rss,
         cpu,
+        {name: count / n for name, count in sorted(reconciles.items())},
+        {name: waits[name] / waited[name] for name in sorted(waits) if waited.get(name)},
+        control_plane,
+        load,
     )
 
 
@@ -247,16 +339,43 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def work_table(rows: list[Row]) -> str:
+    """Where the work went: reconciles per DittoServer and mean queue wait, by controller."""
+    controllers = sorted({name for r in rows for name in r.reconciles_per_server})
+    lines = [
+        "| N | load (start→end) | control plane CPU | "
+        + " | ".join(f"{name}: reconciles/server, wait" for name in controllers)
+        + " |",
+        "|---|---|---|" + "---|" * len(controllers),
+    ]
+    for r in rows:
+        cells = [
+            f"{r.reconciles_per_server.get(name, 0):.1f}, {r.queue_wait_seconds.get(name, 0):.2f} s"
+            for name in controllers
+        ]
+        lines.append(
+            f"| {r.n} | {r.load_average[0]:.1f}→{r.load_average[1]:.1f} "
+            f"| {r.control_plane_cpu_seconds:.0f} s | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def report(rows: list[Row], command: str) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     return f"""# Performance
 
 Measured by `{command}` on {datetime.date.today().isoformat()} ({machine}), against the real
 local control plane (etcd, kube-apiserver and kube-controller-manager on the same machine), with
-memory-store DittoServers and no DittoFS pods. "Ready" means the children exist and
-ConfigReady, StorageReady and NetworkReady are True for the current generation.
+memory-store DittoServers and no DittoFS pods. "Ready" means ConfigReady, StorageReady and
+NetworkReady have each turned True for the current generation (the time of the last of them).
 
 {table(rows)}
+
+Where the work went, from create to settled (no write for 3 s): reconciles per DittoServer and
+mean wait in the work queue, by controller; CPU seconds of etcd + kube-apiserver +
+kube-controller-manager; the machine's 1-minute load average.
+
+{work_table(rows)}
 
 Raw numbers: `docs/performance.json`.
 """
@@ -271,11 +390,13 @@ async def main_async(sizes: list[int], steady_seconds: float, work: Path) -> Non
             for n in sizes:
                 print(f"[bench] N={n} ...", file=sys.stderr, flush=True)
                 rows.append(await measure(cp, kube, n, steady_seconds, work))
-                print(table(rows[-1:]), file=sys.stderr, flush=True)
+                print(
+                    table(rows[-1:]), work_table(rows[-1:]), sep="\n", file=sys.stderr, flush=True
+                )
         finally:
             await kube.close()
     command = " ".join(["nox -s bench --", *sys.argv[1:]])
-    print(table(rows))
+    print(table(rows), work_table(rows), sep="\n\n")
     REPORT.write_text(report(rows, command))
     REPORT.with_suffix(".json").write_text(
         json.dumps([attrs.asdict(r) for r in rows], indent=2) + "\n"

@@ -19,10 +19,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[EventType, str]] = []
+        self.replaced: list[Obj | None] = []  # the object each event replaced
         self._changed = asyncio.Event()
 
-    def __call__(self, kind: EventType, obj: Obj) -> None:
+    def __call__(self, kind: EventType, obj: Obj, old: Obj | None) -> None:
         self.events.append((kind, obj["metadata"]["name"]))
+        self.replaced.append(old)
         self._changed.set()
 
     def of(self, name: str) -> list[EventType]:
@@ -72,6 +74,11 @@ async def test_sees_creates_updates_and_deletes_in_order(kube: KubeClient, names
         await recorder.wait_for(lambda: EventType.DELETED in recorder.of("a"))
     assert recorder.of("a") == [EventType.ADDED, EventType.MODIFIED, EventType.DELETED]
     assert cache.get(ObjectKey(namespace, "a")) is None
+    # An update comes with the object it replaced, so a predicate can tell what changed.
+    events = zip(recorder.events, recorder.replaced, strict=True)
+    added, modified, deleted = (old for (_, name), old in events if name == "a")
+    assert added is None and deleted is None
+    assert modified is not None and modified["data"] == {"v": "1"}
 
 
 async def test_cache_is_scoped_by_namespace_and_label(kube: KubeClient, namespace: str) -> None:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.api.schema import ParseError
 from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.kube.client import ApiError
 from dittofs_controller.kube.resources import CONFIGMAPS, DITTOSERVERS, SECRETS, ObjectKey
@@ -33,6 +32,7 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.config import build
 from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.operator.references import servers_referencing
+from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
 
@@ -216,7 +216,7 @@ def percona_user_servers(servers: ResourceCache) -> KeyMapper:
         keys = []
         for server in servers.objects(meta["namespace"]):
             try:
-                spec = parse(v1alpha1.DittoServerSpec, server.get("spec") or {})
+                spec = server_spec(server)
             except ParseError:
                 continue
             if spec.postgres and spec.postgres.percona:

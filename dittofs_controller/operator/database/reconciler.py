@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import ParseError, parse
+from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.resources import PERCONA_PG_CLUSTERS, ObjectKey
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.base import Context, ServerReconciler, Spec, Synced
@@ -34,6 +34,7 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.database import build
 from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
 from dittofs_controller.operator.references import servers_referencing
+from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
 from dittofs_controller.runtime.optional import OptionalCache
@@ -191,7 +192,7 @@ class DatabaseReconciler(ServerReconciler):
 def percona_secret_index(server: Obj) -> Iterable[str]:
     """Index DittoServers by `<namespace>/<name>` of the Percona user Secret they wait for."""
     try:
-        spec = parse(v1alpha1.DittoServerSpec, server.get("spec") or {})
+        spec = server_spec(server)
     except ParseError:
         return ()
     if spec.postgres is None or spec.postgres.percona is None:

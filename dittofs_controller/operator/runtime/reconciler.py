@@ -131,6 +131,7 @@ class Memory:
 class RuntimeReconciler(ServerReconciler):
     name = "runtime"
     condition = conditions.SERVER_CONFIGURED
+    reads = (conditions.AVAILABLE, conditions.PROGRESSING)
     status_fields = ("server",)
 
     def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:

@@ -50,6 +50,7 @@ POD_POLL_SECONDS = 10.0
 class WorkloadReconciler(ServerReconciler):
     name = "server"
     condition = conditions.AVAILABLE
+    reads = build.DEPENDENCIES
 
     def __init__(
         self, ctx: Context, statefulsets: ResourceCache, config_maps: ResourceCache

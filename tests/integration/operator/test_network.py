@@ -100,7 +100,9 @@ async def endpoints(kube: KubeClient, key: ObjectKey) -> Obj:
 
 
 async def assign_load_balancer(kube: KubeClient, key: ObjectKey, name: str, ip: str) -> None:
-    """What a cloud controller would do once the load balancer exists."""
+    """What a cloud controller would do once the load balancer exists (the operator creates
+    a DittoServer's Services concurrently, so the named one may come last)."""
+    await service_where(kube, key, name, lambda _: True, "created")
     await kube.merge_patch(
         SERVICES,
         name,

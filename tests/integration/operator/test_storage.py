@@ -312,12 +312,17 @@ async def test_binding_states(
         in pending["message"]
     )
     assert "stuck-meta-meta (metadata store meta) has been Pending since" in pending["message"]
+
     # A claim that stays Pending must not rewrite the status on every pass (each write would
-    # trigger the next pass: a hot loop).
-    before = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
-    await asyncio.sleep(4)
-    after = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
-    assert before == after
+    # trigger the next pass: a hot loop). The other concerns may still be catching up (the
+    # pod being created, Ready quoting them), so the status must come to rest: 4 s unchanged.
+    async def at_rest() -> bool:
+        before = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
+        await asyncio.sleep(4)
+        after = (await kube.get(DITTOSERVERS, "stuck", namespace))["metadata"]["resourceVersion"]
+        return before == after
+
+    await wait_for(at_rest, "the status to come to rest", 60)
     assert f"StorageClass {immediate} (provisioner example.com/nothing)" in pending["message"]
     assert f"kubectl describe pvc stuck-meta-meta -n {namespace}" in pending["message"]
 

@@ -173,8 +173,8 @@ async def test_one_key_is_never_reconciled_concurrently(workers: int) -> None:
     assert not overlap
 
 
-class Handlers:
-    """A Source that hands its handlers to the test, which plays the informer."""
+class Source:
+    """Hands a controller's handlers the events a test makes up (an informer stand-in)."""
 
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
@@ -185,9 +185,9 @@ class Handlers:
     async def wait_synced(self) -> None:
         return None
 
-    def emit(self, kind: EventType, obj: Obj) -> None:
+    def emit(self, kind: EventType, obj: Obj, old: Obj | None = None) -> None:
         for handler in self.handlers:
-            handler(kind, obj)
+            handler(kind, obj, old)
 
 
 def child(*owners: str) -> Obj:
@@ -208,15 +208,32 @@ async def drained(queue: WorkQueue[ObjectKey]) -> list[str]:
 
 
 async def test_a_child_reaches_its_owner_and_the_owner_it_just_lost() -> None:
-    source = Handlers()
+    source = Source()
     controller = Controller("c", Scripted(done)).owns(source, CONFIGMAPS)
     source.emit(EventType.ADDED, child("first"))
     assert await drained(controller.queue) == ["first"]
-    source.emit(EventType.MODIFIED, child())  # ownerReference removed by hand
+    source.emit(EventType.MODIFIED, child(), child("first"))  # ownerReference removed by hand
     assert await drained(controller.queue) == ["first"]
-    source.emit(EventType.MODIFIED, child("second"))
+    source.emit(EventType.MODIFIED, child("second"), child())
     assert await drained(controller.queue) == ["second"]
     source.emit(EventType.DELETED, child("second"))
     assert await drained(controller.queue) == ["second"]
     source.emit(EventType.ADDED, child())  # a new child of that name: nobody lost it
     assert await drained(controller.queue) == []
+
+
+def test_a_predicate_filters_updates_but_never_creates_or_deletes() -> None:
+    source = Source()
+    controller = make("predicate", Scripted(done))
+    controller.watch(source, predicate=lambda old, new: old["spec"] != new["spec"])
+    old = {"metadata": {"name": "server", "namespace": "ns"}, "spec": 1}
+    touched = {**old, "status": "new"}
+    source.emit(EventType.MODIFIED, touched, old)
+    assert len(controller.queue) == 0
+    source.emit(EventType.MODIFIED, {**old, "spec": 2}, old)
+    assert len(controller.queue) == 1
+    unwatched = make("predicate-create", Scripted(done))
+    unwatched.watch(source, predicate=lambda old, new: False)
+    source.emit(EventType.ADDED, old)
+    source.emit(EventType.DELETED, old)
+    assert len(unwatched.queue) == 1  # the delete found the key still waiting
