@@ -9,7 +9,7 @@
   reconciles a DittoServer without a single denied request.
 - An RBAC mistake is visible: each case removes one permission and checks the operator says so
   (a 403 naming the verb and resource in its log, and readiness or reconciling failing).
-  `without_verb` and `granted_verbs` let a later test remove every permission in turn.
+  tests/integration/test_rbac_every_rule.py removes every permission in turn.
 """
 
 from __future__ import annotations
