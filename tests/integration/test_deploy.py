@@ -9,14 +9,12 @@
   reconciles a DittoServer without a single denied request.
 - An RBAC mistake is visible: each case removes one permission and checks the operator says so
   (a 403 naming the verb and resource in its log, and readiness or reconciling failing).
-  `without_verb` and `granted_verbs` let a later test remove every permission in turn.
+  tests/integration/test_rbac_every_rule.py removes every permission in turn.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 import signal
 import subprocess
 import uuid
@@ -28,7 +26,7 @@ import pytest
 import yaml
 
 import dittofs_controller
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
+from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import (
     CONFIGMAPS,
     CRDS,
@@ -36,19 +34,24 @@ from dittofs_controller.kube.resources import (
     DITTOSERVERS,
     NAMESPACES,
     PODS,
-    SERVICES,
     ObjectKey,
-    Resource,
 )
 from dittofs_controller.manager import Manager
 from dittofs_controller.settings import LeaderElectionSettings, Settings
 from tests.support import incluster
 from tests.support.crds import install_crd
-from tests.support.incluster import InClusterOperator, find
+from tests.support.incluster import (
+    KINDS,
+    Doc,
+    InClusterOperator,
+    apply_rendered,
+    denials,
+    find,
+    granted_verbs,
+    without_verb,
+)
 from tests.support.process import eventually, free_port
 from tests.testbed import binaries
-
-Doc = dict[str, Any]
 
 # The first render builds helm when it is missing (minutes on a cold Go cache).
 pytestmark = (
@@ -56,47 +59,9 @@ pytestmark = (
 )
 
 MINIMAL = Path(__file__).resolve().parents[1] / "unit" / "api" / "valid" / "minimal.yaml"
-FIELD_MANAGER = "dittofs-tests-deploy"
-RBAC_GROUP = "rbac.authorization.k8s.io"
-KINDS: dict[str, Resource] = {
-    resource.kind: resource
-    for resource in (
-        Resource("", "v1", "serviceaccounts", "ServiceAccount"),
-        Resource(RBAC_GROUP, "v1", "roles", "Role"),
-        Resource(RBAC_GROUP, "v1", "rolebindings", "RoleBinding"),
-        Resource(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", namespaced=False),
-        Resource(RBAC_GROUP, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
-        DEPLOYMENTS,
-        SERVICES,
-        CRDS,
-    )
-}
-# `User "system:serviceaccount:ns:sa" cannot patch resource "dittoservers/status" ...`: the
-# API server's wording of an RBAC denial (a terminating namespace is a 403 too, worded otherwise).
-DENIAL = re.compile(
-    r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot (\w+) resource \\?"([^"\\]+)'
-)
 
 
 # -- the chart applied ----------------------------------------------------------------------
-
-
-async def apply(kube: KubeClient, doc: Doc, *, dry_run: bool) -> Doc:
-    """Server-side apply one rendered object, strictly validated."""
-    resource = KINDS[doc["kind"]]
-    meta = doc["metadata"]
-    return await kube.request(
-        "PATCH",
-        resource.path(meta.get("namespace"), meta["name"]),
-        query={
-            "fieldManager": FIELD_MANAGER,
-            "force": "true",
-            "fieldValidation": "Strict",
-            "dryRun": "All" if dry_run else None,
-        },
-        body=doc,
-        content_type=APPLY_PATCH,
-    )
 
 
 class Chart:
@@ -120,14 +85,14 @@ class Chart:
         copy never replaces it for the rest of the session; the unit tests keep them equal.
         """
         for doc in docs:
-            await apply(self.kube, doc, dry_run=True)
+            await apply_rendered(self.kube, doc, dry_run=True)
         await install_crd(self.kube)
         for doc in docs:
             if doc["kind"] == "CustomResourceDefinition":
                 continue
             if not KINDS[doc["kind"]].namespaced:
                 self._cluster_scoped.append(doc)
-            await apply(self.kube, doc, dry_run=False)
+            await apply_rendered(self.kube, doc, dry_run=False)
 
     async def cleanup(self) -> None:
         for doc in self._cluster_scoped:
@@ -231,13 +196,6 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
 # -- the operator in its pod ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The image's runtime: the wheel built and installed as the Containerfile does."""
-    work = tmp_path_factory.mktemp("image")
-    return incluster.install_runtime(incluster.build_wheel(work), work / "venv")
-
-
 def test_the_image_runtime_runs_read_only(runtime_python: Path) -> None:
     """`version`, `--help` and a `run` without a cluster, from the installed wheel, with the
     image's environment on a read-only root filesystem."""
@@ -284,14 +242,6 @@ def registered_controllers() -> set[str]:
     manager = Manager(None, settings)  # type: ignore[arg-type]  # setup makes no request
     setup(manager)
     return {controller.name for controller in manager.controllers}
-
-
-def denials(operator: InClusterOperator) -> list[tuple[str, str]]:
-    """(verb, resource) of every RBAC denial in the operator's log."""
-    found = []
-    for entry in operator.logs():
-        found += DENIAL.findall(json.dumps(entry))
-    return sorted(set(found))
 
 
 StartInPod = Callable[..., InClusterOperator]
@@ -393,45 +343,6 @@ async def test_the_operator_reconciles_under_the_charts_rbac(
 
 
 # -- RBAC mistakes are visible --------------------------------------------------------------
-
-
-def granted_verbs(docs: list[Doc]) -> list[tuple[str, str, str]]:
-    """Every (apiGroup, resource, verb) the rendered Roles and ClusterRoles grant."""
-    return sorted(
-        {
-            (group, resource, verb)
-            for doc in docs
-            if doc["kind"] in ("Role", "ClusterRole")
-            for rule in doc["rules"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-            for verb in rule["verbs"]
-        }
-    )
-
-
-def without_verb(docs: list[Doc], group: str, resource: str, verb: str) -> list[Doc]:
-    """`docs` with `verb` on `resource` taken out of every Role and ClusterRole."""
-    docs = copy.deepcopy(docs)
-    removed = 0
-    for doc in docs:
-        if doc["kind"] not in ("Role", "ClusterRole"):
-            continue
-        rules = []
-        for rule in doc["rules"]:
-            if group not in rule["apiGroups"] or resource not in rule["resources"]:
-                rules.append(rule)
-                continue
-            removed += verb in rule["verbs"]
-            others = [r for r in rule["resources"] if r != resource]
-            if others:
-                rules.append({**rule, "resources": others})
-            verbs = [v for v in rule["verbs"] if v != verb]
-            if verbs:
-                rules.append({**rule, "resources": [resource], "verbs": verbs})
-        doc["rules"] = rules
-    assert removed, f"the chart grants no {verb} on {group or 'core'}/{resource}"
-    return docs
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ config reads the standard paths, as in a pod.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -35,6 +36,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from dittofs_controller.kube.client import APPLY_PATCH, KubeClient
+from dittofs_controller.kube.resources import CRDS, DEPLOYMENTS, SERVICES, Resource
 from tests.support import leaks
 from tests.support.process import REPO, OperatorProcess
 
@@ -115,6 +118,113 @@ def find(docs: Sequence[Mapping[str, Any]], kind: str, name: str | None = None) 
         for doc in docs
         if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
     ]
+
+
+Doc = dict[str, Any]
+FIELD_MANAGER = "dittofs-tests-deploy"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+KINDS: dict[str, Resource] = {
+    resource.kind: resource
+    for resource in (
+        Resource("", "v1", "serviceaccounts", "ServiceAccount"),
+        Resource(RBAC_GROUP, "v1", "roles", "Role"),
+        Resource(RBAC_GROUP, "v1", "rolebindings", "RoleBinding"),
+        Resource(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", namespaced=False),
+        Resource(RBAC_GROUP, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+        DEPLOYMENTS,
+        SERVICES,
+        CRDS,
+    )
+}
+
+
+async def apply_rendered(kube: KubeClient, doc: Doc, *, dry_run: bool) -> Doc:
+    """Server-side apply one rendered object, strictly validated."""
+    resource = KINDS[doc["kind"]]
+    meta = doc["metadata"]
+    return await kube.request(
+        "PATCH",
+        resource.path(meta.get("namespace"), meta["name"]),
+        query={
+            "fieldManager": FIELD_MANAGER,
+            "force": "true",
+            "fieldValidation": "Strict",
+            "dryRun": "All" if dry_run else None,
+        },
+        body=doc,
+        content_type=APPLY_PATCH,
+    )
+
+
+# -- the chart's RBAC -----------------------------------------------------------------------
+
+
+def granted_verbs(docs: list[Doc]) -> list[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the rendered Roles and ClusterRoles grant."""
+    return sorted(
+        {
+            (group, resource, verb)
+            for doc in docs
+            if doc["kind"] in ("Role", "ClusterRole")
+            for rule in doc["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+    )
+
+
+def without_verb(docs: list[Doc], group: str, resource: str, verb: str) -> list[Doc]:
+    """`docs` with `verb` on `resource` taken out of every Role and ClusterRole."""
+    docs = copy.deepcopy(docs)
+    removed = 0
+    for doc in docs:
+        if doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        rules = []
+        for rule in doc["rules"]:
+            if group not in rule["apiGroups"] or resource not in rule["resources"]:
+                rules.append(rule)
+                continue
+            removed += verb in rule["verbs"]
+            others = [r for r in rule["resources"] if r != resource]
+            if others:
+                rules.append({**rule, "resources": others})
+            verbs = [v for v in rule["verbs"] if v != verb]
+            if verbs:
+                rules.append({**rule, "resources": [resource], "verbs": verbs})
+        doc["rules"] = rules
+    assert removed, f"the chart grants no {verb} on {group or 'core'}/{resource}"
+    return docs
+
+
+# `User "system:serviceaccount:ns:sa" cannot patch resource "dittoservers/status" ...`: the
+# API server's wording of an RBAC denial (a terminating namespace is a 403 too, worded otherwise).
+DENIAL = re.compile(
+    r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot (\w+) resource \\?"([^"\\]+)'
+)
+# The OwnerReferencesPermissionEnforcement admission plugin's denials name the permission, not
+# in RBAC's words: changing the ownerReferences of an existing object needs delete on it
+# (`persistentvolumeclaims "x" is forbidden: cannot set an ownerRef on a resource you can't
+# delete`); setting blockOwnerDeletion needs update on the owner's finalizers subresource (the
+# owner is not named: every ownerReference the operator writes points at a DittoServer).
+OWNER_REF_DENIAL = re.compile(
+    r'(\w+)(?:\.[\w.-]+)? \\?"[^"\\]+\\?" is forbidden: cannot set an ownerRef on a resource '
+    r"you can't delete"
+)
+BLOCK_OWNER_DELETION_DENIAL = "cannot set blockOwnerDeletion if an ownerReference refers to"
+
+
+def denials(operator: OperatorProcess) -> list[tuple[str, str]]:
+    """(verb, resource) of every permission the API server found missing, from the log."""
+    found: set[tuple[str, str]] = set()
+    for entry in operator.logs():
+        text = json.dumps(entry)
+        found.update(DENIAL.findall(text))
+        found.update(("delete", resource) for resource in OWNER_REF_DENIAL.findall(text))
+        if BLOCK_OWNER_DELETION_DENIAL in text:
+            found.add(("update", "dittoservers/finalizers"))
+    return sorted(found)
 
 
 # -- the image's runtime --------------------------------------------------------------------

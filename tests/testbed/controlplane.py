@@ -111,8 +111,12 @@ class ControlPlane:
         keep_work_dir: bool = False,
         start_timeout: float = 90.0,
         verbose: bool = True,
+        admission_plugins: tuple[str, ...] = (),
     ) -> None:
         self._given_work_dir = work_dir
+        # Enabled on top of the defaults below, e.g. OwnerReferencesPermissionEnforcement, on
+        # by default in OpenShift and hardened clusters.
+        self.admission_plugins = admission_plugins
         self._keep_work_dir = keep_work_dir
         self.start_timeout = start_timeout
         self.verbose = verbose
@@ -398,7 +402,10 @@ class ControlPlane:
             f"--kubelet-client-key={p.kubelet_client.key}",
             # All on by default; named so that nobody "simplifies" them away: PodSecurity
             # enforces pod-security.kubernetes.io labels, ServiceAccount mounts tokens.
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity",
+            "--enable-admission-plugins="
+            + ",".join(
+                ("NamespaceLifecycle", "ServiceAccount", "PodSecurity", *self.admission_plugins)
+            ),
             "--profiling=false",
             # On SIGTERM the HTTP server otherwise waits up to 60 s for open watches (the
             # controller manager always has some); with this it gives them 2 s.

@@ -1,7 +1,7 @@
 """The optional ServiceMonitor on the real API server, without and then with its CRD.
 
-No Prometheus Operator runs here: a stand-in CRD written for this test (structural, spec kept
-as sent) makes ServiceMonitors servable. CRDs are cluster-wide and the control plane is shared
+No Prometheus Operator runs here: a stand-in CRD (tests/support/crds.py) makes
+ServiceMonitors servable. CRDs are cluster-wide and the control plane is shared
 by the session, so the test removes the CRD before and after itself.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
+from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import (
     CRDS,
     DITTOSERVERS,
@@ -26,52 +26,12 @@ from tests.integration.operator.conftest import (
     load_manifest,
     wait_for,
 )
+from tests.support.crds import SERVICE_MONITOR_CRD_NAME as CRD_NAME
+from tests.support.crds import install_service_monitor_crd as install_crd
 
 MINIMAL = Path(__file__).resolve().parents[2] / "unit" / "api" / "valid" / "minimal.yaml"
-CRD_NAME = "servicemonitors.monitoring.coreos.com"
 SKIPPED = f"ServiceMonitor files-metrics skipped: the Prometheus Operator CRD {CRD_NAME}"
 Obj = dict[str, Any]
-
-STAND_IN_CRD: Obj = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": CRD_NAME},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "names": {
-            "kind": "ServiceMonitor",
-            "listKind": "ServiceMonitorList",
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
-
-async def install_crd(kube: KubeClient) -> None:
-    await kube.request(
-        "PATCH",
-        CRDS.path(name=CRD_NAME),
-        query={"fieldManager": "dittofs-tests", "force": "true"},
-        body=STAND_IN_CRD,
-        content_type=APPLY_PATCH,
-    )
 
 
 async def uninstall_crd(kube: KubeClient) -> None:
