@@ -182,13 +182,25 @@ def chart_image() -> tuple[str, str]:
     return values["image"]["repository"], str(chart["appVersion"])
 
 
+# How the test suite reads its own knobs (e.g. os.environ.get("DITTOFS_FAULTS_SEED")).
+_TEST_ENV_READ = re.compile(r"""os\.environ(?:\.get\(|\[)["'](DITTOFS_[A-Z0-9_]+)["']""")
+
+
 @functools.cache
 def known_env() -> frozenset[str]:
-    """Environment variables a documented command may set."""
+    """Environment variables a documented command may set: the operator's settings, and the
+    test suite's knobs that some test really reads."""
     from tests import conftest
 
     settings = {option.env for _, option in setting_options()}
-    return frozenset(settings | {conftest.REUSE_ENV, "KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT"})
+    test_knobs = {
+        name
+        for path in (REPO / "tests").rglob("*.py")
+        for name in _TEST_ENV_READ.findall(path.read_text())
+    }
+    return frozenset(
+        settings | test_knobs | {conftest.REUSE_ENV, "KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    )
 
 
 # -- the CRD schema, for JSONPath checks ----------------------------------------------------
