@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dittofs_controller.dittofs import DittoFSClient, pinned_ssl_context
+from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_context
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
@@ -234,7 +234,12 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
         await set_spec(kube, key, shares=[{**export, "owner": "alice"}])
 
         async def owned_by_alice() -> bool:
-            share = await api.get("/shares/export")
+            try:
+                share = await api.get("/shares/export")
+            except DittoFSError as error:  # between the share's deletion and its re-creation
+                if error.status == 404:
+                    return False
+                raise
             return bool((share.get("owner_uid"), share.get("owner_gid")) == (1001, 1001))
 
         await wait_for(owned_by_alice, "share /export owned by alice (uid 1001)")
