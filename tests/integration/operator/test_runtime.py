@@ -243,6 +243,8 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
             return bool((share.get("owner_uid"), share.get("owner_gid")) == (1001, 1001))
 
         await wait_for(owned_by_alice, "share /export owned by alice (uid 1001)")
+        # The re-created share gets its squash and permissions later in the same pass.
+        await until(kube, key, "ServerConfigured", "True", "Converged")
         assert await nfs.read("/hello.txt") == "hello over nfs\n"
 
         # Drift made through the REST API by hand is put back at the next comparison.
