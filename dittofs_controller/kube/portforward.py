@@ -211,6 +211,10 @@ class PortForward:
             pass  # the local client went away: nothing to report
         except PortForwardError as error:
             self._failed(error)
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels a tunnel, and this task is start_server's, awaited by no
+            # caller: ending normally keeps Python 3.11 from logging the cancellation as an error.
+            pass
         finally:
             self._tunnels.discard(task)
             writer.close()
