@@ -86,9 +86,11 @@ class NetworkReconciler(ServerReconciler):
                 for purpose, desired in policies.items()
             ),
         )
-        live = {
+        live = {  # the Services come first in `converged`
             purpose: current
-            for (purpose, desired), current in zip(services.items(), converged, strict=False)
+            for (purpose, desired), current in zip(
+                services.items(), converged[: len(services)], strict=True
+            )
             if desired is not None
         }
         skipped = await self._service_monitor(server, spec)
