@@ -206,7 +206,12 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
 
     await wait_for(new_password_works, "alice's new password to work over SMB")
     assert await alice.login_error() == "NT_STATUS_LOGON_FAILURE"
-    assert (await server_status(kube, key))["applied"]["user/alice"] != first_digest
+
+    async def rotation_recorded() -> bool:
+        # The server takes the password before the status records it: the digest follows.
+        return (await server_status(kube, key))["applied"]["user/alice"] != first_digest
+
+    await wait_for(rotation_recorded, "alice's new password digest in status.applied")
 
     # A share added to the spec appears; removed, it disappears from the server.
     extra = {"name": "/extra", "metadataStore": "meta", "localBlockStore": "blocks"}
