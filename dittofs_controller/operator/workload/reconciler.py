@@ -13,6 +13,7 @@ server must not depend on, say, a reachable database).
 
 from __future__ import annotations
 
+import datetime
 from typing import TYPE_CHECKING
 
 from dittofs_controller.kube.resources import (
@@ -41,10 +42,6 @@ from dittofs_controller.runtime.informer import ResourceCache
 
 if TYPE_CHECKING:
     from dittofs_controller.manager import Manager
-
-# Pods are not watched (the operator caches only what it labels); while the server is not
-# available its pod is looked at again this often, to report why.
-POD_POLL_SECONDS = 10.0
 
 
 class WorkloadReconciler(ServerReconciler):
@@ -75,6 +72,7 @@ class WorkloadReconciler(ServerReconciler):
                     STATEFULSETS, key.name, {"spec": {"replicas": 0}}, key.namespace
                 )
         waiting_message = "waiting for " + "; ".join(waiting)
+        pod: Obj | None = None
         if live is None:
             available = (
                 Outcome.false("Stopped", "spec.replicas is 0: the server is stopped")
@@ -83,12 +81,16 @@ class WorkloadReconciler(ServerReconciler):
             )
             progressing = Outcome.true("WaitingForDependencies", waiting_message)
         else:
-            available, progressing = build.rollout(live, spec.replicas, await self._pod(live))
+            pod = await self._pod(live)
+            available, progressing = build.rollout(live, spec.replicas, pod)
             if waiting:
                 progressing = Outcome.true("WaitingForDependencies", waiting_message)
         await self._publish_progressing(server, progressing)
-        starting = live is not None and spec.replicas > 0 and available.status != "True"
-        return Synced(available, requeue_after=POD_POLL_SECONDS if starting else None)
+        if live is None or spec.replicas == 0 or available.status == "True":
+            return Synced(available)
+        # Pods are not watched (the operator caches only what it labels): look again to say why.
+        now = datetime.datetime.now(datetime.UTC)
+        return Synced(available, requeue_after=build.pod_poll_seconds(pod, now))
 
     def _restart_hash(self, server: Obj, spec: Spec) -> tuple[str | None, list[str]]:
         """The restart hash to roll out, or None and what is still awaited."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -427,3 +428,17 @@ def test_replicas_zero_is_stopped_then_stopping_until_the_pod_is_gone() -> None:
     available, progressing = build.rollout(sts(replicas=1, readyReplicas=1), 0, None)
     assert (available.status, available.reason) == ("False", "Stopped")
     assert (progressing.status, progressing.reason) == ("True", "Stopping")
+
+
+def test_a_pod_stuck_longer_is_looked_at_less_often() -> None:
+    now = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+
+    def created(seconds_ago: int) -> dict[str, Any]:
+        stamp = now - datetime.timedelta(seconds=seconds_ago)
+        return {"metadata": {"creationTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+    assert build.pod_poll_seconds(None, now) == build.POD_POLL_MIN_SECONDS
+    assert build.pod_poll_seconds({"metadata": {}}, now) == build.POD_POLL_MIN_SECONDS
+    assert build.pod_poll_seconds(created(5), now) == build.POD_POLL_MIN_SECONDS
+    assert build.pod_poll_seconds(created(240), now) == 60.0
+    assert build.pod_poll_seconds(created(3600), now) == build.POD_POLL_MAX_SECONDS
