@@ -39,6 +39,7 @@ from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import SecretReader
 from dittofs_controller.operator.specs import server_spec
+from dittofs_controller.operator.unseen import UnseenWrites
 from dittofs_controller.runtime.controller import (
     DONE,
     Controller,
@@ -78,6 +79,7 @@ class Context:
     secret_values: SecretReader
     events: EventRecorder
     settings: Settings
+    unseen: UnseenWrites = attrs.field(factory=UnseenWrites)
 
 
 class ServerReconciler(abc.ABC):
@@ -88,6 +90,8 @@ class ServerReconciler(abc.ABC):
     status_fields: ClassVar[tuple[str, ...]] = ()
     # The other reconcilers' conditions this one acts on: a change of one queues a pass.
     reads: ClassVar[tuple[str, ...]] = ()
+    # How long a DittoServer change waits in the queue for the next ones (see Controller.watch).
+    coalesce_seconds: ClassVar[float] = 0.0
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -109,6 +113,7 @@ class ServerReconciler(abc.ABC):
     async def reconcile(self, key: ObjectKey) -> Result:
         server = self.ctx.servers.get(key)
         if server is None:
+            self.ctx.unseen.forget(key)
             return DONE  # deleted: garbage collection takes the owned children
         try:
             spec: Spec | None = server_spec(server)
@@ -145,7 +150,7 @@ class ServerReconciler(abc.ABC):
             current = server.get("status") or {}
             fields = {key: current[key] for key in self.status_fields if current.get(key)}
         written = await write_condition(
-            self.client, server, self.condition, outcome, self.manager, fields, self.status_fields
+            self.ctx, server, self.condition, outcome, self.manager, fields, self.status_fields
         )
         if written is None:
             return
@@ -222,7 +227,7 @@ class ServerReconciler(abc.ABC):
 
 
 async def write_condition(
-    client: KubeClient,
+    ctx: Context,
     server: Obj,
     condition_type: str,
     outcome: Outcome,
@@ -232,20 +237,20 @@ async def write_condition(
 ) -> tuple[Obj, Obj | None] | None:
     """Apply one condition, with the top-level status `fields` its writer owns, in one status
     apply, only when the condition or one of the `owned` fields changed (an owned field missing
-    from `fields` is removed). Returns (the entry written, the previous entry) or None."""
+    from `fields` is removed) and this very apply is not still on its way to the cache.
+    Returns (the entry written, the previous entry) or None."""
     fields = fields or {}
     entry = conditions.desired_condition(server, condition_type, outcome)
     current = server.get("status") or {}
     stale = any((current.get(key) or None) != (fields.get(key) or None) for key in owned)
     if not conditions.differs(server, entry) and not stale:
         return None
+    patch = status_patch(server, {**fields, "conditions": [entry]})
+    if ctx.unseen.already_applied(server, manager, patch):
+        return None
     previous = conditions.find(server, condition_type)
-    await client.apply(
-        DITTOSERVERS,
-        status_patch(server, {**fields, "conditions": [entry]}),
-        field_manager=manager,
-        subresource="status",
-    )
+    await ctx.client.apply(DITTOSERVERS, patch, field_manager=manager, subresource="status")
+    ctx.unseen.record(server, manager, patch)
     return entry, previous
 
 
@@ -286,7 +291,11 @@ def server_controller(manager: Manager, reconciler: ServerReconciler | Any) -> C
         workers=settings.workers,
         reconcile_timeout=settings.reconcile_timeout,
     )
-    controller.watch(reconciler.ctx.servers, predicate=concerns(reconciler.reads))
+    controller.watch(
+        reconciler.ctx.servers,
+        predicate=concerns(reconciler.reads),
+        delay=reconciler.coalesce_seconds,
+    )
     return manager.add(controller)
 
 

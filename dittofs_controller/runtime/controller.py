@@ -110,16 +110,22 @@ class Controller:
         self._log = log.bind(controller=name)
 
     def watch(
-        self, cache: Source, mapper: KeyMapper = _self_key, *, predicate: Predicate | None = None
+        self,
+        cache: Source,
+        mapper: KeyMapper = _self_key,
+        *,
+        predicate: Predicate | None = None,
+        delay: float = 0.0,
     ) -> Controller:
         """Enqueue the keys `mapper` derives from every change `cache` sees; an update only
-        when `predicate(old, new)` holds, if one is given."""
+        when `predicate(old, new)` holds, if one is given. With a `delay`, a key is queued that
+        long after the first change, so the changes of a burst make one pass."""
 
         def handler(_: EventType, obj: Obj, old: Obj | None) -> None:
             if predicate is not None and old is not None and not predicate(old, obj):
                 return
             for key in mapper(obj):
-                self.queue.add(key)
+                self.queue.add_after(key, delay, retry=False)
 
         cache.add_handler(handler)
         self._caches.append(cache)

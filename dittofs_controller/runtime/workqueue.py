@@ -114,11 +114,15 @@ class WorkQueue(Generic[K]):
         if not self._processing:
             self._idle.set()
 
-    def add_after(self, key: K, delay: float) -> None:
-        """Add ``key`` once ``delay`` seconds have passed, unless it is already due sooner."""
+    def add_after(self, key: K, delay: float, *, retry: bool = True) -> None:
+        """Add ``key`` once ``delay`` seconds have passed, unless it is already due sooner.
+
+        ``retry`` False: a deliberate wait (coalescing changes), not counted as a retry.
+        """
         if self._shutting_down:
             return
-        self._metrics.retried()
+        if retry:
+            self._metrics.retried()
         if delay <= 0:
             self.add(key)
             return

@@ -120,7 +120,7 @@ class WorkloadReconciler(ServerReconciler):
         """Apply Progressing when it changed. No Event: it flips with every rollout, and the
         Available transitions already tell that story."""
         await write_condition(
-            self.client, server, conditions.PROGRESSING, outcome, self.progressing_manager
+            self.ctx, server, conditions.PROGRESSING, outcome, self.progressing_manager
         )
 
 

@@ -237,3 +237,21 @@ def test_a_predicate_filters_updates_but_never_creates_or_deletes() -> None:
     source.emit(EventType.ADDED, old)
     source.emit(EventType.DELETED, old)
     assert len(unwatched.queue) == 1  # the delete found the key still waiting
+
+
+async def test_a_delayed_watch_makes_one_pass_of_a_burst_of_changes() -> None:
+    reconciler = Scripted(done)
+    source = Source()
+    controller = make("coalesce", reconciler)
+    controller.watch(source, delay=0.2)
+    server = {"metadata": {"name": "server", "namespace": "ns"}}
+    async with running(controller):
+        for _ in range(5):
+            source.emit(EventType.MODIFIED, server, server)
+            await asyncio.sleep(0.02)
+        assert reconciler.calls == 0  # nothing before the delay
+        await wait_calls(reconciler, 1)
+        await asyncio.sleep(0.3)
+    assert reconciler.calls == 1
+    retries = metrics.REGISTRY.get_sample_value("workqueue_retries_total", {"name": "coalesce"})
+    assert not retries  # waiting for the burst to end is not a retry

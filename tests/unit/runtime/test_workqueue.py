@@ -441,6 +441,8 @@ async def test_retries_count_every_delayed_add(name: str) -> None:
     queue.add_rate_limited("c")
     assert sample("workqueue_retries_total", name=name) == 3
     assert sample("workqueue_adds_total", name=name) == 1
+    queue.add_after("e", 10.0, retry=False)  # a deliberate wait is not a retry
+    assert sample("workqueue_retries_total", name=name) == 3
     queue.shut_down()
     queue.add_rate_limited("d")
     assert sample("workqueue_retries_total", name=name) == 3
