@@ -164,15 +164,17 @@ def waiting_for_server(server: Obj, spec: Spec) -> Outcome | None:
         return Outcome.unknown(
             "ServerStopped", "spec.replicas is 0: the server is stopped, its state is kept"
         )
+    # The messages name the condition that says why instead of quoting it: quoted, every
+    # change of Available while the pod starts would rewrite this condition (and Ready) too.
     available = conditions.find(server, conditions.AVAILABLE) or {}
     if available.get("status") != "True":
-        detail = f"{available.get('reason')}: {available.get('message')}"
-        return waiting(f"Available is {available.get('status', 'Unknown')} ({detail})")
+        return waiting("it is not available yet (see condition Available)")
     progressing = conditions.find(server, conditions.PROGRESSING) or {}
     generation = server["metadata"].get("generation", 0)
     if progressing.get("observedGeneration") == generation and progressing.get("status") == "True":
-        detail = f"{progressing.get('reason')}: {progressing.get('message')}"
-        return waiting(f"the pod template of this generation to roll out ({detail})")
+        return waiting(
+            "the pod template of this generation to roll out (see condition Progressing)"
+        )
     return None
 
 
