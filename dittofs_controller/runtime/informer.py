@@ -209,7 +209,7 @@ class Informer:
                 return
             self._emit(EventType.DELETED, obj)
             return
-        old = self.store.upsert(obj)
+        obj, old = self.store.upsert(obj)
         if old is None:
             self._emit(EventType.ADDED, obj)
         elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.runtime.store import (
     BY_CONTROLLER_UID,
@@ -32,11 +34,26 @@ def names(objects: list[dict]) -> set[str]:
 
 def test_upsert_strips_managed_fields_and_returns_the_replaced_object() -> None:
     store = Store()
-    assert store.upsert(obj("a", "x")) is None
-    replaced = store.upsert(obj("a", "x", rv="2"))
+    assert store.upsert(obj("a", "x"))[1] is None
+    _, replaced = store.upsert(obj("a", "x", rv="2"))
     assert replaced is not None and replaced["metadata"]["resourceVersion"] == "1"
     stored = store.get(ObjectKey("a", "x"))
     assert stored is not None and "managedFields" not in stored["metadata"]
+
+
+def test_stored_objects_share_keys_and_short_strings_and_keep_their_content() -> None:
+    store = Store()
+    spec = {"kind": "Service", "big": "x" * 200, "list": [1, None, True, "b"]}
+    for name in ("x", "y"):
+        # Separate decodes: equal strings, distinct objects (as JSON decoding makes them).
+        stored, _ = store.upsert(json.loads(json.dumps({**obj("a", name), "spec": spec})))
+        meta = {"namespace": "a", "name": name, "resourceVersion": "1"}
+        assert stored == {"metadata": meta, "spec": spec}
+    first, second = store.get(ObjectKey("a", "x")), store.get(ObjectKey("a", "y"))
+    assert first is not None and second is not None
+    assert first["spec"]["kind"] is second["spec"]["kind"]
+    assert next(iter(first["spec"])) is next(iter(second["spec"]))  # the key "kind"
+    assert first["spec"]["big"] is not second["spec"]["big"]  # long strings stay apart
 
 
 def test_indexes_follow_updates_and_removals() -> None:
