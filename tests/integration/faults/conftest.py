@@ -75,13 +75,12 @@ REPORTED = (
 )
 MUST_BE_TRUE = ("ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady")
 # Where a DittoServer settles on this testbed (claims bound by the `volumes` provisioner, the
-# pod made but Pending: no kubelet), and what the message then says (ServerConfigured quotes
-# Available: an older quote means it is behind).
+# pod made but Pending: no kubelet), and what the message then says.
 STEADY = {
     "StorageReady": ("Bound", ""),
     "Available": ("PodNotReady", "Pending"),
     "Progressing": ("RollingOut", "to become ready"),
-    "ServerConfigured": ("WaitingForServer", "PodNotReady"),
+    "ServerConfigured": ("WaitingForServer", "see condition Available"),
 }
 FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database"}
 
