@@ -31,8 +31,10 @@ def server_spec(server: Obj) -> Spec:
         return parse(Spec, raw)
     cached = _parsed.get(uid)
     if cached is not None and cached[0] == raw:
-        _parsed.move_to_end(uid)
         result = cached[1]
+        # Keep the current object's spec, not the first one's: the replaced object can go.
+        _parsed[uid] = (raw, result)
+        _parsed.move_to_end(uid)
     else:
         try:
             result = parse(Spec, raw)

@@ -9,6 +9,7 @@ import pytest
 
 from dittofs_controller.api.schema import ParseError
 from dittofs_controller.operator import conditions as c
+from dittofs_controller.operator import specs
 from dittofs_controller.operator.base import concerns
 from dittofs_controller.operator.specs import server_spec
 
@@ -86,6 +87,9 @@ def test_the_parsed_spec_follows_the_raw_spec_of_each_server() -> None:
     first = server(uid="spec-1", replicas=1)
     assert server_spec(first).replicas == 1
     assert server_spec(copy.deepcopy(first)) is server_spec(first)  # equal spec: reused
+    newer = copy.deepcopy(first)
+    server_spec(newer)
+    assert specs._parsed["spec-1"][0] is newer["spec"]  # the replaced object's spec can go
     assert server_spec(server(uid="spec-1", replicas=0)).replicas == 0  # changed: parsed again
     assert server_spec(server(uid="spec-2", replicas=1)).replicas == 1
 
