@@ -9,9 +9,10 @@ at: kubeconfig / in-cluster loading, TLS, token refresh and the aiohttp connecti
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -44,6 +45,9 @@ REQUESTS = Counter(
 )
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+# A watch event carries a whole object: up to etcd's 1.5 MiB request limit (kubernetes-asyncio's
+# own session uses the same buffer).
+WATCH_READ_BUFFER = 2**21
 # A WebSocket waits this long for the other end's close frame before dropping the connection.
 WEBSOCKET_CLOSE_TIMEOUT = 2.0
 
@@ -192,7 +196,7 @@ class KubeClient:
             options["proxy_headers"] = rest.proxy_headers
         try:
             ws: aiohttp.ClientWebSocketResponse = await rest.pool_manager.ws_connect(
-                f"{self.host}{path}?{urlencode(params)}",
+                f"{self.host}{path}?{urllib.parse.urlencode(params)}",
                 protocols=tuple(protocols),
                 headers=headers,
                 timeout=aiohttp.ClientWSTimeout(ws_close=WEBSOCKET_CLOSE_TIMEOUT),
@@ -292,4 +296,34 @@ async def connect(kubeconfig: str | None, context: str | None) -> KubeClient:
         )
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return KubeClient(k8s_client.ApiClient(configuration))
+    if not configuration.proxy:
+        configuration.proxy = environment_proxy(str(configuration.host))
+    api = k8s_client.ApiClient(configuration)
+    _stop_per_request_environment_lookups(api.rest_client)
+    return KubeClient(api)
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY name for `url`, unless NO_PROXY exempts its host
+    (what client-go honours), looked up once."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def _stop_per_request_environment_lookups(rest: Any) -> None:
+    """Swap kubernetes-asyncio's session (trust_env=True) for one that does not trust the
+    environment, on the same connection pool.
+
+    Trusting it, aiohttp looks up proxy variables and ~/.netrc in a worker thread on every
+    request: about a third of the operator's CPU in a py-spy profile at N = 100. The proxy is
+    resolved once in `connect` instead; a netrc file holds no Kubernetes credential.
+    """
+    trusting: aiohttp.ClientSession = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=trusting.connector,
+        trust_env=False,
+        read_bufsize=WATCH_READ_BUFFER,
+    )
+    trusting.detach()  # it never sent a request; the connector is the new session's now
