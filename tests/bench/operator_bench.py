@@ -44,6 +44,7 @@ from tests.testbed import ControlPlane
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "docs" / "performance.md"
 MEASURED = ("ConfigReady", "StorageReady", "NetworkReady")
+READING_HEADING = "## Reading of this run"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 # DittoServers created one at a time once the N have settled: the wait a user sees for one
 # `kubectl apply` on an operator that already runs N servers.
@@ -410,6 +411,14 @@ Raw numbers: `docs/performance.json`.
 """
 
 
+def kept_reading() -> str:
+    """The hand-written reading that follows the tables in the current report, kept as it is
+    (a new run asks for it to be read again)."""
+    current = REPORT.read_text() if REPORT.exists() else ""
+    start = current.find(READING_HEADING)
+    return "\n" + current[start:] if start >= 0 else ""
+
+
 async def main_async(sizes: list[int], steady_seconds: float, work: Path) -> None:
     with ControlPlane() as cp:
         kube = await connect(str(cp.kubeconfig_path), None)
@@ -426,7 +435,7 @@ async def main_async(sizes: list[int], steady_seconds: float, work: Path) -> Non
             await kube.close()
     command = " ".join(["nox -s bench --", *sys.argv[1:]])
     print(table(rows), work_table(rows), sep="\n\n")
-    REPORT.write_text(report(rows, command))
+    REPORT.write_text(report(rows, command) + kept_reading())
     REPORT.with_suffix(".json").write_text(
         json.dumps([attrs.asdict(r) for r in rows], indent=2) + "\n"
     )
