@@ -161,7 +161,7 @@ class ServerReconciler(abc.ABC):
         ):
             await self.ctx.events.record(
                 server,
-                "Normal" if entry["status"] == "True" else "Warning",
+                conditions.event_type(entry),
                 entry["reason"],
                 f"{self.condition}={entry['status']}: {entry['message']}",
                 action=self.name.capitalize(),

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
+from dittofs_controller.operator.events import EventType
+
 Obj = dict[str, Any]
 Status = Literal["True", "False", "Unknown"]
 
@@ -25,6 +27,21 @@ AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 SERVER_CONFIGURED = "ServerConfigured"
 READY = "Ready"
+
+
+# Steps of a normal start or of a stop the spec asked for: a condition not True for one of
+# these is not a problem by itself (what it waits for carries its own condition), so its
+# Event is Normal. Platform teams alert on Warning Events.
+PROGRESS_REASONS = frozenset(
+    {"Reconciling", "WaitingForDependencies", "WaitingForServer", "Starting", "Stopping", "Stopped"}
+)
+
+
+def event_type(entry: Obj) -> EventType:
+    """The type of the Event announcing a condition entry."""
+    if entry.get("status") == "True" or entry.get("reason") in PROGRESS_REASONS:
+        return "Normal"
+    return "Warning"
 
 
 @attrs.frozen

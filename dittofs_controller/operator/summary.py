@@ -113,7 +113,7 @@ class SummaryReconciler:
         if previous is None or previous.get("status") != entry["status"]:
             await self.ctx.events.record(
                 server,
-                "Normal" if entry["status"] == "True" else "Warning",
+                c.event_type(entry),
                 entry["reason"],
                 f"Ready={entry['status']}: {entry['message']}",
                 action="Summarise",

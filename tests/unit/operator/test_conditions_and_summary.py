@@ -114,3 +114,15 @@ def test_a_stopped_server_still_reports_other_failures() -> None:
     conds["ConfigReady"] = ("False", "SecretNotFound", 2)
     summary = summarise(server(replicas=0, **conds))
     assert summary.outcome.reason == "SecretNotFound"
+
+
+def test_steps_of_a_normal_start_or_stop_are_normal_events_problems_are_warnings() -> None:
+    def entry(status: str, reason: str) -> dict[str, str]:
+        return {"type": "Available", "status": status, "reason": reason}
+
+    assert c.event_type(entry("True", "Running")) == "Normal"
+    for reason in ("WaitingForDependencies", "WaitingForServer", "Starting", "Stopped"):
+        assert c.event_type(entry("False", reason)) == "Normal"
+    assert c.event_type(entry("Unknown", "Reconciling")) == "Normal"
+    for reason in ("PodNotReady", "SecretNotFound", "ClaimPending", "InvalidSpec"):
+        assert c.event_type(entry("False", reason)) == "Warning"
