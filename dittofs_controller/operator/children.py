@@ -6,6 +6,7 @@ the cached live objects before writing anything.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -103,6 +104,14 @@ def adoption_problem(server: Obj, live: Obj) -> str | None:
 
 def object_for(resource_api_version: str, kind: str, metadata: Obj, **body: Any) -> Obj:
     return {"apiVersion": resource_api_version, "kind": kind, "metadata": metadata, **body}
+
+
+def age_seconds(obj: Obj, now: datetime.datetime) -> float:
+    """How long ago the API server created `obj` (0 when it has no creationTimestamp yet)."""
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    return (now - datetime.datetime.fromisoformat(created)).total_seconds()
 
 
 _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")

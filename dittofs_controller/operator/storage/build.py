@@ -16,7 +16,13 @@ import attrs
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.operator import names
-from dittofs_controller.operator.children import Obj, child_metadata, object_for, quantity_value
+from dittofs_controller.operator.children import (
+    Obj,
+    age_seconds,
+    child_metadata,
+    object_for,
+    quantity_value,
+)
 from dittofs_controller.operator.conditions import Outcome
 
 COMPONENT = "storage"
@@ -199,13 +205,6 @@ def immutable_changes(claim: Claim, live: Obj, *, class_was_set: bool) -> list[s
 # --- verdicts --------------------------------------------------------------------------------
 
 
-def _age(live: Obj, now: datetime.datetime) -> float:
-    created = live["metadata"].get("creationTimestamp")
-    if not created:
-        return 0.0
-    return (now - datetime.datetime.fromisoformat(created)).total_seconds()
-
-
 def _resizing(live: Obj) -> bool:
     status = live.get("status") or {}
     capacity = str((status.get("capacity") or {}).get("storage", ""))
@@ -313,7 +312,7 @@ def judge(
             f"PersistentVolumeClaim {name} is bound when the DittoFS pod is scheduled "
             f"(StorageClass {storage_class_name(live)} waits for the first consumer){later}",
         )
-    age = _age(live, now)
+    age = age_seconds(live, now)
     if age < grace:
         return Verdict(
             name,

@@ -32,6 +32,7 @@ from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.children import (
     Obj,
+    age_seconds,
     child_metadata,
     object_for,
     selector_labels,
@@ -345,8 +346,5 @@ def pod_poll_seconds(pod: Obj | None, now: datetime.datetime) -> float:
     A pod stuck for 20 minutes is looked at every 5 minutes instead of every 10 seconds, so a
     thousand servers whose pods cannot start do not keep the workers busy polling.
     """
-    created = ((pod or {}).get("metadata") or {}).get("creationTimestamp")
-    if not created:
-        return POD_POLL_MIN_SECONDS
-    age = (now - datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+    age = age_seconds(pod, now) if pod is not None else 0.0
     return min(POD_POLL_MAX_SECONDS, max(POD_POLL_MIN_SECONDS, age * POD_POLL_AGE_FRACTION))
