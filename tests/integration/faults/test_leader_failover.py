@@ -24,7 +24,7 @@ from tests.integration.faults.conftest import (
     seeded,
     server_manifest,
 )
-from tests.support.process import OperatorProcess
+from tests.support.process import OperatorProcess, eventually
 
 SERVERS = 20
 CHILDREN_PER_SERVER = sum(len(names) for names in expected_children("s").values())
@@ -74,6 +74,12 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
         CONVERGE_TIMEOUT,
     )
 
+    # The first Event can trail the first children by a status write and the summariser's
+    # coalescing delay; wait for it so the check below sees who records Events.
+    async def any_event() -> bool:
+        return bool(await reporting_instances(kube, namespace))
+
+    await eventually(any_event, CONVERGE_TIMEOUT, "the first Event", first)
     assert writes(first) > 0, first.tail()
     assert writes(second) == 0.0, second.tail()
     assert applied_children(second) == 0
