@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from dittofs_controller.kube.client import KubeClient
-from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
+from dittofs_controller.kube.resources import DITTOSERVERS, SERVICES, ObjectKey
 from dittofs_controller.manager import Manager
 from dittofs_controller.operator import setup
 from dittofs_controller.settings import LeaderElectionSettings, Settings
@@ -86,6 +87,18 @@ def load_manifest(path: Path, namespace: str) -> dict[str, Any]:
     assert isinstance(document, dict)
     document["metadata"]["namespace"] = namespace
     return document
+
+
+async def unused_node_port(kube: KubeClient) -> int:
+    """A node port no Service of the shared control plane holds yet, so a test's Service is
+    never refused for a port an earlier test left allocated."""
+    listed = await kube.request("GET", SERVICES.path())
+    taken = {
+        port.get("nodePort")
+        for service in listed["items"]
+        for port in service["spec"].get("ports", [])
+    }
+    return random.choice([port for port in range(30100, 32700) if port not in taken])
 
 
 async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:

@@ -7,7 +7,6 @@ status subresource with 203.0.113.10 (a documentation address, never contacted).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.integration.operator.conftest import (
     RunningOperator,
     condition,
     load_manifest,
+    unused_node_port,
     wait_for,
 )
 
@@ -275,7 +275,7 @@ async def test_switching_nfs_from_load_balancer_to_a_static_node_port(
         "annotation and externalTrafficPolicy removed",
     )
 
-    node_port = random.randint(30100, 32700)
+    node_port = await unused_node_port(kube)
     await patch_spec(
         kube,
         key,
@@ -428,7 +428,7 @@ async def test_a_foreign_object_with_our_name_is_reported_not_taken_over(
 async def test_a_node_port_taken_by_another_server_is_reported(
     kube: KubeClient, namespace: str, operator: RunningOperator
 ) -> None:
-    node_port = random.randint(30100, 32700)
+    node_port = await unused_node_port(kube)
     nfs = {"type": "NodePort", "nodePort": node_port}
     first = await create_server(kube, namespace, "first", expose={"nfs": nfs})
     await service_where(kube, first, "first-nfs", lambda s: True, "created")

@@ -10,7 +10,6 @@ from the pod spec the operator wrote and answers its REST API.
 from __future__ import annotations
 
 import contextlib
-import random
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import INGRESSES, PVCS, SECRETS, SERVICES, Resource
 from dittofs_controller.operator import names
 from dittofs_controller.operator.storage import reconciler as storage_reconciler
-from tests.integration.operator.conftest import StartOperator, wait_for
+from tests.integration.operator.conftest import StartOperator, unused_node_port, wait_for
 from tests.support.faults import CountingKubeClient, Fault, Observed, run_table, secret
 from tests.support.faults import memory_server as server
 from tests.testbed import binaries
@@ -54,7 +53,7 @@ JWT = "a-signing-secret-long-enough-for-dittofs-0123456789"
 ADMIN = "Admin-Passw0rd-for-the-fault-suite"
 
 
-def faults(kube: KubeClient, namespace: str) -> list[Fault]:
+def faults(kube: KubeClient, namespace: str, node_port: int) -> list[Fault]:
     async def create(resource: Resource, body: Obj) -> None:
         await kube.create(resource, body, namespace)
 
@@ -68,7 +67,6 @@ def faults(kube: KubeClient, namespace: str) -> list[Fault]:
             field_manager="fault-tests",
         )
 
-    node_port = random.randint(30100, 32700)
     cert, key = self_signed("tls-key-missing-api")
     storage_class = late_class(namespace)
     foreign_claim = {
@@ -309,7 +307,7 @@ async def test_cluster_faults_are_reported_cheap_while_broken_and_recover(
     monkeypatch.setattr(storage_reconciler, "PENDING_GRACE", 5.0)
     counting = CountingKubeClient(api)
     await start_operator(client=counting)
-    table = faults(kube, namespace)
+    table = faults(kube, namespace, await unused_node_port(kube))
     dfs = binaries.executable("dfs", "dfs")
     observed = Observed(kube, namespace, counting)
     async with contextlib.AsyncExitStack() as stack:
