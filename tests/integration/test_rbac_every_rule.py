@@ -422,7 +422,8 @@ class Scenario:
         await self.until(self.skip_event, "no ServiceMonitorSkipped Event")
 
         async def pod_read() -> bool:
-            return (await self.condition("Available")).get("reason") == "PodNotReady"
+            available = await self.condition("Available")
+            return available.get("reason") == "Starting" and "is Pending" in available["message"]
 
         await self.until(
             lambda: self.exists(STATEFULSETS, names.statefulset(SERVER)), "no StatefulSet"

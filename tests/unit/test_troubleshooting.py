@@ -69,7 +69,8 @@ NOT_REASONS = frozenset(
         "PersistentVolumeClaim", "Event", "Opaque", "ClusterIP", "NodePort", "LoadBalancer",
         "Prefix", "Parallel", "RollingUpdate", "RuntimeDefault", "OnRootMismatch",
         "WaitForFirstConsumer", "Pending", "Lost", "Infeasible",
-        "FileSystemResizePending", "ContainerCreating", "PodScheduled", "Normal", "Warning",
+        "FileSystemResizePending", "ContainerCreating", "PodInitializing", "PodScheduled",
+        "Succeeded", "Normal", "Warning",
         # condition types and statuses, phases, Event actions, spec values, exported names
         "ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady", "Available",
         "Progressing", "ServerConfigured", "Degraded", "Failed", "Summarise", "Delete",

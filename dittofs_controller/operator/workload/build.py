@@ -234,6 +234,12 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
     return volumes, mounts
 
 
+# Opening large stores or migrating the database may take minutes: allow 10 before a restart.
+STARTUP_PROBE_PERIOD = 5
+STARTUP_PROBE_FAILURES = 120
+STARTUP_ALLOWANCE_SECONDS = STARTUP_PROBE_PERIOD * STARTUP_PROBE_FAILURES
+
+
 def _probes(tls: bool) -> Obj:
     """/health/ready answers 200 once the server has fully started; /health while it serves."""
 
@@ -242,9 +248,11 @@ def _probes(tls: bool) -> Obj:
         return {"httpGet": {"path": path, "port": "api", "scheme": scheme}, **timing}
 
     return {
-        # Opening large stores or migrating the database may take minutes: allow 10.
         "startupProbe": get(
-            "/health/ready", periodSeconds=5, timeoutSeconds=5, failureThreshold=120
+            "/health/ready",
+            periodSeconds=STARTUP_PROBE_PERIOD,
+            timeoutSeconds=5,
+            failureThreshold=STARTUP_PROBE_FAILURES,
         ),
         "readinessProbe": get(
             "/health/ready", periodSeconds=10, timeoutSeconds=5, failureThreshold=3
@@ -280,12 +288,15 @@ def waiting_for(server: Obj) -> list[str]:
     return waiting
 
 
-def rollout(live: Obj, replicas: int, pod: Obj | None) -> tuple[Outcome, Outcome]:
+def rollout(
+    live: Obj, replicas: int, pod: Obj | None, now: datetime.datetime
+) -> tuple[Outcome, Outcome]:
     """Available and Progressing from the StatefulSet's status (and its pod's, if not ready).
 
     Available means a pod serves, even one of the previous template while the next one is
     not rolled out yet; Progressing means the StatefulSet has not converged on the latest
-    template or replica count.
+    template or replica count. A pod on its normal way up is Starting (a Normal Event); one
+    held up by something that needs a person is PodNotReady (a Warning).
     """
     status = live.get("status") or {}
     pod_name = f"{live['metadata']['name']}-0"
@@ -309,27 +320,79 @@ def rollout(live: Obj, replicas: int, pod: Obj | None) -> tuple[Outcome, Outcome
     progressing = Outcome.true("RollingOut", f"waiting for pod {pod_name} to become ready")
     if pod is None or not status.get("replicas"):
         return Outcome.false("Starting", f"pod {pod_name} is being created"), progressing
-    return Outcome.false("PodNotReady", pod_detail(pod)), progressing
+    trouble = pod_trouble(pod, now)
+    if trouble:
+        return Outcome.false("PodNotReady", trouble), progressing
+    return Outcome.false("Starting", pod_progress(pod)), progressing
 
 
-def pod_detail(pod: Obj) -> str:
-    """Why a pod is not ready, in one line: scheduling, image, crash or probe trouble."""
+# Container waiting reasons on a pod's normal way up; any other one (ErrImagePull,
+# CrashLoopBackOff, CreateContainerConfigError, ...) needs a person.
+STARTING_WAITING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def pod_trouble(pod: Obj, now: datetime.datetime) -> str | None:
+    """Why a pod that is not ready will not become ready by itself, in one line; None while it
+    is on its normal way up: scheduled, pulled and started within the startup allowance."""
     name = pod["metadata"]["name"]
     status = pod.get("status") or {}
-    for container in status.get("containerStatuses") or ():
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        last = (container.get("lastState") or {}).get("terminated") or {}
-        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
-            detail = f"pod {name}: container {container['name']} is {waiting['reason']}"
-            if last:
-                detail += f" (last exit code {last.get('exitCode')}, {last.get('reason')})"
-            message = waiting.get("message")
-            return f"{detail}: {message}" if message else detail
+    phase = status.get("phase", "Pending")
+    if phase in ("Failed", "Succeeded"):
+        why = status.get("message") or status.get("reason")
+        return f"pod {name} is {phase}: {why}" if why else f"pod {name} is {phase}"
     for condition in status.get("conditions") or ():
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             why = condition.get("message") or condition.get("reason")
             return f"pod {name} is not scheduled: {why}"
-    return f"pod {name} is {status.get('phase', 'Pending')} and not ready yet"
+    for container in status.get("containerStatuses") or ():
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        where = f"pod {name}: container {container['name']}"
+        exit_note = (
+            f" (last exit code {last.get('exitCode')}, {last.get('reason')})" if last else ""
+        )
+        if waiting.get("reason") and waiting["reason"] not in STARTING_WAITING_REASONS:
+            detail = f"{where} is {waiting['reason']}{exit_note}"
+            message = waiting.get("message")
+            return f"{detail}: {message}" if message else detail
+        if container.get("restartCount"):
+            return f"{where} has restarted{exit_note}"
+        started_at = (state.get("running") or {}).get("startedAt")
+        if started_at and _unready_since(status, started_at):
+            return f"{where} runs but its readiness probe fails"
+    if age_seconds(pod, now) > STARTUP_ALLOWANCE_SECONDS:
+        minutes = STARTUP_ALLOWANCE_SECONDS // 60
+        return f"pod {name} has not started within {minutes} minutes: {pod_progress(pod)}"
+    return None
+
+
+def _unready_since(status: Obj, started_at: str) -> bool:
+    """Whether the pod's Ready condition turned False after its container started: it served,
+    then stopped answering. Not ready since before the start is the way up (the first
+    readiness probe runs up to a period after the startup probe passed)."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready" and condition.get("status") == "False":
+            turned = condition.get("lastTransitionTime")
+            parse = datetime.datetime.fromisoformat
+            return bool(turned) and parse(turned) > parse(started_at)
+    return False
+
+
+def pod_progress(pod: Obj) -> str:
+    """Where a pod on its way up is: its phase, and what its containers wait for."""
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    steps = []
+    for container in status.get("containerStatuses") or ():
+        state = container.get("state") or {}
+        if reason := (state.get("waiting") or {}).get("reason"):
+            steps.append(f"container {container['name']} is {reason}")
+        elif "running" in state:
+            probe = "first readiness" if container.get("started") else "startup"
+            steps.append(f"container {container['name']} awaits its {probe} probe")
+    phase = status.get("phase", "Pending")
+    return f"pod {name} is {phase}: {'; '.join(steps)}" if steps else f"pod {name} is {phase}"
 
 
 # While the pod is not ready the server looks at it again to say why: often at first (the reason

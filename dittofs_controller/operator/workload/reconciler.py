@@ -72,6 +72,7 @@ class WorkloadReconciler(ServerReconciler):
                     STATEFULSETS, key.name, {"spec": {"replicas": 0}}, key.namespace
                 )
         waiting_message = "waiting for " + "; ".join(waiting)
+        now = datetime.datetime.now(datetime.UTC)
         pod: Obj | None = None
         if live is None:
             available = (
@@ -82,14 +83,13 @@ class WorkloadReconciler(ServerReconciler):
             progressing = Outcome.true("WaitingForDependencies", waiting_message)
         else:
             pod = await self._pod(live)
-            available, progressing = build.rollout(live, spec.replicas, pod)
+            available, progressing = build.rollout(live, spec.replicas, pod, now)
             if waiting:
                 progressing = Outcome.true("WaitingForDependencies", waiting_message)
         await self._publish_progressing(server, progressing)
         if live is None or spec.replicas == 0 or available.status == "True":
             return Synced(available)
         # Pods are not watched (the operator caches only what it labels): look again to say why.
-        now = datetime.datetime.now(datetime.UTC)
         return Synced(available, requeue_after=build.pod_poll_seconds(pod, now))
 
     def _restart_hash(self, server: Obj, spec: Spec) -> tuple[str | None, list[str]]:

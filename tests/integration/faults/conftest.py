@@ -78,7 +78,7 @@ MUST_BE_TRUE = ("ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady")
 # pod made but Pending: no kubelet), and what the message then says.
 STEADY = {
     "StorageReady": ("Bound", ""),
-    "Available": ("PodNotReady", "Pending"),
+    "Available": ("Starting", "is Pending"),
     "Progressing": ("RollingOut", "to become ready"),
     "ServerConfigured": ("WaitingForServer", "see condition Available"),
 }

@@ -355,6 +355,12 @@ def test_waiting_for_names_missing_stale_and_false_dependencies() -> None:
     ]
 
 
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+CREATED = "2026-01-01T11:59:00+00:00"  # a minute before NOW
+STARTED = "2026-01-01T11:59:20+00:00"
+Obj = dict[str, Any]
+
+
 def sts(generation: int = 2, **status: Any) -> dict[str, Any]:
     defaults = {"observedGeneration": 2, "currentRevision": "r1", "updateRevision": "r1"}
     return {
@@ -365,7 +371,7 @@ def sts(generation: int = 2, **status: Any) -> dict[str, Any]:
 
 def test_running_when_the_pod_is_ready_and_rolled_out() -> None:
     available, progressing = build.rollout(
-        sts(replicas=1, readyReplicas=1, updatedReplicas=1), 1, None
+        sts(replicas=1, readyReplicas=1, updatedReplicas=1), 1, None, NOW
     )
     assert (available.status, available.reason) == ("True", "Running")
     assert (progressing.status, progressing.reason) == ("False", "RolloutComplete")
@@ -376,56 +382,125 @@ def test_a_ready_old_pod_is_available_while_the_new_template_rolls_out() -> None
         sts(generation=3, replicas=1, readyReplicas=1, updatedReplicas=1),  # not observed yet
         sts(replicas=1, readyReplicas=1, updatedReplicas=0, updateRevision="r2"),
     ):
-        available, progressing = build.rollout(live, 1, None)
+        available, progressing = build.rollout(live, 1, None, NOW)
         assert available.status == "True"
         assert (progressing.status, progressing.reason) == ("True", "RollingOut")
 
 
-def test_starting_then_pod_not_ready_with_the_reason() -> None:
-    available, progressing = build.rollout(sts(replicas=0), 1, None)
+def live_pod(created: str = CREATED, conditions: tuple[Obj, ...] = (), **container: Any) -> Obj:
+    """files-0 with one dittofs container in the given state (none reported when empty)."""
+    statuses = [{"name": "dittofs", "restartCount": 0, **container}] if container else []
+    return {
+        "metadata": {"name": "files-0", "creationTimestamp": created},
+        "status": {
+            "phase": "Running" if "running" in container.get("state", {}) else "Pending",
+            "conditions": list(conditions),
+            "containerStatuses": statuses,
+        },
+    }
+
+
+def ready_turned_false(at: str) -> Obj:
+    return {"type": "Ready", "status": "False", "lastTransitionTime": at}
+
+
+def available_for(pod_now: Obj | None) -> tuple[str, str]:
+    available, progressing = build.rollout(sts(replicas=1, readyReplicas=0), 1, pod_now, NOW)
+    assert (progressing.status, progressing.reason) == ("True", "RollingOut")
+    return available.reason, available.message
+
+
+def test_a_pod_on_its_normal_way_up_is_starting() -> None:
+    available, _ = build.rollout(sts(replicas=0), 1, None, NOW)
     assert (available.status, available.reason) == ("False", "Starting")
-    assert progressing.status == "True"
-    crashing = {
-        "metadata": {"name": "files-0"},
-        "status": {
-            "phase": "Running",
-            "containerStatuses": [
-                {
-                    "name": "dittofs",
-                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
-                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
-                }
-            ],
-        },
-    }
-    available, _ = build.rollout(sts(replicas=1, readyReplicas=0), 1, crashing)
-    assert (available.status, available.reason) == ("False", "PodNotReady")
-    assert "CrashLoopBackOff" in available.message and "exit code 1" in available.message
+    assert available_for(live_pod()) == ("Starting", "pod files-0 is Pending")
+    creating = live_pod(state={"waiting": {"reason": "ContainerCreating"}})
+    assert available_for(creating) == (
+        "Starting",
+        "pod files-0 is Pending: container dittofs is ContainerCreating",
+    )
+    running = {"running": {"startedAt": STARTED}}
+    assert available_for(live_pod(state=running, started=False)) == (
+        "Starting",
+        "pod files-0 is Running: container dittofs awaits its startup probe",
+    )
+    # Started, and not ready since before it started: the first readiness probe is still due.
+    awaiting = live_pod(state=running, started=True, conditions=(ready_turned_false(CREATED),))
+    assert available_for(awaiting) == (
+        "Starting",
+        "pod files-0 is Running: container dittofs awaits its first readiness probe",
+    )
 
 
-def test_pod_detail_explains_scheduling_and_plain_pending() -> None:
-    unscheduled = {
-        "metadata": {"name": "files-0"},
-        "status": {
-            "phase": "Pending",
-            "conditions": [
-                {"type": "PodScheduled", "status": "False", "message": "0/3 nodes available"}
-            ],
-        },
-    }
-    assert build.pod_detail(unscheduled) == "pod files-0 is not scheduled: 0/3 nodes available"
-    pending = {"metadata": {"name": "files-0"}, "status": {"phase": "Pending"}}
-    assert build.pod_detail(pending) == "pod files-0 is Pending and not ready yet"
+def test_a_pod_held_up_by_something_that_needs_a_person_is_not_ready() -> None:
+    crashing = live_pod(
+        state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        lastState={"terminated": {"exitCode": 1, "reason": "Error"}},
+        restartCount=3,
+    )
+    assert available_for(crashing) == (
+        "PodNotReady",
+        "pod files-0: container dittofs is CrashLoopBackOff (last exit code 1, Error): back-off",
+    )
+    restarted = live_pod(
+        state={"running": {"startedAt": STARTED}},
+        lastState={"terminated": {"exitCode": 2, "reason": "Error"}},
+        restartCount=1,
+    )
+    assert available_for(restarted) == (
+        "PodNotReady",
+        "pod files-0: container dittofs has restarted (last exit code 2, Error)",
+    )
+    unscheduled = live_pod(
+        conditions=({"type": "PodScheduled", "status": "False", "message": "0/3 nodes"},)
+    )
+    assert available_for(unscheduled) == (
+        "PodNotReady",
+        "pod files-0 is not scheduled: 0/3 nodes",
+    )
+    image = live_pod(state={"waiting": {"reason": "ImagePullBackOff"}})
+    assert available_for(image) == (
+        "PodNotReady",
+        "pod files-0: container dittofs is ImagePullBackOff",
+    )
+    failed = live_pod()
+    failed["status"].update(phase="Failed", reason="Evicted")
+    assert available_for(failed) == ("PodNotReady", "pod files-0 is Failed: Evicted")
+
+
+def test_a_pod_that_served_and_stopped_answering_is_not_ready() -> None:
+    served = live_pod(
+        state={"running": {"startedAt": STARTED}},
+        started=True,
+        conditions=(ready_turned_false("2026-01-01T11:59:50+00:00"),),
+    )
+    assert available_for(served) == (
+        "PodNotReady",
+        "pod files-0: container dittofs runs but its readiness probe fails",
+    )
+
+
+def test_a_pod_not_started_within_the_startup_allowance_is_not_ready() -> None:
+    allowance = datetime.timedelta(seconds=build.STARTUP_ALLOWANCE_SECONDS)
+    creating = {"waiting": {"reason": "ContainerCreating"}}
+    within = (NOW - allowance + datetime.timedelta(seconds=1)).isoformat()
+    assert available_for(live_pod(created=within, state=creating))[0] == "Starting"
+    beyond = (NOW - allowance - datetime.timedelta(seconds=1)).isoformat()
+    assert available_for(live_pod(created=beyond, state=creating)) == (
+        "PodNotReady",
+        "pod files-0 has not started within 10 minutes: "
+        "pod files-0 is Pending: container dittofs is ContainerCreating",
+    )
 
 
 def test_replicas_zero_is_stopped_then_stopping_until_the_pod_is_gone() -> None:
-    available, progressing = build.rollout(sts(replicas=0, updatedReplicas=0), 0, None)
+    available, progressing = build.rollout(sts(replicas=0, updatedReplicas=0), 0, None, NOW)
     assert (available.reason, progressing.status, progressing.reason) == (
         "Stopped",
         "False",
         "Stopped",
     )
-    available, progressing = build.rollout(sts(replicas=1, readyReplicas=1), 0, None)
+    available, progressing = build.rollout(sts(replicas=1, readyReplicas=1), 0, None, NOW)
     assert (available.status, available.reason) == ("False", "Stopped")
     assert (progressing.status, progressing.reason) == ("True", "Stopping")
 
