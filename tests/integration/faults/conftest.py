@@ -150,6 +150,7 @@ class State:
             found.append(f"DittoServers {sorted(self.servers)} != {sorted(wanted)}")
         for name in sorted(wanted & set(self.servers)):
             found.extend(self.unreconciled(name))
+            found.extend(rollout_pending(self.child(STATEFULSETS, names.statefulset(name))))
         owned = self._ownership(found, set(gone))
         for name in sorted(wanted & set(self.servers)):
             uid = self.servers[name]["metadata"]["uid"]
@@ -199,6 +200,19 @@ class State:
         return owned
 
 
+def rollout_pending(workload: Obj | None) -> list[str]:
+    """Why the controller-manager may still replace a StatefulSet's pod (and Available would
+    change once more): it has not seen the latest template, or not rolled it out yet."""
+    if workload is None:
+        return []  # reported as a missing child
+    spec, status = workload["spec"], workload.get("status") or {}
+    # Not currentRevision: it only catches up once the pods are ready, and none is here.
+    done = status.get("observedGeneration") == workload["metadata"].get("generation") and (
+        status.get("replicas", 0) == status.get("updatedReplicas", 0) == spec.get("replicas")
+    )
+    return [] if done else [f"{workload['metadata']['name']}: rollout not done ({status})"]
+
+
 def unreconciled(server: Obj) -> list[str]:
     """Why a DittoServer's status is not the steady state of this testbed (the operator has
     work left): every condition reported for the current generation, the concerns it checks
@@ -223,10 +237,12 @@ def unreconciled(server: Obj) -> list[str]:
         and (reported[kind]["reason"] != reason or mentions not in reported[kind]["message"])
     ]
     ready = summarise(server).outcome
-    if "Ready" in reported and (reported["Ready"]["status"], reported["Ready"]["reason"]) != (
-        ready.status,
-        ready.reason,
-    ):
+    if "Ready" in reported and (
+        reported["Ready"]["status"],
+        reported["Ready"]["reason"],
+        reported["Ready"]["message"],
+    ) != (ready.status, ready.reason, ready.message):
+        # Message too: Ready quotes the others, and some of their changes are message-only.
         found.append(f"{name}: Ready lags behind the other conditions")
     if set(meta.get("finalizers") or ()) != FINALIZERS:
         found.append(f"{name}: finalizers {meta.get('finalizers')}")

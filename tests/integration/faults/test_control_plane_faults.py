@@ -70,12 +70,6 @@ def stale_children(state: State, versions: dict[str, int]) -> list[str]:
         template = workload["spec"]["template"]["metadata"]
         if template["labels"].get("faults.dittofs.io/version", "0") != str(version):
             found.append(f"{name}: pod template labels {template['labels']}")
-        rollout = workload.get("status") or {}
-        if rollout.get("observedGeneration") != workload["metadata"].get("generation") or (
-            rollout.get("updatedReplicas", 0) != workload["spec"].get("replicas")
-        ):
-            # The controller-manager has not replaced the pod yet: Available is about to change.
-            found.append(f"{name}: StatefulSet rollout not done ({rollout})")
         digest = config_map["metadata"]["annotations"][names.RESTART_HASH_ANNOTATION]
         if template["annotations"].get(names.RESTART_HASH_ANNOTATION) != digest:
             found.append(f"{name}: pod template restart hash is not the ConfigMap's")
