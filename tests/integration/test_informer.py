@@ -246,7 +246,10 @@ async def test_a_silent_watch_is_abandoned_and_resumed(
     try:
         async with running(informer):
             await asyncio.wait_for(informer.synced.wait(), 10)
-            await asyncio.sleep(0.5)  # the watch request is open
+            # A change seen after the sync came over the watch: it is open, on a connection
+            # the freeze below catches.
+            await kube.create(CONFIGMAPS, configmap(namespace, "before-stall"), namespace)
+            await recorder.wait_for(lambda: bool(recorder.of("before-stall")), timeout=10)
             before = proxy.connections
             proxy.freeze_open_connections()
             await kube.create(CONFIGMAPS, configmap(namespace, "during-stall"), namespace)
