@@ -157,13 +157,22 @@ def _capture_disabled(pytest_config: pytest.Config) -> AbstractContextManager[No
 
 
 @pytest.fixture
-async def node(kube: Any, namespace: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """A kubelet + PV provisioner for this test's namespace, running the real dfs.
+async def node(
+    kube: Any, namespace: str, tmp_path: Path, control_plane: Cluster
+) -> AsyncIterator[Any]:
+    """A kubelet + PV provisioner for this test's namespace, running the real dfs, with the
+    real kube-proxy, so Services route from the host and from pods.
 
     Pods of other namespaces stay Pending, so tests that do not ask for a node see none.
     """
     from tests.testbed.node import running_node  # lazily, like `kube`
 
     dfs = binaries.executable("dfs", "dfs")
-    async with running_node(kube, tmp_path / "node", dfs, namespaces=[namespace]) as running:
+    async with running_node(
+        kube,
+        tmp_path / "node",
+        dfs,
+        namespaces=[namespace],
+        kubeconfig=control_plane.kubeconfig_path,
+    ) as running:
         yield running

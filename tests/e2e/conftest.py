@@ -31,6 +31,7 @@ from dittofs_controller.api.schema import parse
 from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS, SERVICES
 from dittofs_controller.operator import names
+from dittofs_controller.operator.network import build as network_build
 from tests.integration.operator.conftest import (  # noqa: F401 (fixtures used by the tests)
     dittoservers,
     operator,
@@ -321,17 +322,33 @@ class Deployment:
     async def admin_password(self, name: str) -> str:
         return await self.secret_value(names.admin_secret(name), names.GENERATED_ADMIN_KEY)
 
+    async def endpoint(self, name: str, protocol: str) -> tuple[str, int]:
+        """Where users reach the protocol: the (host, port) of status.endpoints, as published.
+
+        A NodePort endpoint names no node (`<node-ip>`): any node's address serves it, here the
+        testbed node's. Nothing else is rewritten: the client dials what a user would.
+        """
+        server = await self.server(name)
+        published = ((server.get("status") or {}).get("endpoints") or {}).get(protocol)
+        assert published, f"{name} publishes no {protocol} endpoint: {server.get('status')}"
+        host, port = str(published).rsplit(":", 1)
+        if host == network_build.NODE_IP:
+            host = self.node.address
+        return host.strip("[]"), int(port)
+
     async def nfs(self, name: str, share: str = "/export") -> clients.Nfs:
-        pod = await self.pod(name)
-        return clients.Nfs(pod["status"]["podIP"], share)
+        await self.pod(name)
+        host, port = await self.endpoint(name, "nfs")
+        return clients.Nfs(host, share, port)
 
     async def smb(
         self, name: str, share: str = "/export", user: str = "admin", password: str | None = None
     ) -> clients.Smb:
-        pod = await self.pod(name)
+        await self.pod(name)
         if password is None:
             password = await self.admin_password(name)
-        return clients.Smb(pod["status"]["podIP"], share.lstrip("/"), user, password)
+        host, port = await self.endpoint(name, "smb")
+        return clients.Smb(host, share.lstrip("/"), user, password, port)
 
     async def patch(self, name: str, spec: Obj) -> Obj:
         """Merge-patch the DittoServer's spec; the patched object."""

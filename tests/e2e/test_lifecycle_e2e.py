@@ -145,9 +145,8 @@ async def test_rotating_a_user_password_changes_the_smb_login(
     await deployment.wait_ready(NAME)
     before = await deployment.pod(NAME)
     revision = await update_revision(deployment)
-    ip = before["status"]["podIP"]
-    old = Smb(ip, "export", "alice", "Alice-Old-Passw0rd")
-    new = Smb(ip, "export", "alice", "Alice-New-Passw0rd")
+    old = await deployment.smb(NAME, user="alice", password="Alice-Old-Passw0rd")
+    new = await deployment.smb(NAME, user="alice", password="Alice-New-Passw0rd")
     assert await old.login_error() is None, f"alice cannot log in with her password ({old})"
     assert await new.login_error() == "NT_STATUS_LOGON_FAILURE"
     await old.put("alice.txt", "alice was here\n", deployment.scratch)

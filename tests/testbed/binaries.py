@@ -45,7 +45,7 @@ COMPONENTS: dict[str, Component] = {
             "kubernetes",
             "KUBERNETES_VERSION",
             "kubernetes",
-            ("kube-apiserver", "kube-controller-manager", "kubectl"),
+            ("kube-apiserver", "kube-controller-manager", "kubectl", "kube-proxy"),
         ),
         Component("etcd", "ETCD_VERSION", "etcd", ("etcd",)),
         Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs",)),

@@ -47,13 +47,13 @@ wrapper_module() {
 
 build_kubernetes() {
     local out="$CACHE/kubernetes-$KUBERNETES_VERSION"
-    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl ]]; then
+    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl && -x $out/kube-proxy ]]; then
         log "kubernetes $KUBERNETES_VERSION: cached in $out"; return
     fi
     local start=$SECONDS work minor
     work=$(mktemp -d) && SCRATCH+=("$work")
     minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
-    log "kubernetes $KUBERNETES_VERSION: building kube-apiserver, kube-controller-manager, kubectl (cold: 20-40 min on 2 cores)"
+    log "kubernetes $KUBERNETES_VERSION: building kube-apiserver, kube-controller-manager, kubectl, kube-proxy"
     wrapper_module "$work" k8s.io/kubernetes "$KUBERNETES_VERSION" "v0.${KUBERNETES_VERSION#v1.}"
     local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
     ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
@@ -62,9 +62,10 @@ build_kubernetes() {
         cd "$work"
         go get k8s.io/kubernetes/cmd/kube-apiserver@"$KUBERNETES_VERSION" \
                k8s.io/kubernetes/cmd/kube-controller-manager@"$KUBERNETES_VERSION" \
-               k8s.io/kubernetes/cmd/kubectl@"$KUBERNETES_VERSION"
+               k8s.io/kubernetes/cmd/kubectl@"$KUBERNETES_VERSION" \
+               k8s.io/kubernetes/cmd/kube-proxy@"$KUBERNETES_VERSION"
         mkdir -p "$out.tmp"
-        for cmd in kube-apiserver kube-controller-manager kubectl; do
+        for cmd in kube-apiserver kube-controller-manager kubectl kube-proxy; do
             go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
         done
     )

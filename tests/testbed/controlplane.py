@@ -311,7 +311,7 @@ class ControlPlane:
             tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=_tmpfs())
         )
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        ports = _free_ports(4)
+        ports = free_ports(4)
         self.etcd_port, self.etcd_peer_port, self.apiserver_port = ports[:3]
         self.controller_manager_port = ports[3]
 
@@ -379,10 +379,12 @@ class ControlPlane:
         return [
             str(exe),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
+            # On every address, so that pods reach it through the `kubernetes` Service once a
+            # testbed node routes Services (kubeproxy.publish_apiserver writes its endpoint).
+            "--bind-address=0.0.0.0",
             "--advertise-address=127.0.0.1",
             # The `kubernetes` Service cannot point at 127.0.0.1 (Endpoints reject loopback IPs,
-            # the default reconciler would log that every 10 s): clients use 127.0.0.1 directly.
+            # the default reconciler would log that every 10 s): host clients use 127.0.0.1.
             "--endpoint-reconciler-type=none",
             f"--secure-port={self.apiserver_port}",
             f"--cert-dir={self._work / 'apiserver'}",  # default /var/run/kubernetes is global
@@ -498,7 +500,7 @@ class ControlPlane:
             stdout=proc.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _in_main_thread() else None,
+            preexec_fn=kill_with_parent if _in_main_thread() else None,
         )
 
     def _stop_processes(self) -> None:
@@ -615,7 +617,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Distinct free TCP ports on 127.0.0.1 (held open together so none repeats)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -660,7 +662,7 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _die_with_parent() -> None:
+def kill_with_parent() -> None:
     """Runs in the child: get SIGKILLed if the parent dies, so no etcd outlives a killed pytest.
 
     Only armed when spawned from the main thread: Linux sends the signal when the *thread* that

@@ -3,8 +3,9 @@
 Network: each Node owns one Linux bridge on a private /24 of 10.233.0.0/16, with the host's
 address .1 on it; each pod gets a network namespace joined to the bridge by a veth pair. The host
 (tests, protocol clients) reaches every pod IP directly, pods reach each other over the bridge and
-reach host services listening on 0.0.0.0 (or on the gateway) at the gateway address. Nothing is
-routed anywhere else: no forwarding, no NAT, and these addresses exist only on this machine.
+reach host services listening on 0.0.0.0 (or on the gateway) at the gateway address. Services
+route through kube-proxy (kubeproxy.py), which forwards only between testbed links: nothing is
+routed off this machine, and these addresses exist only here.
 
 Containers: this file is also the small program that starts a container (`python -I -S netns.py
 exec`, spec as JSON on stdin, so secrets never appear in argv). It joins the pod's network
@@ -35,12 +36,18 @@ from pathlib import Path
 from typing import Any
 
 NETWORK = ipaddress.IPv4Network("10.233.0.0/16")
+# Bridges take 10.233.<index>.0/24 for index < BRIDGE_LIMIT; the rest of NETWORK is the
+# Service side: the load balancer's address pool and the host's own address for cluster
+# services (kube-proxy.py routes both).
+BRIDGE_LIMIT = 240
+LOAD_BALANCER_POOL = ipaddress.IPv4Network("10.233.240.0/24")
+HOST_SERVICES_IP = ipaddress.IPv4Address("10.233.255.1")
 NETNS_DIR = Path("/run/netns")
 HELPER = Path(__file__).resolve()
 
-_BRIDGE_PREFIX = "dfstb"  # bridges dfstb<k>; netns dfstb<k>-<n>; host veths dfsv<k>x<n>
+BRIDGE_PREFIX = "dfstb"  # bridges dfstb<k>; netns dfstb<k>-<n>; host veths dfsv<k>x<n>
 _ALIAS_PREFIX = "dittofs-testbed pid="
-_BRIDGE_NAME = re.compile(rf"^{_BRIDGE_PREFIX}(\d+)$")
+_BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(\d+)$")
 
 
 class NetnsError(RuntimeError):
@@ -79,7 +86,7 @@ class Bridge:
 
     @property
     def name(self) -> str:
-        return f"{_BRIDGE_PREFIX}{self.index}"
+        return f"{BRIDGE_PREFIX}{self.index}"
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -95,7 +102,7 @@ class Bridge:
         """Reap dead runs' bridges, then claim the first free index (creation is the lock)."""
         _require_root()
         reap_stale()
-        for index in range(256):
+        for index in range(BRIDGE_LIMIT):
             bridge = cls(index)
             mac = f"02:33:00:00:{index:02x}:01"  # fixed: a bridge's MAC must not follow its ports
             add = ("link", "add", "name", bridge.name, "address", mac, "type", "bridge")
@@ -110,7 +117,7 @@ class Bridge:
                 ip("link", "del", bridge.name, check=False)
                 raise
             return bridge
-        raise NetnsError("no free bridge index in 10.233.0.0/16 (256 testbed nodes alive?)")
+        raise NetnsError(f"no free bridge index below {BRIDGE_LIMIT} (that many nodes alive?)")
 
     def attach(self) -> PodNetwork:
         """Create a pod's network namespace with eth0 on this bridge and a default route."""
@@ -135,6 +142,9 @@ class Bridge:
                 pod.netns,
             )
             ip("link", "set", "dev", pod.host_veth, "master", self.name, "up")
+            # Hairpin, as kubelet sets it: a pod reaching itself through its Service is DNATed
+            # in the bridge and sent back out of the port it came in on.
+            ip("link", "set", "dev", pod.host_veth, "type", "bridge_slave", "hairpin", "on")
             ip("-n", pod.netns, "link", "set", "dev", "lo", "up")
             ip("-n", pod.netns, "addr", "add", f"{pod.ip}/24", "dev", "eth0")
             ip("-n", pod.netns, "link", "set", "dev", "eth0", "up")
@@ -186,13 +196,13 @@ def reap_stale() -> None:
 
 
 def _remove_bridge(index: int) -> None:
-    prefix = f"{_BRIDGE_PREFIX}{index}-"
+    prefix = f"{BRIDGE_PREFIX}{index}-"
     if NETNS_DIR.is_dir():
         for ns in NETNS_DIR.iterdir():
             if ns.name.startswith(prefix):
                 _kill_netns_processes(ns.name)
                 ip("netns", "del", ns.name, check=False)
-    ip("link", "del", f"{_BRIDGE_PREFIX}{index}", check=False)
+    ip("link", "del", f"{BRIDGE_PREFIX}{index}", check=False)
 
 
 def _kill_netns_processes(netns: str) -> None:

@@ -18,15 +18,21 @@ for tests of the node itself; pass `images=` for more). Each pod gets:
 - graceful deletion: preStop, SIGTERM, wait up to the grace period, SIGKILL, then the pod object
   is removed (gracePeriodSeconds=0) so StatefulSet/Deployment controllers replace it.
 
-Not emulated: Services/kube-proxy (ClusterIPs do not route: use pod IPs), cluster DNS, resource
+Services: with `kubeconfig=` the node runs the real kube-proxy (kubeproxy.py), so ClusterIPs,
+NodePorts (at the node's address) and LoadBalancer addresses route to the pods, from the host and
+from pods, and the `kubernetes` Service reaches the API server. Containers get kubelet's Service
+environment (serviceenv.py). With `cluster_dns=` (the kube-dns ClusterIP) pods of dnsPolicy
+ClusterFirst resolve through it with kubelet's search domains; otherwise their resolv.conf points
+at their own loopback, so name lookups fail fast instead of timing out.
+
+Not emulated: resource
 limits (no cgroups; the dfs process sees the host's memory), image pulls, hostPort, ephemeral
 containers, pod-level resources, a PID namespace (containers see the host's processes). An
 image with no local mapping makes the pod Failed (reason UnknownImage); note that a StatefulSet
 then deletes and re-creates it in a loop. Image tags are not checked: any tag of a mapped
 repository runs the one local binary.
 
-Pods reach the host at `node.address` (services listening on 0.0.0.0); their resolv.conf points
-at their own loopback, so name lookups fail fast instead of timing out.
+Pods reach the host at `node.address` (services listening on 0.0.0.0).
 
 Port forwarding: the node serves the kubelet's port-forward endpoint at its InternalIP, port
 10250 (streaming.py), so `pods/{name}/portforward` through kube-apiserver reaches its pods as
@@ -59,10 +65,12 @@ from typing import Any
 import aiohttp
 
 from dittofs_controller.kube.client import ApiError, KubeClient
-from dittofs_controller.kube.resources import CONFIGMAPS, PODS, PVCS, SECRETS, Resource
+from dittofs_controller.kube.resources import CONFIGMAPS, PODS, PVCS, SECRETS, SERVICES, Resource
 
 from . import netns
+from .kubeproxy import KubeProxy, publish_apiserver
 from .provisioner import PVS, Provisioner, list_watch, parse_quantity
+from .serviceenv import MASTER_NAMESPACE, MASTER_SERVICE, service_env
 from .streaming import KUBELET_PORT, StreamingServer
 
 log = logging.getLogger("testbed.node")
@@ -180,6 +188,8 @@ class Node:
         labels: Mapping[str, str] | None = None,
         namespaces: Collection[str] | None = None,
         restart_backoff: tuple[float, float] = (1.0, 10.0),
+        kubeconfig: Path | None = None,
+        cluster_dns: str | None = None,
     ) -> None:
         self.kube = kube
         self.work_dir = Path(work_dir)
@@ -188,6 +198,9 @@ class Node:
         self.extra_labels = dict(labels or {})
         self.namespaces = set(namespaces) if namespaces is not None else None
         self.restart_backoff = restart_backoff
+        self.kubeconfig = kubeconfig  # given: run kube-proxy with it (Services route)
+        self.cluster_dns = cluster_dns
+        self.kube_proxy: KubeProxy | None = None
         self.provisioner: Provisioner | None = None  # set by running_node, for tests
         self.bridge: netns.Bridge | None = None
         self.workers: dict[str, _PodWorker] = {}
@@ -243,6 +256,8 @@ class Node:
             )
             await self._streaming.start()
             await self._register()
+            if self.kubeconfig is not None:
+                await self._start_kube_proxy(self.kubeconfig)
             synced = asyncio.Event()
             namespace = (
                 next(iter(self.namespaces))
@@ -281,6 +296,9 @@ class Node:
             await asyncio.wait([w.task for w in workers if w.task], timeout=grace + 30)
         for task in list(self._tasks):
             task.cancel()
+        if self.kube_proxy is not None:
+            await self.kube_proxy.stop()
+            self.kube_proxy = None
         if self._name is not None and self.bridge is not None:
             with contextlib.suppress(ApiError, aiohttp.ClientError):
                 await self.kube.delete(NODES, self.name)
@@ -293,10 +311,29 @@ class Node:
             await asyncio.to_thread(self.bridge.close)
             self.bridge = None
 
+    async def _start_kube_proxy(self, kubeconfig: Path) -> None:
+        from .binaries import executable
+        from .controlplane import ExternalCluster
+
+        self.kube_proxy = KubeProxy(
+            executable("kubernetes", "kube-proxy"), kubeconfig, self.name, self.work_dir
+        )
+        await self.kube_proxy.start()
+        server = ExternalCluster.from_kubeconfig(kubeconfig).server_url
+        port = int(server.rsplit(":", 1)[1].rstrip("/"))
+        await publish_apiserver(self.kube, port)
+
     def pod_ip(self, namespace: str, name: str) -> str | None:
         """The IP of the pod of that name this node runs now (None if none)."""
         found = self._running_pod(namespace, name)
         return found[1] if found else None
+
+    def pod_netns(self, namespace: str, name: str) -> str | None:
+        """The network namespace (for `ip netns exec`) of the pod of that name, if running."""
+        for worker in self.workers.values():
+            if (worker.namespace, worker.name) == (namespace, name) and worker.network:
+                return worker.network.netns
+        return None
 
     def _running_pod(self, namespace: str, name: str) -> tuple[str, str] | None:
         """(uid, IP) of the pod of that name this node runs now (None if none)."""
@@ -809,8 +846,8 @@ class _PodWorker:
     def _write_etc_files(self) -> None:
         """/etc/hosts, /etc/hostname and /etc/resolv.conf as kubelet manages them.
 
-        There is no cluster DNS: the resolver points at the pod's own loopback, so lookups fail
-        at once instead of timing out against the host's unreachable nameserver.
+        Without cluster DNS (or for another dnsPolicy) the resolver points at the pod's own
+        loopback, so lookups fail at once instead of timing out against the host's nameserver.
         """
         etc = self.dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
@@ -827,9 +864,13 @@ class _PodWorker:
         (etc / "hosts").write_text("\n".join(hosts) + "\n")
         (etc / "hostname").write_text(self.hostname + "\n")
         search = f"{self.namespace}.svc.cluster.local svc.cluster.local cluster.local"
-        (etc / "resolv.conf").write_text(
-            f"nameserver 127.0.0.1\nsearch {search}\noptions ndots:5 timeout:1 attempts:1\n"
-        )
+        policy = self.spec.get("dnsPolicy") or "ClusterFirst"
+        if self.node.cluster_dns and policy.startswith("ClusterFirst"):
+            resolver = f"nameserver {self.node.cluster_dns}\nsearch {search}\noptions ndots:5\n"
+        else:
+            options = "ndots:5 timeout:1 attempts:1"
+            resolver = f"nameserver 127.0.0.1\nsearch {search}\noptions {options}\n"
+        (etc / "resolv.conf").write_text(resolver)
 
     async def _setup_volumes(self) -> None:
         volumes_dir = self.dir / "volumes"
@@ -1029,6 +1070,7 @@ class _PodWorker:
         spec = container.spec
         env: dict[str, str] = dict(container.image.env) if container.image else {}
         env["HOSTNAME"] = self.hostname
+        env |= await self._service_env()
         for source in spec.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if ref := source.get("configMapRef"):
@@ -1053,6 +1095,17 @@ class _PodWorker:
             own = image is not None and image.user is not None and image.user[0] == uid
             env["HOME"] = image.home if own and image else "/root" if uid == 0 else "/"
         return env
+
+    async def _service_env(self) -> dict[str, str]:
+        """Kubelet's Service variables (serviceenv.py) from the Services that exist now."""
+        listed = (await self.node.kube.request("GET", SERVICES.path(self.namespace)))["items"]
+        master = await self.node.kube.get_or_none(SERVICES, MASTER_SERVICE, MASTER_NAMESPACE)
+        for service in listed:
+            service["metadata"].setdefault("namespace", self.namespace)
+        links = self.spec.get("enableServiceLinks", True)
+        return service_env(
+            [*listed, *([master] if master else [])], self.namespace, enable_links=links
+        )
 
     async def _env_object(self, resource: Resource, ref: JSON) -> dict[str, bytes]:
         obj = await self.node.kube.get_or_none(resource, str(ref.get("name")), self.namespace)
