@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import os
 import time
@@ -41,6 +42,7 @@ from tests.support import clients
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, bin_dir, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
+from tests.testbed import netns
 from tests.testbed.node import Node
 from tests.testbed.provisioner import list_watch
 
@@ -51,9 +53,6 @@ SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 SAMPLES = sorted(SAMPLES_DIR.glob("*.yaml"))
 STRICT = {"fieldValidation": "Strict"}
 KINDS = {"DittoServer": DITTOSERVERS, "Secret": SECRETS}
-# What the load-balancer stand-in hands out: a documentation address (RFC 5737) that nothing
-# ever connects to; clients use the pod IP.
-LOAD_BALANCER_IP = "192.0.2.10"
 READY_TIMEOUT = 150.0
 
 
@@ -114,13 +113,15 @@ async def percona(
 @pytest.fixture
 async def load_balancer(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
     """Gives every LoadBalancer Service of the namespace an address, as a cloud would."""
+    addresses = itertools.count(10)
 
     async def on_service(kind: str, service: Obj) -> None:
         if kind not in ("ADDED", "MODIFIED") or service["spec"].get("type") != "LoadBalancer":
             return
         if (service.get("status") or {}).get("loadBalancer", {}).get("ingress"):
             return
-        status = {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}
+        address = netns.LOAD_BALANCER_POOL.network_address + next(addresses)
+        status = {"loadBalancer": {"ingress": [{"ip": str(address)}]}}
         with contextlib.suppress(ApiError):  # deleted meanwhile
             await kube.merge_patch(
                 SERVICES,
@@ -216,6 +217,27 @@ async def localize(
 
 
 # -- a deployed DittoServer ------------------------------------------------------------------
+
+
+async def wait_connectable(address: tuple[str, int], timeout: float = 30.0) -> None:
+    """Wait until a TCP connection to the address opens.
+
+    A Service's rules reach kube-proxy a moment after the address is published (as on any
+    cluster), so a client's first try may find nothing there yet; anything longer fails here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(*address), 2.0)
+        except (OSError, TimeoutError) as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing accepts connections at {address}: {error}") from None
+            await asyncio.sleep(0.3)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
 
 
 @dataclass
@@ -334,7 +356,9 @@ class Deployment:
         host, port = str(published).rsplit(":", 1)
         if host == network_build.NODE_IP:
             host = self.node.address
-        return host.strip("[]"), int(port)
+        address = (host.strip("[]"), int(port))
+        await wait_connectable(address)
+        return address
 
     async def nfs(self, name: str, share: str = "/export") -> clients.Nfs:
         await self.pod(name)
