@@ -73,10 +73,12 @@ async def test_service_name_resolves_to_its_cluster_ip(
 
     reply = await resolve(cluster_dns, f"web.{namespace}.svc.cluster.local")
     assert addresses(reply) == {cluster_ip}
-    reverse = await resolve(cluster_dns, dns.reversename.from_address(cluster_ip), "PTR")
+    reverse = await resolve(cluster_dns, str(dns.reversename.from_address(cluster_ip)), "PTR")
     assert [str(rd) for rd in reverse.answer[0]] == [f"web.{namespace}.svc.cluster.local."]
 
-    missing = query(cluster_dns, f"nothing-here.{namespace}.svc.cluster.local")
+    missing = await asyncio.to_thread(
+        query, cluster_dns, f"nothing-here.{namespace}.svc.cluster.local"
+    )
     assert missing.rcode() == dns.rcode.NXDOMAIN
 
 
