@@ -48,7 +48,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.get_closest_marker("integration") for item in session.items):
         return
     with _capture_disabled(session.config):
-        for component in ("etcd", "kubernetes", "helm", "dfs"):
+        for component in ("etcd", "kubernetes", "helm", "dfs", "coredns"):
             binaries.ensure(component)
 
 

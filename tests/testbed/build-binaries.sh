@@ -4,13 +4,15 @@
 # costs nothing. Nothing built here is ever committed.
 #
 # Usage: build-binaries.sh [component ...]   (default: all)
-# Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl), etcd, dfs, helm
+# Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl), etcd, dfs, helm,
+#             coredns
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 DITTOFS_VERSION="${DITTOFS_VERSION:-v0.29.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 CACHE="${DITTOFS_TESTBIN_CACHE:-$HOME/.cache/dittofs-operator/bin}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -115,8 +117,63 @@ build_helm() {
     log "helm $HELM_VERSION: built in $((SECONDS - start)) s"
 }
 
+# The CoreDNS plugins the testbed's cluster DNS uses (dns.py writes its Corefile); the full
+# set would pull in every cloud SDK CoreDNS supports and multiply the cold build time.
+COREDNS_PLUGINS=(bind errors log loadbalance cache kubernetes)
+
+build_coredns() {
+    local out="$CACHE/coredns-$COREDNS_VERSION"
+    if [[ -x $out/coredns ]]; then log "coredns $COREDNS_VERSION: cached in $out"; return; fi
+    local start=$SECONDS work src name pkg directives="" imports=""
+    work=$(mktemp -d) && SCRATCH+=("$work")
+    log "coredns $COREDNS_VERSION: building with plugins ${COREDNS_PLUGINS[*]}"
+    src=$(go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" \
+          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    # plugin.cfg lists `name:package` in execution order (CoreDNS generates its own main from
+    # it): keep that order for the subset, so the chain behaves as in a stock build.
+    while IFS=: read -r name pkg; do
+        [[ " ${COREDNS_PLUGINS[*]} " == *" $name "* ]] || continue
+        [[ $pkg == */* ]] || pkg="github.com/coredns/coredns/plugin/$pkg"
+        directives+=$'\t\t'"\"$name\","$'\n'
+        imports+=$'\t'"_ \"$pkg\""$'\n'
+    done < <(grep -E '^[a-z0-9_]+:' "$src/plugin.cfg")
+    if [[ $(grep -c . <<<"$directives") -ne ${#COREDNS_PLUGINS[@]} ]]; then
+        log "coredns $COREDNS_VERSION: its plugin.cfg lacks one of: ${COREDNS_PLUGINS[*]}"
+        return 1
+    fi
+    printf 'module dittofs-testbin-coredns\n\ngo 1.25.0\n' > "$work/go.mod"
+    cat > "$work/main.go" <<EOF
+// CoreDNS with only the plugins the testbed uses, in plugin.cfg's order.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+$imports)
+
+func main() {
+	if err := dnsserver.SetDirectives([]string{
+$directives	}); err != nil {
+		panic(err)
+	}
+	coremain.Run()
+}
+EOF
+    (
+        cd "$work"
+        # A package, not the module: `go get` of the module's root (CoreDNS's own main, which
+        # imports every plugin) would download every plugin's dependencies.
+        go get "github.com/coredns/coredns/coremain@$COREDNS_VERSION"
+        mkdir -p "$out.tmp"
+        go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .
+    )
+    rm -rf "$out" && mv "$out.tmp" "$out" && rm -rf "$work"
+    log "coredns $COREDNS_VERSION: built in $((SECONDS - start)) s"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns)
 for component in "${components[@]}"; do
     "build_$component"
 done
