@@ -187,3 +187,44 @@ async def test_pods_reach_the_api_server_through_the_kubernetes_service(
     )
     assert result.returncode == 0, result.stderr[-500:]
     assert result.stdout.strip() == "ok"
+
+
+async def test_pods_resolve_services_through_cluster_dns(
+    kube: KubeClient, namespace: str, node: Node, web: tuple[str, str]
+) -> None:
+    await kube.create(SERVICES, service("web", "web"), namespace)
+    # The short name goes through the search path (ndots:5), the full one as it is.
+    names = ("web", f"web.{namespace}.svc.cluster.local")
+    fetches = "; ".join(
+        f"print(u.urlopen('http://{name}/name', timeout=5).read().decode())" for name in names
+    )
+    lookup = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "lookup"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [
+                {
+                    "name": "lookup",
+                    "image": HOST_IMAGE,
+                    "command": ["python3", "-c", f"import urllib.request as u; {fetches}"],
+                }
+            ],
+        },
+    }
+    await kube.create(PODS, lookup, namespace)
+
+    async def succeeded() -> bool:
+        pod = await kube.get(PODS, "lookup", namespace)
+        return bool(pod.get("status", {}).get("phase") == "Succeeded")
+
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                if await succeeded():
+                    break
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(node.logs(namespace, "lookup")) from None
+    assert node.logs(namespace, "lookup").split() == ["web", "web"]

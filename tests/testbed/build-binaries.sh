@@ -4,8 +4,8 @@
 # costs nothing. Nothing built here is ever committed.
 #
 # Usage: build-binaries.sh [component ...]   (default: all)
-# Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl), etcd, dfs, helm,
-#             coredns
+# Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl, kube-proxy), etcd,
+#             dfs, helm, coredns
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.35.4}"

@@ -31,7 +31,7 @@ from dittofs_controller.kube.client import KubeClient, connect
 from dittofs_controller.kube.resources import SERVICES, Resource
 
 from . import binaries, netns, pki
-from .controlplane import _die_with_parent, _in_main_thread, _Process, _tail, _terminate
+from .controlplane import _in_main_thread, _Process, _tail, _terminate, kill_with_parent
 
 CLUSTER_DOMAIN = "cluster.local"
 # Tenth address of the service range, as kubeadm picks: kubelets' --cluster-dns.
@@ -171,7 +171,7 @@ class ClusterDNS:
             stderr=subprocess.STDOUT,
             cwd=self.work_dir,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _in_main_thread() else None,
+            preexec_fn=kill_with_parent if _in_main_thread() else None,
         )
         return proc
 

@@ -18,12 +18,12 @@ for tests of the node itself; pass `images=` for more). Each pod gets:
 - graceful deletion: preStop, SIGTERM, wait up to the grace period, SIGKILL, then the pod object
   is removed (gracePeriodSeconds=0) so StatefulSet/Deployment controllers replace it.
 
-Services: with `kubeconfig=` the node runs the real kube-proxy (kubeproxy.py), so ClusterIPs,
-NodePorts (at the node's address) and LoadBalancer addresses route to the pods, from the host and
-from pods, and the `kubernetes` Service reaches the API server. Containers get kubelet's Service
-environment (serviceenv.py). With `cluster_dns=` (the kube-dns ClusterIP) pods of dnsPolicy
-ClusterFirst resolve through it with kubelet's search domains; otherwise their resolv.conf points
-at their own loopback, so name lookups fail fast instead of timing out.
+Services and names: with `kubeconfig=` the node runs the real kube-proxy (kubeproxy.py), so
+ClusterIPs, NodePorts (at the node's address) and LoadBalancer addresses route to the pods, from
+the host and from pods, and the `kubernetes` Service reaches the API server; and cluster DNS
+(dns.py: CoreDNS behind the kube-dns Service), which pods of dnsPolicy ClusterFirst use with
+kubelet's search domains. Without it their resolv.conf points at their own loopback, so lookups
+fail fast instead of timing out. Containers get kubelet's Service environment (serviceenv.py).
 
 Not emulated: resource
 limits (no cgroups; the dfs process sees the host's memory), image pulls, hostPort, ephemeral
@@ -68,6 +68,7 @@ from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, PODS, PVCS, SECRETS, SERVICES, Resource
 
 from . import netns
+from .dns import CLUSTER_DNS_IP, ClusterDNS, resolv_conf, search_domains
 from .kubeproxy import KubeProxy, publish_apiserver
 from .provisioner import PVS, Provisioner, list_watch, parse_quantity
 from .serviceenv import MASTER_NAMESPACE, MASTER_SERVICE, service_env
@@ -189,7 +190,6 @@ class Node:
         namespaces: Collection[str] | None = None,
         restart_backoff: tuple[float, float] = (1.0, 10.0),
         kubeconfig: Path | None = None,
-        cluster_dns: str | None = None,
     ) -> None:
         self.kube = kube
         self.work_dir = Path(work_dir)
@@ -198,9 +198,9 @@ class Node:
         self.extra_labels = dict(labels or {})
         self.namespaces = set(namespaces) if namespaces is not None else None
         self.restart_backoff = restart_backoff
-        self.kubeconfig = kubeconfig  # given: run kube-proxy with it (Services route)
-        self.cluster_dns = cluster_dns
+        self.kubeconfig = kubeconfig  # given: Services route and names resolve (module doc)
         self.kube_proxy: KubeProxy | None = None
+        self.dns: ClusterDNS | None = None
         self.provisioner: Provisioner | None = None  # set by running_node, for tests
         self.bridge: netns.Bridge | None = None
         self.workers: dict[str, _PodWorker] = {}
@@ -257,7 +257,7 @@ class Node:
             await self._streaming.start()
             await self._register()
             if self.kubeconfig is not None:
-                await self._start_kube_proxy(self.kubeconfig)
+                await self._start_services(self.kubeconfig)
             synced = asyncio.Event()
             namespace = (
                 next(iter(self.namespaces))
@@ -296,6 +296,9 @@ class Node:
             await asyncio.wait([w.task for w in workers if w.task], timeout=grace + 30)
         for task in list(self._tasks):
             task.cancel()
+        if self.dns is not None:
+            await asyncio.to_thread(self.dns.stop)
+            self.dns = None
         if self.kube_proxy is not None:
             await self.kube_proxy.stop()
             self.kube_proxy = None
@@ -311,7 +314,9 @@ class Node:
             await asyncio.to_thread(self.bridge.close)
             self.bridge = None
 
-    async def _start_kube_proxy(self, kubeconfig: Path) -> None:
+    async def _start_services(self, kubeconfig: Path) -> None:
+        """kube-proxy, the `kubernetes` Service's endpoint, and CoreDNS on the host's Service
+        address (which kube-proxy's host preparation creates)."""
         from .binaries import executable
         from .controlplane import ExternalCluster
 
@@ -322,6 +327,13 @@ class Node:
         server = ExternalCluster.from_kubeconfig(kubeconfig).server_url
         port = int(server.rsplit(":", 1)[1].rstrip("/"))
         await publish_apiserver(self.kube, port)
+        dns = ClusterDNS(kubeconfig, str(netns.HOST_SERVICES_IP), work_dir=self.work_dir / "dns")
+        self.dns = await dns.start()
+
+    @property
+    def cluster_dns(self) -> str | None:
+        """The kube-dns ClusterIP when this node runs cluster DNS."""
+        return CLUSTER_DNS_IP if self.dns is not None else None
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         """The IP of the pod of that name this node runs now (None if none)."""
@@ -863,11 +875,11 @@ class _PodWorker:
             hosts.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames') or [])}")
         (etc / "hosts").write_text("\n".join(hosts) + "\n")
         (etc / "hostname").write_text(self.hostname + "\n")
-        search = f"{self.namespace}.svc.cluster.local svc.cluster.local cluster.local"
         policy = self.spec.get("dnsPolicy") or "ClusterFirst"
         if self.node.cluster_dns and policy.startswith("ClusterFirst"):
-            resolver = f"nameserver {self.node.cluster_dns}\nsearch {search}\noptions ndots:5\n"
+            resolver = resolv_conf(self.namespace, self.node.cluster_dns)
         else:
+            search = " ".join(search_domains(self.namespace))
             options = "ndots:5 timeout:1 attempts:1"
             resolver = f"nameserver 127.0.0.1\nsearch {search}\noptions {options}\n"
         (etc / "resolv.conf").write_text(resolver)
