@@ -50,6 +50,7 @@ COMPONENTS: dict[str, Component] = {
         Component("etcd", "ETCD_VERSION", "etcd", ("etcd",)),
         Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs",)),
         Component("helm", "HELM_VERSION", "helm", ("helm",)),
+        Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),
     )
 }
 
