@@ -21,10 +21,13 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.testbed import Cluster, ControlPlane, ExternalCluster, binaries
+from tests.testbed.loadbalancer import LoadBalancerController
 
 REUSE_ENV = "DITTOFS_TEST_KUBECONFIG"
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 TEST_NAMESPACE_LABEL = "testbed.dittofs.io/test"
+# In the testbed's 10.233.0.0/16, far above the nodes' bridges (10.233.<n>.0/24 from n=0 up).
+LOAD_BALANCER_POOL = "10.233.240.0/24"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,8 +50,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.get_closest_marker("integration") for item in session.items):
         return
+    components = ["etcd", "kubernetes", "helm", "dfs"]
+    if any("load_balancer" in getattr(item, "fixturenames", ()) for item in session.items):
+        components.append("metallb")
     with _capture_disabled(session.config):
-        for component in ("etcd", "kubernetes", "helm", "dfs"):
+        for component in components:
             binaries.ensure(component)
 
 
@@ -65,6 +71,23 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def load_balancer(
+    control_plane: Cluster, request: pytest.FixtureRequest
+) -> Iterator[LoadBalancerController]:
+    """MetalLB's controller assigning LoadBalancer addresses from LOAD_BALANCER_POOL.
+
+    One per session: two controllers on one cluster would hand out the same addresses.
+    """
+    lb = LoadBalancerController(control_plane.kubeconfig_path, LOAD_BALANCER_POOL)
+    with _capture_disabled(request.config):
+        lb.start()
+    try:
+        yield lb
+    finally:
+        lb.stop()
 
 
 @pytest.fixture
