@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,15 @@ from typing import Self
 import yaml
 
 from . import binaries
-from .controlplane import _die_with_parent, _in_main_thread, _Process, _tail, _terminate
+from .controlplane import (
+    _WORK_PREFIX,
+    _die_with_parent,
+    _in_main_thread,
+    _Process,
+    _tail,
+    _terminate,
+    _tmpfs,
+)
 
 NAMESPACE = "metallb-system"
 POOL_NAME = "testbed"
@@ -71,7 +80,9 @@ class LoadBalancerController:
         """Install what the controller needs, start it, and return once it assigns addresses."""
         exe = binaries.executable("metallb", "metallb-controller")
         t0 = time.monotonic()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="dittofs-metallb-"))
+        # Named like the control plane's work dirs: its start reaps those of killed runs.
+        prefix = f"{_WORK_PREFIX}{os.getpid()}-metallb"
+        self._work_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=_tmpfs()))
         try:
             self._install(binaries.component_dir("metallb") / "crds")
             self._process = _Process("metallb-controller", self._args(exe), self.log_path)
