@@ -20,7 +20,8 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.testbed import Cluster, ControlPlane, ExternalCluster, binaries
+from tests.testbed import Cluster, ControlPlane, ExternalCluster, binaries, netns
+from tests.testbed.loadbalancer import LoadBalancerController
 
 REUSE_ENV = "DITTOFS_TEST_KUBECONFIG"
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -47,8 +48,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.get_closest_marker("integration") for item in session.items):
         return
+    components = ["etcd", "kubernetes", "helm", "dfs", "coredns"]
+    if any("load_balancer" in getattr(item, "fixturenames", ()) for item in session.items):
+        components.append("metallb")
     with _capture_disabled(session.config):
-        for component in ("etcd", "kubernetes", "helm", "dfs", "coredns"):
+        for component in components:
             binaries.ensure(component)
 
 
@@ -65,6 +69,24 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def load_balancer(
+    control_plane: Cluster, request: pytest.FixtureRequest
+) -> Iterator[LoadBalancerController]:
+    """MetalLB's controller assigning LoadBalancer addresses from the testbed's pool (which
+    the node's kube-proxy routes).
+
+    One per session: two controllers on one cluster would hand out the same addresses.
+    """
+    lb = LoadBalancerController(control_plane.kubeconfig_path, str(netns.LOAD_BALANCER_POOL))
+    with _capture_disabled(request.config):
+        lb.start()
+    try:
+        yield lb
+    finally:
+        lb.stop()
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ PostgreSQL and a stand-in for the Percona operator.
 Per test: a namespace, the operator (in-process, scoped to it), a testbed node running its pods
 (the real `dfs` from the exact pod spec the operator writes) and, when asked for, a moto S3
 endpoint and a PostgreSQL server bound to the node's bridge address (where pods reach the host),
-a Percona player, and a load-balancer stand-in that gives LoadBalancer Services an address so
-NetworkReady can turn True. Services do not route on the testbed: clients talk to the pod IP
-and the container ports.
+a Percona player. MetalLB's controller gives LoadBalancer Services their addresses, the node's
+kube-proxy routes them, and clients dial what status.endpoints publishes, as users do.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import asyncio
 import base64
 import contextlib
 import copy
-import itertools
 import json
 import os
 import time
@@ -29,8 +27,8 @@ import yaml
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import parse
-from dittofs_controller.kube.client import ApiError, KubeClient
-from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS, SERVICES
+from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS
 from dittofs_controller.operator import names
 from dittofs_controller.operator.network import build as network_build
 from tests.integration.operator.conftest import (  # noqa: F401 (fixtures used by the tests)
@@ -42,9 +40,7 @@ from tests.support import clients
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, bin_dir, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
-from tests.testbed import netns
 from tests.testbed.node import Node
-from tests.testbed.provisioner import list_watch
 
 Obj = dict[str, Any]
 
@@ -108,34 +104,6 @@ async def percona(
 ) -> AsyncIterator[PerconaPlayer]:
     async with playing_percona(kube, namespace, postgres) as player:
         yield player
-
-
-@pytest.fixture
-async def load_balancer(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
-    """Gives every LoadBalancer Service of the namespace an address, as a cloud would."""
-    addresses = itertools.count(10)
-
-    async def on_service(kind: str, service: Obj) -> None:
-        if kind not in ("ADDED", "MODIFIED") or service["spec"].get("type") != "LoadBalancer":
-            return
-        if (service.get("status") or {}).get("loadBalancer", {}).get("ingress"):
-            return
-        address = netns.LOAD_BALANCER_POOL.network_address + next(addresses)
-        status = {"loadBalancer": {"ingress": [{"ip": str(address)}]}}
-        with contextlib.suppress(ApiError):  # deleted meanwhile
-            await kube.merge_patch(
-                SERVICES,
-                service["metadata"]["name"],
-                {"status": status},
-                namespace,
-                subresource="status",
-            )
-
-    task = asyncio.create_task(list_watch(kube, SERVICES, on_service, namespace=namespace))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 # -- samples ---------------------------------------------------------------------------------
@@ -388,7 +356,7 @@ def deployment(
     namespace: str,
     node: Node,
     operator: Any,  # noqa: F811 (the imported fixture)
-    load_balancer: None,
+    load_balancer: Any,  # MetalLB (tests/conftest.py) gives the Services their addresses
     tmp_path: Path,
 ) -> Deployment:
     scratch = tmp_path / "scratch"

@@ -51,6 +51,7 @@ COMPONENTS: dict[str, Component] = {
         Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs",)),
         Component("helm", "HELM_VERSION", "helm", ("helm",)),
         Component("coredns", "COREDNS_VERSION", "coredns", ("coredns",)),
+        Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),
     )
 }
 

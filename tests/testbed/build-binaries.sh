@@ -5,7 +5,7 @@
 #
 # Usage: build-binaries.sh [component ...]   (default: all)
 # Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl, kube-proxy), etcd,
-#             dfs, helm, coredns
+#             dfs, helm, coredns, metallb (MetalLB's controller and its release's CRDs)
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.35.4}"
@@ -13,6 +13,8 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 DITTOFS_VERSION="${DITTOFS_VERSION:-v0.29.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
+# Not v0.16.2: the proxy refuses (403) the github.com/metallb/frr-k8s v0.0.27 it requires.
+METALLB_VERSION="${METALLB_VERSION:-v0.16.1}"
 CACHE="${DITTOFS_TESTBIN_CACHE:-$HOME/.cache/dittofs-operator/bin}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -172,8 +174,26 @@ EOF
     log "coredns $COREDNS_VERSION: built in $((SECONDS - start)) s"
 }
 
+build_metallb() {
+    local out="$CACHE/metallb-$METALLB_VERSION"
+    if [[ -x $out/metallb-controller ]]; then log "metallb $METALLB_VERSION: cached in $out"; return; fi
+    local start=$SECONDS src
+    log "metallb $METALLB_VERSION: building the controller"
+    # Its go.mod has no replace directives, so it builds inside the downloaded module, with
+    # exactly the dependency versions that release pins.
+    src=$(go mod download -json "go.universe.tf/metallb@$METALLB_VERSION" \
+          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    mkdir -p "$out.tmp/crds"
+    (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/metallb-controller" ./controller)
+    # The CRDs of the same release travel with the binary, so the testbed installs the ones
+    # that match it without Go or the module cache at run time.
+    cp "$src"/config/crd/bases/metallb.io_*.yaml "$out.tmp/crds/"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+    log "metallb $METALLB_VERSION: built in $((SECONDS - start)) s"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns metallb)
 for component in "${components[@]}"; do
     "build_$component"
 done
