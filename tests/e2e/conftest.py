@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import json
 import os
@@ -40,6 +39,7 @@ from tests.support import clients
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, bin_dir, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
+from tests.testbed.kubeproxy import wait_connectable
 from tests.testbed.node import Node
 
 Obj = dict[str, Any]
@@ -187,27 +187,6 @@ async def localize(
 # -- a deployed DittoServer ------------------------------------------------------------------
 
 
-async def wait_connectable(address: tuple[str, int], timeout: float = 30.0) -> None:
-    """Wait until a TCP connection to the address opens.
-
-    A Service's rules reach kube-proxy a moment after the address is published (as on any
-    cluster), so a client's first try may find nothing there yet; anything longer fails here.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(*address), 2.0)
-        except (OSError, TimeoutError) as error:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing accepts connections at {address}: {error}") from None
-            await asyncio.sleep(0.3)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-
-
 @dataclass
 class Deployment:
     """Drives DittoServers of the test namespace and reaches their pods."""
@@ -325,7 +304,7 @@ class Deployment:
         if host == network_build.NODE_IP:
             host = self.node.address
         address = (host.strip("[]"), int(port))
-        await wait_connectable(address)
+        await wait_connectable(*address)
         return address
 
     async def nfs(self, name: str, share: str = "/export") -> clients.Nfs:

@@ -252,3 +252,26 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+async def wait_connectable(host: str, port: int, timeout: float = 60.0) -> None:
+    """Until a TCP connection to host:port opens, else ConnectionError.
+
+    kube-proxy programs a Service's new address a moment after it is published (as on any
+    cluster), so a client's first try may find nothing there yet; anything longer is a fault.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (OSError, TimeoutError) as error:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"nothing accepts connections at {host}:{port} after {timeout} s: {error}"
+                ) from None
+            await asyncio.sleep(0.3)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return

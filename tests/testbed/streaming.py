@@ -137,14 +137,15 @@ async def _forward(
         for index, port in enumerate(ports)
     ]
     receiver = asyncio.create_task(_receive(ws, inboxes))
+    # Awaited in `finally` too: a gather cancelled with its tasks and never awaited logs
+    # "exception was never retrieved".
+    all_ports = asyncio.gather(*port_tasks, return_exceptions=True)
     try:
-        await asyncio.wait(
-            [receiver, asyncio.gather(*port_tasks)], return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait([receiver, all_ports], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in [receiver, *port_tasks]:
             task.cancel()
-        await asyncio.gather(receiver, *port_tasks, return_exceptions=True)
+        await asyncio.gather(receiver, all_ports, return_exceptions=True)
 
 
 async def _receive(ws: web.WebSocketResponse, inboxes: list[asyncio.Queue[bytes]]) -> None:

@@ -1,0 +1,176 @@
+"""`nox -s dev` on a local control plane: a file server you can mount, on real parts.
+
+Started in order: the load balancer (MetalLB's controller), a node (kube-proxy, cluster DNS,
+volume provisioner) for every namespace, the operator as a local process (it reaches DittoFS by
+port-forward, as on a laptop), then a sample applied with kubectl and waited on until Ready.
+What it prints (`usage()`) are commands a user runs from this machine; tests/e2e/test_dev_e2e.py
+runs exactly them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dittofs_controller.kube.client import KubeClient, connect
+from dittofs_controller.operator import names
+
+from . import binaries, netns
+from .controlplane import ControlPlane
+from .kubeproxy import wait_connectable
+from .loadbalancer import LoadBalancerController
+from .node import running_node
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SAMPLE = REPO / "samples" / "badger-filesystem.yaml"
+NAMESPACE = "demo"
+READY_TIMEOUT = 300
+
+
+class DevServerError(RuntimeError):
+    """A step of bringing up the dev server failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """A Ready DittoServer and where it is reached."""
+
+    namespace: str
+    name: str
+    endpoints: dict[str, str]
+    share: str
+    kubectl: Path
+    kubeconfig: Path
+
+
+@contextlib.asynccontextmanager
+async def serving(cp: ControlPlane, work_dir: Path) -> AsyncIterator[KubeClient]:
+    """The load balancer and a node for every namespace on `cp`; stopped on exit."""
+    lb = LoadBalancerController(cp.kubeconfig_path, str(netns.LOAD_BALANCER_POOL))
+    await asyncio.to_thread(lb.start)
+    kube = await connect(str(cp.kubeconfig_path), None)
+    try:
+        dfs = await asyncio.to_thread(binaries.executable, "dfs", "dfs")
+        async with running_node(kube, work_dir / "node", dfs, kubeconfig=cp.kubeconfig_path):
+            yield kube
+    finally:
+        await kube.close()
+        await asyncio.to_thread(lb.stop)
+
+
+def kubectl_command(cp: ControlPlane) -> list[str]:
+    return [str(cp.kubernetes_bin_dir / "kubectl"), f"--kubeconfig={cp.kubeconfig_path}"]
+
+
+async def apply_sample(cp: ControlPlane, sample: Path) -> Served:
+    """kubectl apply the sample into NAMESPACE and wait for its DittoServer to be Ready."""
+    kubectl = kubectl_command(cp)
+    rendered = await _kubectl(
+        kubectl, "create", "--dry-run=client", "-o", "json", "-f", str(sample)
+    )
+    parsed = json.loads(rendered)
+    items = parsed.get("items", [parsed])
+    servers = [item for item in items if item.get("kind") == "DittoServer"]
+    if len(servers) != 1:
+        raise DevServerError(f"{sample} must hold exactly one DittoServer ({len(servers)} found)")
+    name = servers[0]["metadata"]["name"]
+    await _kubectl(kubectl, "create", "namespace", NAMESPACE, check=False)
+    await _kubectl(kubectl, "apply", "--server-side", "-n", NAMESPACE, "-f", str(sample))
+    print(f"[dev] applied {sample}; waiting for dittoserver/{name} to be Ready", file=sys.stderr)
+    await _kubectl(
+        kubectl,
+        "wait",
+        "-n",
+        NAMESPACE,
+        f"dittoserver/{name}",
+        "--for=condition=Ready",
+        f"--timeout={READY_TIMEOUT}s",
+    )
+    live = json.loads(
+        await _kubectl(kubectl, "get", "-n", NAMESPACE, f"dittoserver/{name}", "-o", "json")
+    )
+    endpoints = dict(live["status"].get("endpoints") or {})
+    for protocol in ("nfs", "smb"):
+        host, port = endpoints[protocol].rsplit(":", 1)
+        try:
+            await wait_connectable(host, int(port))
+        except ConnectionError as error:
+            raise DevServerError(f"{protocol}: {error}") from None
+    shares = live["spec"].get("shares") or [{"name": "/export"}]
+    return Served(
+        namespace=NAMESPACE,
+        name=name,
+        endpoints=endpoints,
+        share=shares[0]["name"],
+        kubectl=cp.kubernetes_bin_dir / "kubectl",
+        kubeconfig=cp.kubeconfig_path,
+    )
+
+
+async def _kubectl(kubectl: list[str], *args: str, check: bool = True) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *kubectl, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise DevServerError(f"kubectl {shlex.join(args)}: {err.decode().strip()}")
+    return out.decode()
+
+
+def kernel_has_nfs() -> bool:
+    """Whether this kernel can mount NFS (else only the userspace clients are shown)."""
+    try:
+        return any(line.split()[-1] == "nfs" for line in Path("/proc/filesystems").open())
+    except OSError:
+        return False
+
+
+def usage(served: Served) -> str:
+    """The commands printed once the server is Ready: each runs as printed, from here."""
+    nfs_host, nfs_port = served.endpoints["nfs"].rsplit(":", 1)
+    smb_host, smb_port = served.endpoints["smb"].rsplit(":", 1)
+    share = served.share
+    nfs_url = (
+        f"nfs://{nfs_host}{share}/hello.txt?version=3&nfsport={nfs_port}&mountport={nfs_port}"
+        "&uid=0&gid=0"
+    )
+    secret = names.admin_secret(served.name)
+    password = (
+        f"$(kubectl -n {served.namespace} get secret {secret} "
+        f"-o jsonpath='{{.data.{names.GENERATED_ADMIN_KEY}}}' | base64 -d)"
+    )
+    smb = f'smbclient //{smb_host}/{share.lstrip("/")} -p {smb_port} -m SMB3 -U "admin%{password}"'
+    lines = [
+        f"DittoServer {served.namespace}/{served.name} is Ready.",
+        f"  NFS  {served.endpoints['nfs']}   (load-balancer address, routed by kube-proxy)",
+        f"  SMB  {served.endpoints['smb']}",
+        "",
+        "Use the cluster (kubectl of the control plane's version):",
+        f"  export KUBECONFIG={served.kubeconfig} PATH={served.kubectl.parent}:$PATH",
+        f"  kubectl -n {served.namespace} get dittoserver {served.name} -o wide",
+        "",
+        "Write a file over NFS and read it back over NFS and SMB (libnfs-utils, smbclient):",
+        "  echo 'hello from the dev server' > /tmp/dittofs-hello.txt",
+        f"  nfs-cp /tmp/dittofs-hello.txt '{nfs_url}'",
+        f"  nfs-cat '{nfs_url}'",
+        f"  {smb} -c 'get hello.txt /tmp/dittofs-hello-smb.txt' && cat /tmp/dittofs-hello-smb.txt",
+        "",
+    ]
+    mount = served.endpoints.get("mountHint", "").split("  #")[0]
+    if mount and kernel_has_nfs():
+        lines += ["Mount it with the kernel's NFS client:", f"  sudo {mount}", ""]
+    else:
+        lines += [
+            "This kernel has no NFS client, so no `mount` here; elsewhere, with one:",
+            f"  sudo {mount}" if mount else "  (no mount hint published)",
+            "",
+        ]
+    lines.append("Ctrl-C stops the operator and tears everything down.")
+    return "\n".join(lines)
