@@ -30,6 +30,8 @@ SYSTEM_PACKAGES = {
     "ip": "iproute2",
     "nsenter": "util-linux",
     "pg_ctlcluster": "postgresql",  # the end-to-end suite's local PostgreSQL (initdb, postgres)
+    "nft": "nftables",  # kube-proxy (nftables mode) and the testbed's forwarding filter
+    "conntrack": "conntrack",  # kube-proxy clears stale UDP flows with it
 }
 
 
@@ -70,7 +72,7 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on a real etcd + kube-apiserver + controller-manager."""
     session.install("-e", ".[test]")
     install_system_packages(session)
-    build_binaries(session, "etcd", "kubernetes", "helm", "dfs", "coredns")
+    build_binaries(session, "etcd", "kubernetes", "helm", "dfs", "coredns", "metallb")
     session.run(
         "pytest",
         "-p",
@@ -83,12 +85,13 @@ def tests(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """End to end: the operator deploys every sample and the real DittoFS serves NFS and SMB.
 
-    Pods run on the testbed node (root needed); S3 (moto), PostgreSQL and the Percona operator
-    are local stand-ins. `nox -s e2e -- -k badger` runs a subset.
+    Pods run on the testbed node (root needed) with kube-proxy and CoreDNS, MetalLB's controller
+    gives LoadBalancers their addresses, and clients dial those; S3 (moto), PostgreSQL and the
+    Percona operator are local stand-ins. `nox -s e2e -- -k badger` runs a subset.
     """
     session.install("-e", ".[test]")
     install_system_packages(session)
-    build_binaries(session, "etcd", "kubernetes", "dfs")
+    build_binaries(session, "etcd", "kubernetes", "dfs", "coredns", "metallb", "helm")
     session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or ["tests/e2e"]))
 
 
@@ -105,13 +108,20 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def dev(session: nox.Session) -> None:
-    """Run the operator in the foreground against the current kubeconfig, or a local control plane.
+    """Run the operator in the foreground against the current kubeconfig, or a local server.
 
     With $KUBECONFIG (or ~/.kube/config) pointing at a reachable cluster, the CRD is applied there
     and the operator runs against it. Otherwise a local etcd + kube-apiserver +
-    kube-controller-manager is started first and torn down when the operator stops (Ctrl-C).
+    kube-controller-manager is started and, as root, a node with kube-proxy and CoreDNS and
+    MetalLB's controller; a sample (`-- --sample FILE`, default samples/badger-filesystem.yaml)
+    is applied, and once Ready the commands that write and read a file over NFS and SMB from
+    this machine are printed. Ctrl-C stops the operator and tears everything down.
     """
     session.install("-e", ".[test]")
     if not os.environ.get("KUBECONFIG") and not Path("~/.kube/config").expanduser().exists():
-        build_binaries(session, "etcd", "kubernetes")
+        if os.geteuid() == 0:
+            install_system_packages(session)
+            build_binaries(session, "etcd", "kubernetes", "dfs", "coredns", "metallb")
+        else:
+            build_binaries(session, "etcd", "kubernetes")
     session.run("python", "-m", "tests.testbed", "dev", *session.posargs)
