@@ -190,6 +190,7 @@ class Controller:
             except TerminalError as error:
                 self.queue.forget(key)
                 metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+                metrics.RECONCILE_ERRORS.labels(self.name).inc()
                 metrics.TERMINAL_RECONCILE_ERRORS.labels(self.name).inc()
                 span.record_exception(error)
                 self._log.warning("reconcile failed permanently", error=str(error))

@@ -111,6 +111,8 @@ async def test_terminal_errors_are_not_retried() -> None:
         await asyncio.sleep(0.2)
     assert reconciler.calls == 1
     assert sample("controller_runtime_terminal_reconcile_errors_total", "terminal") == 1
+    # As in controller-runtime, a terminal error is an error too: alerts on errors_total see it.
+    assert sample("controller_runtime_reconcile_errors_total", "terminal") == 1
 
 
 async def test_requeue_after_runs_the_key_again_later() -> None:
