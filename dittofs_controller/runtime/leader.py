@@ -1,9 +1,10 @@
 """Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics.
 
 Invariants:
-- Another holder's lease counts as expired only when its record has not changed for
-  `lease_duration` as measured on OUR monotonic clock since we first saw that record, so clock
-  skew between replicas cannot make two leaders.
+- Another holder's lease counts as expired only when its record has not changed for the
+  holder's `leaseDurationSeconds` (not ours: replicas may disagree during a rollout) as measured
+  on OUR monotonic clock since we first saw that record, so clock skew between replicas cannot
+  make two leaders.
 - Every write carries the resourceVersion we read (optimistic concurrency): two candidates racing
   for an expired lease cannot both win.
 - A leader that cannot renew within `renew_deadline` gives up leadership before its lease
@@ -101,7 +102,8 @@ class LeaderElector:
             if record != self._observed:
                 self._observed, self._observed_at = record, now
             held_by_other = holder not in ("", self.identity)
-            if held_by_other and now - self._observed_at < self.lease_duration:
+            holder_duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+            if held_by_other and now - self._observed_at < holder_duration:
                 return False
             updated = await self.client.replace(LEASES, self._lease_body(lease))
             new_spec = updated.get("spec") or {}

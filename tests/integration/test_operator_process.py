@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,3 +152,27 @@ async def test_sigterm_while_waiting_for_leadership_exits_zero(
     await standby.wait_for_log("waiting for leadership")
     standby.signal(signal.SIGTERM)
     assert await asyncio.to_thread(standby.wait, 10) == 0
+
+
+async def test_a_holder_with_a_longer_lease_is_waited_out_on_its_own_duration(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    holder_duration = 4 * LEASE_DURATION
+    lease = {
+        "apiVersion": LEASES.api_version,
+        "kind": "Lease",
+        "metadata": {"name": "dittofs-controller", "namespace": namespace},
+        "spec": {
+            "holderIdentity": "old-replica",
+            "leaseDurationSeconds": int(holder_duration),
+            "renewTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+    }
+    await kube.create(LEASES, lease, namespace)
+    started = time.monotonic()
+    candidate = start_echo("candidate")
+    await candidate.wait_for_log("became leader", timeout=holder_duration + 15)
+    # Judged on its own (shorter) duration, it took over after LEASE_DURATION: two leaders.
+    assert time.monotonic() - started >= holder_duration
