@@ -116,8 +116,15 @@ class Manager:
 
     async def _lead(self, stop: asyncio.Event) -> int:
         elector = self._elector()
-        if elector is not None and not await _unless_stopped(elector.acquire(), stop):
-            return EXIT_OK
+        if elector is not None:
+            try:
+                if not await _unless_stopped(elector.acquire(), stop):
+                    return EXIT_OK
+            except Exception:
+                # acquire retries what it expects (API errors, timeouts); anything else (a
+                # proxy's HTML answer to a Lease GET, say) is a bug or a broken setup.
+                log.exception("leader election failed")
+                return EXIT_FAILED
         stopped = asyncio.create_task(stop.wait(), name="stop-signal")
         renewer = asyncio.create_task(
             elector.keep_renewing() if elector else asyncio.Event().wait()
@@ -156,14 +163,18 @@ class Manager:
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `work` unless `stop` is set first; True when `work` completed."""
+    """Run `work` unless `stop` is set first; True when `work` completed, False when stopped.
+    An exception of `work` propagates."""
     task = asyncio.create_task(work)
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
     for pending in (task, stopped):
         pending.cancel()
     await asyncio.gather(task, stopped, return_exceptions=True)
-    return task.done() and not task.cancelled() and task.exception() is None
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 Setup = Callable[[Manager], None]

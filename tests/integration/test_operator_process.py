@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, LEASES
+from tests.support.apiproxy import html_page, running_proxy
 from tests.support.echo_operator import SOURCE_LABEL, WRITER_ANNOTATION
 from tests.support.process import OperatorProcess, eventually
 
@@ -176,3 +178,22 @@ async def test_a_holder_with_a_longer_lease_is_waited_out_on_its_own_duration(
     await candidate.wait_for_log("became leader", timeout=holder_duration + 15)
     # Judged on its own (shorter) duration, it took over after LEASE_DURATION: two leaders.
     assert time.monotonic() - started >= holder_duration
+
+
+async def test_an_html_answer_to_leader_election_is_logged_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    tmp_path: Path,
+) -> None:
+    async def html_for_leases(request: web.Request) -> web.StreamResponse | None:
+        return html_page() if request.path.startswith("/apis/coordination.k8s.io/") else None
+
+    async with running_proxy(kube, html_for_leases) as proxy:
+        kubeconfig = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+        operator = start_echo("only", f"--kubeconfig={kubeconfig}")
+        code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    failures = [e for e in operator.logs() if e.get("event") == "leader election failed"]
+    assert failures, operator.tail()
+    assert "JSONDecodeError" in failures[0]["exception"]
