@@ -93,9 +93,11 @@ class Manager:
             asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}")
             for cache in self._all_caches()
         ]
+        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
         try:
-            return await self._lead(stop)
+            return await self._lead(stopped)
         finally:
+            stopped.cancel()
             for task in caches:
                 task.cancel()
             await asyncio.gather(*caches, return_exceptions=True)
@@ -114,36 +116,42 @@ class Manager:
             retry_period=election.retry_period,
         )
 
-    async def _lead(self, stop: asyncio.Event) -> int:
+    async def _lead(self, stopped: asyncio.Task[Any]) -> int:
+        """Win the lease, then reconcile until `stopped` ends (drain, exit 0) or leadership is
+        lost or a controller dies (exit 1)."""
         elector = self._elector()
         if elector is not None:
             try:
-                if not await _unless_stopped(elector.acquire(), stop):
+                if not await _unless(elector.acquire(), stopped):
                     return EXIT_OK
             except Exception:
                 # acquire retries what it expects (API errors, timeouts); anything else (a
                 # proxy's HTML answer to a Lease GET, say) is a bug or a broken setup.
                 log.exception("leader election failed")
                 return EXIT_FAILED
-        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
         renewer = asyncio.create_task(
             elector.keep_renewing() if elector else asyncio.Event().wait()
         )
         controllers = [asyncio.create_task(c.run(), name=c.name) for c in self.controllers]
-        tasks = [stopped, renewer, *controllers]
+        tasks = [renewer, *controllers]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
-                await self._drain()
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done() and not renewer.done() and await _unless(self._drain(), renewer):
                 return EXIT_OK
             if renewer.done():
-                log.error("leadership lost: reconcilers stopped")
+                # Also during the drain: a standby may lead already, so the grace period ends
+                # at once (controller-runtime drops it to 0).
+                log.error(
+                    "leadership lost: reconcilers stopped",
+                    draining=stopped.done(),
+                    error=_failure(renewer),
+                )
                 return EXIT_FAILED
             failed = next(task for task in controllers if task.done())
             log.error(
                 "a controller stopped unexpectedly",
                 controller=failed.get_name(),
-                error=None if failed.cancelled() else repr(failed.exception()),
+                error=_failure(failed),
             )
             return EXIT_FAILED
         finally:
@@ -162,19 +170,25 @@ class Manager:
             log.warning("some reconciles did not finish within the grace period")
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `work` unless `stop` is set first; True when `work` completed, False when stopped.
-    An exception of `work` propagates."""
+async def _unless(work: Coroutine[Any, Any, None], first: asyncio.Future[Any]) -> bool:
+    """Run `work` unless `first` ends before it (a stop signal, a lost lease); True when `work`
+    completed. An exception of `work` propagates."""
     task = asyncio.create_task(work)
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    for pending in (task, stopped):
-        pending.cancel()
-    await asyncio.gather(task, stopped, return_exceptions=True)
+    await asyncio.wait([task, first], return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
         return False
     task.result()
     return True
+
+
+def _failure(task: asyncio.Task[Any]) -> str | None:
+    """Why a task that should have run on ended: its exception, if it raised one."""
+    if task.cancelled():
+        return "cancelled"
+    error = task.exception()
+    return None if error is None else repr(error)
 
 
 Setup = Callable[[Manager], None]

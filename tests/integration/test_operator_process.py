@@ -55,6 +55,11 @@ def start_echo(control_plane: object, namespace: str, tmp_path: Path) -> Iterato
         process.stop()
 
 
+def _now() -> str:
+    """A Lease's MicroTime for now."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 async def create_source(kube: KubeClient, namespace: str, name: str, **data: str) -> None:
     body = {
         "apiVersion": "v1",
@@ -169,7 +174,7 @@ async def test_a_holder_with_a_longer_lease_is_waited_out_on_its_own_duration(
         "spec": {
             "holderIdentity": "old-replica",
             "leaseDurationSeconds": int(holder_duration),
-            "renewTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "renewTime": _now(),
         },
     }
     await kube.create(LEASES, lease, namespace)
@@ -197,3 +202,33 @@ async def test_an_html_answer_to_leader_election_is_logged_and_exits_non_zero(
     failures = [e for e in operator.logs() if e.get("event") == "leader election failed"]
     assert failures, operator.tail()
     assert "JSONDecodeError" in failures[0]["exception"]
+
+
+async def test_a_lease_lost_during_the_drain_stops_reconciling_at_once_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    operator = start_echo("only", "--shutdown-grace=60")
+    await operator.wait_for_log("starting workers")
+    await create_source(kube, namespace, "slow", delay="30")
+    await eventually(
+        lambda: operator.metric("controller_runtime_active_workers", controller="echo") == 1.0,
+        20,
+        "a reconcile in flight",
+        operator,
+    )
+    operator.signal(signal.SIGTERM)
+    await operator.wait_for_log("shutting down: draining in-flight reconciles")
+    # Another replica takes the lease (as one would once ours ran out): ours can no longer renew.
+    lease = await kube.get(LEASES, "dittofs-controller", namespace)
+    lease["spec"].update(holderIdentity="thief", leaseDurationSeconds=60, renewTime=_now())
+    await kube.replace(LEASES, lease)
+    # It stops within the renew deadline (3 s), not once the 30 s reconcile is done.
+    code = await asyncio.to_thread(operator.wait, 20)
+    assert code != 0, operator.tail()
+    assert any(
+        e.get("event") == "leadership lost: reconcilers stopped" and e.get("draining")
+        for e in operator.logs()
+    ), operator.tail()
+    assert await echo_writer(kube, namespace, "slow") is None
