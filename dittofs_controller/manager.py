@@ -7,8 +7,9 @@ Lifecycle:
   once and the process exits 1, so the pod restarts clean (as controller-runtime does).
 - SIGTERM/SIGINT: controllers stop taking work, in-flight reconciles get `shutdown_grace`
   seconds to finish, the lease is released, and the process exits 0.
-- A supervised task that dies unexpectedly stops the whole process (exit 1) instead of leaving
-  a half-working operator behind.
+- A supervised task (a cache, a controller, leader election) that dies unexpectedly stops the
+  whole process (exit 1, logging which and why) instead of leaving a half-working operator
+  behind: a dead informer would freeze its cache while /readyz stayed green.
 """
 
 from __future__ import annotations
@@ -88,19 +89,31 @@ class Manager:
         return [*self._caches.values(), *self._optional.values()]
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until `stop` is set (exit 0) or leadership is lost / a task dies (exit 1)."""
-        caches = [
-            asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}")
+        """Run until `stop` is set (exit 0), or until leadership is lost or a cache, a
+        controller or leader election fails (exit 1, with a log line naming the cause)."""
+        caches = {
+            asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}"): cache
             for cache in self._all_caches()
-        ]
+        }
         stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+        lead = asyncio.create_task(self._lead(stopped), name="lead")
         try:
-            return await self._lead(stopped)
+            await asyncio.wait([lead, *caches], return_when=asyncio.FIRST_COMPLETED)
+            if lead.done():
+                return lead.result()
+            # A cache runs until cancelled: one that ended no longer follows the API server,
+            # and reconciling on its frozen view would undo what others change.
+            dead = next(task for task in caches if task.done())
+            log.error(
+                "a cache stopped unexpectedly",
+                resource=caches[dead].resource.plural,
+                error=_failure(dead),
+            )
+            return EXIT_FAILED
         finally:
-            stopped.cancel()
-            for task in caches:
+            for task in (lead, stopped, *caches):
                 task.cancel()
-            await asyncio.gather(*caches, return_exceptions=True)
+            await asyncio.gather(lead, stopped, *caches, return_exceptions=True)
 
     def _elector(self) -> LeaderElector | None:
         election = self.settings.leader_election

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, LEASES
-from tests.support.apiproxy import html_page, running_proxy
+from tests.support.apiproxy import html_page, is_watch, running_proxy
 from tests.support.echo_operator import SOURCE_LABEL, WRITER_ANNOTATION
 from tests.support.process import OperatorProcess, eventually
 
@@ -232,3 +232,29 @@ async def test_a_lease_lost_during_the_drain_stops_reconciling_at_once_and_exits
         for e in operator.logs()
     ), operator.tail()
     assert await echo_writer(kube, namespace, "slow") is None
+
+
+async def test_a_dead_informer_is_noticed_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    tmp_path: Path,
+) -> None:
+    path = CONFIGMAPS.path(namespace)
+
+    async def malformed_watch(request: web.Request) -> web.StreamResponse | None:
+        # An event without metadata: the informer has no way on from it, its task dies.
+        if is_watch(request, path):
+            return web.json_response({"type": "ADDED", "object": {}})
+        return None
+
+    async with running_proxy(kube, malformed_watch) as proxy:
+        kubeconfig = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+        operator = start_echo("only", f"--kubeconfig={kubeconfig}")
+        # Without supervision the cache stays frozen and synced, /readyz green, for ever.
+        code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    deaths = [e for e in operator.logs() if e.get("event") == "a cache stopped unexpectedly"]
+    assert deaths, operator.tail()
+    assert deaths[0]["resource"] == "configmaps"
+    assert "KeyError('metadata')" in deaths[0]["error"]
