@@ -145,7 +145,8 @@ class Manager:
         renewer = asyncio.create_task(
             elector.keep_renewing() if elector else asyncio.Event().wait()
         )
-        controllers = [asyncio.create_task(c.run(), name=c.name) for c in self.controllers]
+        timeout = self.settings.cache_sync_timeout
+        controllers = [asyncio.create_task(c.run(timeout), name=c.name) for c in self.controllers]
         tasks = [renewer, *controllers]
         try:
             await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)

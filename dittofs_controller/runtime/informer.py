@@ -102,6 +102,8 @@ class Informer:
         self._backoff_max = backoff_max
         self._handlers: list[Handler] = []
         self._resource_version = ""
+        # Why the last list or watch failed (None since a list worked): why it is not synced.
+        self.last_error: str | None = None
         self._log = log.bind(
             resource=resource.plural, namespace=namespace or "*", selector=label_selector or ""
         )
@@ -131,9 +133,9 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, _ShortWatch) as error:
-                failure = str(error)
+                self.last_error = str(error)
             delay = backoff * (1 + random.random() * 0.5)
-            self._log.warning("list/watch failed; retrying", error=failure, delay=delay)
+            self._log.warning("list/watch failed; retrying", error=self.last_error, delay=delay)
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, self._backoff_max)
 
@@ -161,6 +163,7 @@ class Informer:
                 self._resource_version = page["metadata"]["resourceVersion"]
                 break
         self._replace(items)
+        self.last_error = None
         self._log.debug("listed", count=len(items), resource_version=self._resource_version)
         self.synced.set()
 
@@ -272,6 +275,11 @@ class ResourceCache:
     @property
     def has_synced(self) -> bool:
         return all(informer.synced.is_set() for informer in self.informers)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why a list or watch of one of its informers last failed, if one did."""
+        return next((i.last_error for i in self.informers if i.last_error), None)
 
     async def wait_synced(self) -> None:
         for informer in self.informers:

@@ -77,6 +77,11 @@ class OptionalCache:
     def has_synced(self) -> bool:
         return self._synced.is_set()
 
+    @property
+    def last_error(self) -> str | None:
+        inner = self._inner.last_error if self._inner is not None else None
+        return self.crd.last_error or inner
+
     async def wait_synced(self) -> None:
         await self._synced.wait()
 

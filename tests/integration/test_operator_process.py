@@ -14,9 +14,11 @@ from aiohttp import web
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, LEASES
-from tests.support.apiproxy import html_page, is_watch, running_proxy
+from tests.support.apiproxy import html_page, is_watch, running_proxy, token_kubeconfig
 from tests.support.echo_operator import SOURCE_LABEL, WRITER_ANNOTATION
+from tests.support.incluster import request_token
 from tests.support.process import OperatorProcess, eventually
+from tests.testbed import Cluster
 
 LEASE_DURATION = 4.0
 ELECTION_FLAGS = [
@@ -258,3 +260,63 @@ async def test_a_dead_informer_is_noticed_and_exits_non_zero(
     assert deaths, operator.tail()
     assert deaths[0]["resource"] == "configmaps"
     assert "KeyError('metadata')" in deaths[0]["error"]
+
+
+async def test_a_list_rbac_forbids_ends_the_cache_sync_wait_with_the_missing_permission(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    control_plane: Cluster,
+    tmp_path: Path,
+) -> None:
+    # A ServiceAccount that may hold the Lease, but not list the ConfigMaps it must cache.
+    await kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "limited"}},
+    )
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    await kube.request(
+        "POST",
+        f"{rbac}/roles",
+        body={
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "leases-only"},
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        },
+    )
+    await kube.request(
+        "POST",
+        f"{rbac}/rolebindings",
+        body={
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "leases-only"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "leases-only",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}],
+        },
+    )
+    kubeconfig = token_kubeconfig(
+        tmp_path / "limited.kubeconfig",
+        control_plane.server_url,
+        await request_token(kube, namespace, "limited"),
+    )
+    operator = start_echo("limited", f"--kubeconfig={kubeconfig}", "--cache-sync-timeout=5")
+    # Without the timeout it waits for the cache for ever, logging only retried warnings.
+    code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    stopped = [e for e in operator.logs() if e.get("event") == "a controller stopped unexpectedly"]
+    assert stopped, operator.tail()
+    assert "CacheSyncTimeout" in stopped[0]["error"]
+    assert 'cannot list resource "configmaps"' in stopped[0]["error"], stopped[0]["error"]

@@ -45,16 +45,7 @@ class ApiProxy:
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig for the proxy (which authenticates upstream itself)."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "proxy", "cluster": {"server": self.url}}],
-            "users": [{"name": "proxy", "user": {"token": "unused"}}],
-            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
-            "current-context": "proxy",
-        }
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return token_kubeconfig(path, self.url, "unused")
 
     def watches(self, path: str) -> int:
         """How many watches of `path` came through."""
@@ -107,6 +98,22 @@ async def running_proxy(
         yield proxy
     finally:
         await proxy.stop()
+
+
+def token_kubeconfig(path: Path, server: str, token: str) -> Path:
+    """A kubeconfig that authenticates to `server` with a bearer token (and trusts its TLS
+    certificate, whoever signed it: tests only)."""
+    cluster = {"server": server, "insecure-skip-tls-verify": True}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "test", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "current-context": "test",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def is_watch(request: web.Request, path: str) -> bool:
