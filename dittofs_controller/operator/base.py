@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import ParseError
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("dittofs_controller.operator")
 
 Spec = v1alpha1.DittoServerSpec
+
+# Finalizer writes race only the other reconcilers' at creation and deletion: a few rereads do.
+FINALIZER_ATTEMPTS = 5
 
 
 @attrs.frozen
@@ -213,17 +217,49 @@ class ServerReconciler(abc.ABC):
         log.info("released child", controller=self.name, kind=resource.kind, name=meta["name"])
 
     async def _set_finalizer(self, server: Obj, *, present: bool) -> None:
+        """Add or remove this reconciler's finalizer.
+
+        A merge patch of the whole list under the resourceVersion it was read at, not an
+        apply: an apply of a DittoServer deleted meanwhile (its last finalizer removed by
+        another reconciler) tries to create it again, where a patch finds it gone (404: done).
+        A 409 means a finalizer changed since: read the object again and redo it in this pass.
+        """
+        current: Obj | None = server
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda error: isinstance(error, ApiError) and error.conflict),
+            stop=stop_after_attempt(FINALIZER_ATTEMPTS),
+            wait=wait_random(0, 0.1),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    current = await self._reread(server)
+                if current is not None:
+                    await self._patch_finalizers(current["metadata"], present=present)
+
+    async def _reread(self, server: Obj) -> Obj | None:
+        """The DittoServer as it stands now, or None if it is gone (or is a new one)."""
         meta = server["metadata"]
-        body = {
-            "apiVersion": v1alpha1.API_VERSION,
-            "kind": v1alpha1.KIND,
-            "metadata": {
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "finalizers": [self.finalizer] if present else [],
-            },
+        live = await self.client.get_or_none(DITTOSERVERS, meta["name"], meta["namespace"])
+        if live is None or live["metadata"]["uid"] != meta["uid"]:
+            return None
+        return live
+
+    async def _patch_finalizers(self, meta: Obj, *, present: bool) -> None:
+        finalizers = list(meta.get("finalizers") or ())
+        wanted = [name for name in finalizers if name != self.finalizer]
+        if present and not meta.get("deletionTimestamp"):
+            wanted.append(str(self.finalizer))
+        if wanted == finalizers:
+            return
+        patch = {
+            "metadata": {"finalizers": wanted or None, "resourceVersion": meta["resourceVersion"]}
         }
-        await self.client.apply(DITTOSERVERS, body, field_manager=f"{self.manager}-finalizer")
+        try:
+            await self.client.merge_patch(DITTOSERVERS, meta["name"], patch, meta["namespace"])
+        except ApiError as error:
+            if not error.not_found:
+                raise
 
 
 async def write_condition(
