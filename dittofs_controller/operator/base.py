@@ -274,7 +274,8 @@ async def write_condition(
     """Apply one condition, with the top-level status `fields` its writer owns, in one status
     apply, only when the condition or one of the `owned` fields changed (an owned field missing
     from `fields` is removed) and this very apply is not still on its way to the cache.
-    Returns (the entry written, the previous entry) or None."""
+    Returns (the entry written, the previous entry) or None (nothing written, or the DittoServer
+    is gone)."""
     fields = fields or {}
     entry = conditions.desired_condition(server, condition_type, outcome)
     current = server.get("status") or {}
@@ -285,7 +286,12 @@ async def write_condition(
     if ctx.unseen.already_applied(server, manager, patch):
         return None
     previous = conditions.find(server, condition_type)
-    await ctx.client.apply(DITTOSERVERS, patch, field_manager=manager, subresource="status")
+    try:
+        await ctx.client.apply(DITTOSERVERS, patch, field_manager=manager, subresource="status")
+    except ApiError as error:
+        if error.not_found:  # deleted since the cache saw it: no status left to report on
+            return None
+        raise
     ctx.unseen.record(server, manager, patch)
     return entry, previous
 

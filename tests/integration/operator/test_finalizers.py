@@ -1,14 +1,20 @@
-"""The reconcilers' finalizers against the real API server: added once, removed without errors."""
+"""Deleting DittoServers on the real API server: the finalizers go, and the passes that come
+too late (from a cache that has not seen the deletion yet) write nothing and log no error."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from dittofs_controller.kube.client import REQUESTS, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS
+from dittofs_controller.operator.base import Context, write_condition
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.unseen import UnseenWrites
 from tests.bench.operator_bench import dittoserver
 from tests.integration.operator.conftest import RunningOperator, wait_for
 
@@ -59,3 +65,18 @@ async def test_deletion_removes_the_finalizers_without_recreating_or_errors(
         if record.levelno >= logging.WARNING and record.name.startswith("dittofs_controller")
     ]
     assert problems == []
+
+
+async def test_a_condition_for_a_dittoserver_gone_meanwhile_is_dropped(
+    dittoservers: KubeClient, namespace: str
+) -> None:
+    await dittoservers.create(DITTOSERVERS, dittoserver(namespace, "gone"), namespace)
+    cached = await dittoservers.get(DITTOSERVERS, "gone", namespace)
+    await dittoservers.delete(DITTOSERVERS, "gone", namespace)
+    # Only the client and the unseen-writes record take part in a condition write.
+    ctx = SimpleNamespace(client=dittoservers, unseen=UnseenWrites())
+    outcome = Outcome.true("Rendered", "config rendered")
+    written = await write_condition(
+        cast(Context, ctx), cached, "ConfigReady", outcome, "dittofs-config"
+    )
+    assert written is None
