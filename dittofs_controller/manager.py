@@ -3,10 +3,12 @@
 Lifecycle:
 - Caches start on every replica (a standby keeps them warm for a fast takeover) and /readyz
   turns ready once they have synced.
-- Controllers run only while this replica holds the lease. Losing the lease cancels them at
-  once and the process exits 1, so the pod restarts clean (as controller-runtime does).
+- Controllers run only while this replica holds the lease, once their caches have synced
+  (within `cache_sync_timeout`, or exit 1). Losing the lease cancels them at once and the
+  process exits 1, so the pod restarts clean (as controller-runtime does).
 - SIGTERM/SIGINT: controllers stop taking work, in-flight reconciles get `shutdown_grace`
-  seconds to finish, the lease is released, and the process exits 0.
+  seconds to finish, the lease is released, and the process exits 0; a lease lost meanwhile
+  cancels them at once (exit 1).
 - A supervised task (a cache, a controller, leader election) that dies unexpectedly stops the
   whole process (exit 1, logging which and why) instead of leaving a half-working operator
   behind: a dead informer would freeze its cache while /readyz stayed green.
