@@ -30,6 +30,7 @@ from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
 from dittofs_controller.operator import conditions
 from dittofs_controller.operator.children import (
+    LABEL_INSTANCE,
     MANAGED_SELECTOR,
     Obj,
     field_manager,
@@ -49,6 +50,7 @@ from dittofs_controller.runtime.controller import (
     TerminalError,
 )
 from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.runtime.store import controller_owner
 from dittofs_controller.settings import Settings
 
 if TYPE_CHECKING:
@@ -189,6 +191,23 @@ class ServerReconciler(abc.ABC):
             created=live is None,
         )
         return applied
+
+    async def children_from_api(self, resource: Resource, server: Obj) -> list[Obj]:
+        """The children of one kind the DittoServer controls, as the API server has them now.
+
+        For `release`, not the cache: a child created a moment before the deletion may not be
+        cached yet, and one left out would be garbage collected with the DittoServer.
+        """
+        meta = server["metadata"]
+        selector = f"{MANAGED_SELECTOR},{LABEL_INSTANCE}={meta['name']}"
+        listed = await self.client.request(
+            "GET", resource.path(meta["namespace"]), query={"labelSelector": selector}
+        )
+        return [
+            child
+            for child in listed["items"]
+            if (controller_owner(child) or {}).get("uid") == meta["uid"]
+        ]
 
     async def disown(self, resource: Resource, live: Obj, server: Obj) -> None:
         """Drop the DittoServer's ownerReference from a child, so the garbage collector keeps it
