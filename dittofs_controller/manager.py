@@ -3,12 +3,15 @@
 Lifecycle:
 - Caches start on every replica (a standby keeps them warm for a fast takeover) and /readyz
   turns ready once they have synced.
-- Controllers run only while this replica holds the lease. Losing the lease cancels them at
-  once and the process exits 1, so the pod restarts clean (as controller-runtime does).
+- Controllers run only while this replica holds the lease, once their caches have synced
+  (within `cache_sync_timeout`, or exit 1). Losing the lease cancels them at once and the
+  process exits 1, so the pod restarts clean (as controller-runtime does).
 - SIGTERM/SIGINT: controllers stop taking work, in-flight reconciles get `shutdown_grace`
-  seconds to finish, the lease is released, and the process exits 0.
-- A supervised task that dies unexpectedly stops the whole process (exit 1) instead of leaving
-  a half-working operator behind.
+  seconds to finish, the lease is released, and the process exits 0; a lease lost meanwhile
+  cancels them at once (exit 1).
+- A supervised task (a cache, a controller, leader election) that dies unexpectedly stops the
+  whole process (exit 1, logging which and why) instead of leaving a half-working operator
+  behind: a dead informer would freeze its cache while /readyz stayed green.
 """
 
 from __future__ import annotations
@@ -88,17 +91,31 @@ class Manager:
         return [*self._caches.values(), *self._optional.values()]
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until `stop` is set (exit 0) or leadership is lost / a task dies (exit 1)."""
-        caches = [
-            asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}")
+        """Run until `stop` is set (exit 0), or until leadership is lost or a cache, a
+        controller or leader election fails (exit 1, with a log line naming the cause)."""
+        caches = {
+            asyncio.create_task(cache.run(), name=f"cache-{cache.resource.plural}"): cache
             for cache in self._all_caches()
-        ]
+        }
+        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+        lead = asyncio.create_task(self._lead(stopped), name="lead")
         try:
-            return await self._lead(stop)
+            await asyncio.wait([lead, *caches], return_when=asyncio.FIRST_COMPLETED)
+            if lead.done():
+                return lead.result()
+            # A cache runs until cancelled: one that ended no longer follows the API server,
+            # and reconciling on its frozen view would undo what others change.
+            dead = next(task for task in caches if task.done())
+            log.error(
+                "a cache stopped unexpectedly",
+                resource=caches[dead].resource.plural,
+                error=_failure(dead),
+            )
+            return EXIT_FAILED
         finally:
-            for task in caches:
+            for task in (lead, stopped, *caches):
                 task.cancel()
-            await asyncio.gather(*caches, return_exceptions=True)
+            await asyncio.gather(lead, stopped, *caches, return_exceptions=True)
 
     def _elector(self) -> LeaderElector | None:
         election = self.settings.leader_election
@@ -114,29 +131,43 @@ class Manager:
             retry_period=election.retry_period,
         )
 
-    async def _lead(self, stop: asyncio.Event) -> int:
+    async def _lead(self, stopped: asyncio.Task[Any]) -> int:
+        """Win the lease, then reconcile until `stopped` ends (drain, exit 0) or leadership is
+        lost or a controller dies (exit 1)."""
         elector = self._elector()
-        if elector is not None and not await _unless_stopped(elector.acquire(), stop):
-            return EXIT_OK
-        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+        if elector is not None:
+            try:
+                if not await _unless(elector.acquire(), stopped):
+                    return EXIT_OK
+            except Exception:
+                # acquire retries what it expects (API errors, timeouts); anything else (a
+                # proxy's HTML answer to a Lease GET, say) is a bug or a broken setup.
+                log.exception("leader election failed")
+                return EXIT_FAILED
         renewer = asyncio.create_task(
             elector.keep_renewing() if elector else asyncio.Event().wait()
         )
-        controllers = [asyncio.create_task(c.run(), name=c.name) for c in self.controllers]
-        tasks = [stopped, renewer, *controllers]
+        timeout = self.settings.cache_sync_timeout
+        controllers = [asyncio.create_task(c.run(timeout), name=c.name) for c in self.controllers]
+        tasks = [renewer, *controllers]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
-                await self._drain()
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done() and not renewer.done() and await _unless(self._drain(), renewer):
                 return EXIT_OK
             if renewer.done():
-                log.error("leadership lost: reconcilers stopped")
+                # Also during the drain: a standby may lead already, so the grace period ends
+                # at once (controller-runtime drops it to 0).
+                log.error(
+                    "leadership lost: reconcilers stopped",
+                    draining=stopped.done(),
+                    error=_failure(renewer),
+                )
                 return EXIT_FAILED
             failed = next(task for task in controllers if task.done())
             log.error(
                 "a controller stopped unexpectedly",
                 controller=failed.get_name(),
-                error=None if failed.cancelled() else repr(failed.exception()),
+                error=_failure(failed),
             )
             return EXIT_FAILED
         finally:
@@ -155,15 +186,25 @@ class Manager:
             log.warning("some reconciles did not finish within the grace period")
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `work` unless `stop` is set first; True when `work` completed."""
+async def _unless(work: Coroutine[Any, Any, None], first: asyncio.Future[Any]) -> bool:
+    """Run `work` unless `first` ends before it (a stop signal, a lost lease); True when `work`
+    completed. An exception of `work` propagates."""
     task = asyncio.create_task(work)
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    for pending in (task, stopped):
-        pending.cancel()
-    await asyncio.gather(task, stopped, return_exceptions=True)
-    return task.done() and not task.cancelled() and task.exception() is None
+    await asyncio.wait([task, first], return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()
+    return True
+
+
+def _failure(task: asyncio.Task[Any]) -> str | None:
+    """Why a task that should have run on ended: its exception, if it raised one."""
+    if task.cancelled():
+        return "cancelled"
+    error = task.exception()
+    return None if error is None else repr(error)
 
 
 Setup = Callable[[Manager], None]

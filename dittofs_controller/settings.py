@@ -406,6 +406,15 @@ class Settings:
         metavar="SECONDS",
         help="On SIGTERM, how long in-flight reconciles may take to finish.",
     )
+    cache_sync_timeout: float = _setting(
+        flag="--cache-sync-timeout",
+        default=120.0,
+        parse=_parse_seconds,
+        validator=_positive,
+        metavar="SECONDS",
+        help="How long the leader waits for its caches to sync before it exits 1, naming the "
+        "resources whose list fails and why (a missing RBAC permission, say).",
+    )
     watch_timeout: float = _setting(
         flag="--watch-timeout",
         default=300.0,

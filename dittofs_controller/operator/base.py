@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import ParseError
@@ -29,6 +30,7 @@ from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
 from dittofs_controller.operator import conditions
 from dittofs_controller.operator.children import (
+    LABEL_INSTANCE,
     MANAGED_SELECTOR,
     Obj,
     field_manager,
@@ -48,6 +50,7 @@ from dittofs_controller.runtime.controller import (
     TerminalError,
 )
 from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.runtime.store import controller_owner
 from dittofs_controller.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +59,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("dittofs_controller.operator")
 
 Spec = v1alpha1.DittoServerSpec
+
+# Finalizer writes race only the other reconcilers' at creation and deletion: a few rereads do.
+FINALIZER_ATTEMPTS = 5
 
 
 @attrs.frozen
@@ -186,6 +192,23 @@ class ServerReconciler(abc.ABC):
         )
         return applied
 
+    async def children_from_api(self, resource: Resource, server: Obj) -> list[Obj]:
+        """The children of one kind the DittoServer controls, as the API server has them now.
+
+        For `release`, not the cache: a child created a moment before the deletion may not be
+        cached yet, and one left out would be garbage collected with the DittoServer.
+        """
+        meta = server["metadata"]
+        selector = f"{MANAGED_SELECTOR},{LABEL_INSTANCE}={meta['name']}"
+        listed = await self.client.request(
+            "GET", resource.path(meta["namespace"]), query={"labelSelector": selector}
+        )
+        return [
+            child
+            for child in listed["items"]
+            if (controller_owner(child) or {}).get("uid") == meta["uid"]
+        ]
+
     async def disown(self, resource: Resource, live: Obj, server: Obj) -> None:
         """Drop the DittoServer's ownerReference from a child, so the garbage collector keeps it
         when the DittoServer goes (deletionPolicy Retain). The resourceVersion precondition
@@ -213,17 +236,49 @@ class ServerReconciler(abc.ABC):
         log.info("released child", controller=self.name, kind=resource.kind, name=meta["name"])
 
     async def _set_finalizer(self, server: Obj, *, present: bool) -> None:
+        """Add or remove this reconciler's finalizer.
+
+        A merge patch of the whole list under the resourceVersion it was read at, not an
+        apply: an apply of a DittoServer deleted meanwhile (its last finalizer removed by
+        another reconciler) tries to create it again, where a patch finds it gone (404: done).
+        A 409 means a finalizer changed since: read the object again and redo it in this pass.
+        """
+        current: Obj | None = server
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda error: isinstance(error, ApiError) and error.conflict),
+            stop=stop_after_attempt(FINALIZER_ATTEMPTS),
+            wait=wait_random(0, 0.1),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    current = await self._reread(server)
+                if current is not None:
+                    await self._patch_finalizers(current["metadata"], present=present)
+
+    async def _reread(self, server: Obj) -> Obj | None:
+        """The DittoServer as it stands now, or None if it is gone (or is a new one)."""
         meta = server["metadata"]
-        body = {
-            "apiVersion": v1alpha1.API_VERSION,
-            "kind": v1alpha1.KIND,
-            "metadata": {
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "finalizers": [self.finalizer] if present else [],
-            },
+        live = await self.client.get_or_none(DITTOSERVERS, meta["name"], meta["namespace"])
+        if live is None or live["metadata"]["uid"] != meta["uid"]:
+            return None
+        return live
+
+    async def _patch_finalizers(self, meta: Obj, *, present: bool) -> None:
+        finalizers = list(meta.get("finalizers") or ())
+        wanted = [name for name in finalizers if name != self.finalizer]
+        if present and not meta.get("deletionTimestamp"):
+            wanted.append(str(self.finalizer))
+        if wanted == finalizers:
+            return
+        patch = {
+            "metadata": {"finalizers": wanted or None, "resourceVersion": meta["resourceVersion"]}
         }
-        await self.client.apply(DITTOSERVERS, body, field_manager=f"{self.manager}-finalizer")
+        try:
+            await self.client.merge_patch(DITTOSERVERS, meta["name"], patch, meta["namespace"])
+        except ApiError as error:
+            if not error.not_found:
+                raise
 
 
 async def write_condition(
@@ -238,7 +293,8 @@ async def write_condition(
     """Apply one condition, with the top-level status `fields` its writer owns, in one status
     apply, only when the condition or one of the `owned` fields changed (an owned field missing
     from `fields` is removed) and this very apply is not still on its way to the cache.
-    Returns (the entry written, the previous entry) or None."""
+    Returns (the entry written, the previous entry) or None (nothing written, or the DittoServer
+    is gone)."""
     fields = fields or {}
     entry = conditions.desired_condition(server, condition_type, outcome)
     current = server.get("status") or {}
@@ -249,7 +305,12 @@ async def write_condition(
     if ctx.unseen.already_applied(server, manager, patch):
         return None
     previous = conditions.find(server, condition_type)
-    await ctx.client.apply(DITTOSERVERS, patch, field_manager=manager, subresource="status")
+    try:
+        await ctx.client.apply(DITTOSERVERS, patch, field_manager=manager, subresource="status")
+    except ApiError as error:
+        if error.not_found:  # deleted since the cache saw it: no status left to report on
+            return None
+        raise
     ctx.unseen.record(server, manager, patch)
     return entry, previous
 

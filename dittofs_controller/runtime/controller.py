@@ -70,9 +70,21 @@ class Source(Protocol):
     """What a controller watches: a ResourceCache, or an OptionalCache of a CRD that may be
     missing (its wait_synced returns once it knows the CRD is absent)."""
 
+    resource: Resource
+
+    @property
+    def has_synced(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
     def add_handler(self, handler: Handler) -> None: ...
 
     async def wait_synced(self) -> None: ...
+
+
+class CacheSyncTimeout(Exception):
+    """A cache did not sync in time: a list RBAC forbids, say, would otherwise hang for ever."""
 
 
 def owner_mapper(owner: Resource) -> KeyMapper:
@@ -149,10 +161,25 @@ class Controller:
         self._caches.append(cache)
         return self
 
-    async def run(self) -> None:
-        """Wait for the caches, then reconcile until cancelled or the queue shuts down."""
-        for cache in self._caches:
-            await cache.wait_synced()
+    async def run(self, cache_sync_timeout: float | None = None) -> None:
+        """Wait for the caches, then reconcile until cancelled or the queue shuts down.
+
+        Raises CacheSyncTimeout, naming each unsynced resource and why its list fails (the API
+        server's answer names a missing permission), when they take over `cache_sync_timeout`.
+        """
+        try:
+            async with asyncio.timeout(cache_sync_timeout):
+                for cache in self._caches:
+                    await cache.wait_synced()
+        except TimeoutError:
+            unsynced = [
+                f"{cache.resource.plural} ({cache.last_error or 'no error yet'})"
+                for cache in self._caches
+                if not cache.has_synced
+            ]
+            raise CacheSyncTimeout(
+                f"caches not synced after {cache_sync_timeout:g} s: {', '.join(unsynced)}"
+            ) from None
         metrics.init_controller_metrics(self.name, self.workers)
         self._log.info("starting workers", workers=self.workers)
         async with asyncio.TaskGroup() as group:
@@ -190,6 +217,7 @@ class Controller:
             except TerminalError as error:
                 self.queue.forget(key)
                 metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+                metrics.RECONCILE_ERRORS.labels(self.name).inc()
                 metrics.TERMINAL_RECONCILE_ERRORS.labels(self.name).inc()
                 span.record_exception(error)
                 self._log.warning("reconcile failed permanently", error=str(error))

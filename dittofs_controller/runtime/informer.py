@@ -12,6 +12,9 @@ Invariants:
 - `synced` is set once the first list has been applied and is never cleared.
 - A watch resumes from the last resourceVersion seen (event or bookmark); only 410 Gone, or an
   error the watch cannot resume from, costs a full relist.
+- A watch that ends at once with no event counts as a failure: the next one waits out the
+  backoff (client-go's "very short watch"), so a proxy closing every watch cannot make a
+  reconnect storm.
 - A watch silent for longer than `inactivity_timeout` (no event, no bookmark) is abandoned and
   resumed, so a half-dead connection cannot freeze the cache.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +44,8 @@ from dittofs_controller.runtime.store import BY_NAMESPACE, IndexFunc, Obj, Store
 log = structlog.get_logger("dittofs_controller.informer")
 
 LIST_PAGE_SIZE = 500
+# client-go's bound: a watch that ends sooner, with no event, is "very short".
+SHORT_WATCH_SECONDS = 1.0
 
 
 class EventType(enum.Enum):
@@ -54,6 +60,11 @@ Handler = Callable[[EventType, Obj, Obj | None], None]
 
 class _Relist(Exception):
     """The watch cannot resume from its resourceVersion: list again."""
+
+
+class _ShortWatch(Exception):
+    """A watch ended at once without an event (a proxy closing it, say): back off before the
+    next one, as client-go does, instead of reconnecting in a tight loop."""
 
 
 class Informer:
@@ -91,6 +102,8 @@ class Informer:
         self._backoff_max = backoff_max
         self._handlers: list[Handler] = []
         self._resource_version = ""
+        # Why the last list or watch failed (None since a list worked): why it is not synced.
+        self.last_error: str | None = None
         self._log = log.bind(
             resource=resource.plural, namespace=namespace or "*", selector=label_selector or ""
         )
@@ -113,15 +126,18 @@ class Informer:
                     need_list = False
                 await self._watch()
                 backoff = self._backoff_initial
+                continue
             except _Relist:
                 need_list = True
+                continue
             except asyncio.CancelledError:
                 raise
-            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as error:
-                delay = backoff * (1 + random.random() * 0.5)
-                self._log.warning("list/watch failed; retrying", error=str(error), delay=delay)
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self._backoff_max)
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, _ShortWatch) as error:
+                self.last_error = str(error)
+            delay = backoff * (1 + random.random() * 0.5)
+            self._log.warning("list/watch failed; retrying", error=self.last_error, delay=delay)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, self._backoff_max)
 
     def _selector_query(self) -> dict[str, Any]:
         return {"labelSelector": self.label_selector, "fieldSelector": self.field_selector}
@@ -147,6 +163,7 @@ class Informer:
                 self._resource_version = page["metadata"]["resourceVersion"]
                 break
         self._replace(items)
+        self.last_error = None
         self._log.debug("listed", count=len(items), resource_version=self._resource_version)
         self.synced.set()
 
@@ -170,6 +187,8 @@ class Informer:
         client_timeout = aiohttp.ClientTimeout(
             total=timeout_seconds + 30, sock_connect=10, sock_read=self._inactivity_timeout
         )
+        started = time.monotonic()
+        events = 0
         try:
             async for event in self.client.stream_lines(
                 self.resource.path(self.namespace),
@@ -177,11 +196,15 @@ class Informer:
                 timeout=client_timeout,
                 accept=METADATA_WATCH_ACCEPT if self.metadata_only else JSON_ACCEPT,
             ):
+                events += 1
                 self._on_watch_event(event)
         except ApiError as error:
             if error.gone:
                 raise _Relist from error
             raise
+        lasted = time.monotonic() - started
+        if not events and lasted < SHORT_WATCH_SECONDS:
+            raise _ShortWatch(f"very short watch: it ended after {lasted:.3f} s with no event")
 
     def _on_watch_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -252,6 +275,11 @@ class ResourceCache:
     @property
     def has_synced(self) -> bool:
         return all(informer.synced.is_set() for informer in self.informers)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why a list or watch of one of its informers last failed, if one did."""
+        return next((i.last_error for i in self.informers if i.last_error), None)
 
     async def wait_synced(self) -> None:
         for informer in self.informers:

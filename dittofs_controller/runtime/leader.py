@@ -1,9 +1,10 @@
 """Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics.
 
 Invariants:
-- Another holder's lease counts as expired only when its record has not changed for
-  `lease_duration` as measured on OUR monotonic clock since we first saw that record, so clock
-  skew between replicas cannot make two leaders.
+- Another holder's lease counts as expired only when its record has not changed for the
+  holder's `leaseDurationSeconds` (not ours: replicas may disagree during a rollout) as measured
+  on OUR monotonic clock since we first saw that record, so clock skew between replicas cannot
+  make two leaders.
 - Every write carries the resourceVersion we read (optimistic concurrency): two candidates racing
   for an expired lease cannot both win.
 - A leader that cannot renew within `renew_deadline` gives up leadership before its lease
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
-import time
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,11 @@ from dittofs_controller.runtime import metrics
 log = structlog.get_logger("dittofs_controller.leader")
 
 JITTER = 1.2
+
+
+def _monotonic() -> float:
+    """The event loop's clock (time.monotonic, unless a test fast-forwards it)."""
+    return asyncio.get_running_loop().time()
 
 
 def _now_micro() -> str:
@@ -71,18 +76,18 @@ class LeaderElector:
 
     async def keep_renewing(self) -> None:
         """Renew every retry period; return when leadership is lost (renew deadline missed)."""
-        last_renewal = time.monotonic()
+        last_renewal = _monotonic()
         while True:
             await asyncio.sleep(self.retry_period)
-            remaining = self.renew_deadline - (time.monotonic() - last_renewal)
+            remaining = self.renew_deadline - (_monotonic() - last_renewal)
             try:
                 async with asyncio.timeout(max(remaining, 0.001)):
                     renewed = await self._try_acquire_or_renew()
             except TimeoutError:
                 renewed = False
             if renewed:
-                last_renewal = time.monotonic()
-            elif time.monotonic() - last_renewal >= self.renew_deadline:
+                last_renewal = _monotonic()
+            elif _monotonic() - last_renewal >= self.renew_deadline:
                 self._log.error("lost leadership: could not renew the lease in time")
                 self._status.set(0)
                 return
@@ -97,16 +102,17 @@ class LeaderElector:
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity") or ""
             record = (holder, str(spec.get("renewTime") or ""))
-            now = time.monotonic()
+            now = _monotonic()
             if record != self._observed:
                 self._observed, self._observed_at = record, now
             held_by_other = holder not in ("", self.identity)
-            if held_by_other and now - self._observed_at < self.lease_duration:
+            holder_duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+            if held_by_other and now - self._observed_at < holder_duration:
                 return False
             updated = await self.client.replace(LEASES, self._lease_body(lease))
             new_spec = updated.get("spec") or {}
             self._observed = (self.identity, str(new_spec.get("renewTime") or ""))
-            self._observed_at = time.monotonic()
+            self._observed_at = _monotonic()
             return True
         except (ApiError, aiohttp.ClientError, TimeoutError) as error:
             self._log.info("lease attempt failed", error=str(error))

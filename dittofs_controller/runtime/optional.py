@@ -64,6 +64,7 @@ class OptionalCache:
         self._indexes: list[tuple[str, IndexFunc]] = []
         self._inner: ResourceCache | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._synced = asyncio.Event()
 
     @property
@@ -75,6 +76,11 @@ class OptionalCache:
     @property
     def has_synced(self) -> bool:
         return self._synced.is_set()
+
+    @property
+    def last_error(self) -> str | None:
+        inner = self._inner.last_error if self._inner is not None else None
+        return self.crd.last_error or inner
 
     async def wait_synced(self) -> None:
         await self._synced.wait()
@@ -92,18 +98,18 @@ class OptionalCache:
         return True
 
     async def run(self) -> None:
-        """Watch the CRD and run the inner cache while it exists, until cancelled."""
+        """Watch the CRD and run the inner cache while it exists, until cancelled. The inner
+        cache runs in the same task group, so its failure ends this one (and is noticed)."""
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 group.create_task(self.crd.run(), name=f"informer-crd-{self.crd_name}")
                 await self.crd.wait_synced()
                 if self._inner is None:
                     self._synced.set()
         finally:
-            task = self._task
+            self._group = None
             self._stop()
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
 
     def _on_crd(self, kind: EventType, _: Obj, __: Obj | None) -> None:
         if kind is EventType.DELETED:
@@ -120,7 +126,10 @@ class OptionalCache:
         for handler in self._handlers:
             inner.add_handler(handler)
         self._inner = inner
-        self._task = asyncio.create_task(self._serve(inner), name=f"cache-{self.resource.plural}")
+        assert self._group is not None, "the CRD's handlers run only inside run()"
+        self._task = self._group.create_task(
+            self._serve(inner), name=f"cache-{self.resource.plural}"
+        )
 
     async def _serve(self, inner: ResourceCache) -> None:
         async with asyncio.TaskGroup() as group:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from dittofs_controller.kube.client import KubeClient
+from dittofs_controller.kube.client import KubeClient, connect
 from dittofs_controller.kube.resources import CONFIGMAPS, ObjectKey
 from dittofs_controller.runtime.informer import EventType, Informer, ResourceCache
 from dittofs_controller.runtime.store import BY_CONTROLLER_UID, Obj
+from tests.support.apiproxy import is_watch, running_proxy
 
 
 class Recorder:
@@ -260,3 +263,25 @@ async def test_a_silent_watch_is_abandoned_and_resumed(
     finally:
         await proxied.close()
         await proxy.stop()
+
+
+async def test_a_watch_that_ends_at_once_backs_off(
+    kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    path = CONFIGMAPS.path(namespace)
+
+    async def close_watches(request: web.Request) -> web.StreamResponse | None:
+        return web.json_response(text="") if is_watch(request, path) else None
+
+    async with running_proxy(kube, close_watches) as proxy:
+        proxied = await connect(str(proxy.kubeconfig(tmp_path / "kubeconfig")), None)
+        informer = Informer(proxied, CONFIGMAPS, namespace=namespace, backoff_initial=0.5)
+        try:
+            async with running(informer):
+                await asyncio.wait_for(informer.synced.wait(), 10)
+                await asyncio.sleep(4)
+        finally:
+            await proxied.close()
+    # Backing off 0.5, 1, 2 s (+ up to 50 % jitter) leaves room for 4 watches at most; without
+    # the backoff it reconnects hundreds of times.
+    assert 1 <= proxy.watches(path) <= 4

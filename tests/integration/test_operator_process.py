@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, LEASES
+from tests.support.apiproxy import html_page, is_watch, running_proxy, token_kubeconfig
 from tests.support.echo_operator import SOURCE_LABEL, WRITER_ANNOTATION
+from tests.support.incluster import request_token
 from tests.support.process import OperatorProcess, eventually
+from tests.testbed import Cluster
 
 LEASE_DURATION = 4.0
 ELECTION_FLAGS = [
@@ -49,6 +55,11 @@ def start_echo(control_plane: object, namespace: str, tmp_path: Path) -> Iterato
     yield start
     for process in started:
         process.stop()
+
+
+def _now() -> str:
+    """A Lease's MicroTime for now."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def create_source(kube: KubeClient, namespace: str, name: str, **data: str) -> None:
@@ -150,3 +161,162 @@ async def test_sigterm_while_waiting_for_leadership_exits_zero(
     await standby.wait_for_log("waiting for leadership")
     standby.signal(signal.SIGTERM)
     assert await asyncio.to_thread(standby.wait, 10) == 0
+
+
+async def test_a_holder_with_a_longer_lease_is_waited_out_on_its_own_duration(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    holder_duration = 4 * LEASE_DURATION
+    lease = {
+        "apiVersion": LEASES.api_version,
+        "kind": "Lease",
+        "metadata": {"name": "dittofs-controller", "namespace": namespace},
+        "spec": {
+            "holderIdentity": "old-replica",
+            "leaseDurationSeconds": int(holder_duration),
+            "renewTime": _now(),
+        },
+    }
+    await kube.create(LEASES, lease, namespace)
+    started = time.monotonic()
+    candidate = start_echo("candidate")
+    await candidate.wait_for_log("became leader", timeout=holder_duration + 15)
+    # Judged on its own (shorter) duration, it took over after LEASE_DURATION: two leaders.
+    assert time.monotonic() - started >= holder_duration
+
+
+async def test_an_html_answer_to_leader_election_is_logged_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    tmp_path: Path,
+) -> None:
+    async def html_for_leases(request: web.Request) -> web.StreamResponse | None:
+        return html_page() if request.path.startswith("/apis/coordination.k8s.io/") else None
+
+    async with running_proxy(kube, html_for_leases) as proxy:
+        kubeconfig = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+        operator = start_echo("only", f"--kubeconfig={kubeconfig}")
+        code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    failures = [e for e in operator.logs() if e.get("event") == "leader election failed"]
+    assert failures, operator.tail()
+    assert "JSONDecodeError" in failures[0]["exception"]
+
+
+async def test_a_lease_lost_during_the_drain_stops_reconciling_at_once_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    operator = start_echo("only", "--shutdown-grace=60")
+    await operator.wait_for_log("starting workers")
+    await create_source(kube, namespace, "slow", delay="30")
+    await eventually(
+        lambda: operator.metric("controller_runtime_active_workers", controller="echo") == 1.0,
+        20,
+        "a reconcile in flight",
+        operator,
+    )
+    operator.signal(signal.SIGTERM)
+    await operator.wait_for_log("shutting down: draining in-flight reconciles")
+    # Another replica takes the lease (as one would once ours ran out): ours can no longer renew.
+    lease = await kube.get(LEASES, "dittofs-controller", namespace)
+    lease["spec"].update(holderIdentity="thief", leaseDurationSeconds=60, renewTime=_now())
+    await kube.replace(LEASES, lease)
+    # It stops within the renew deadline (3 s), not once the 30 s reconcile is done.
+    code = await asyncio.to_thread(operator.wait, 20)
+    assert code != 0, operator.tail()
+    assert any(
+        e.get("event") == "leadership lost: reconcilers stopped" and e.get("draining")
+        for e in operator.logs()
+    ), operator.tail()
+    assert await echo_writer(kube, namespace, "slow") is None
+
+
+async def test_a_dead_informer_is_noticed_and_exits_non_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    tmp_path: Path,
+) -> None:
+    path = CONFIGMAPS.path(namespace)
+
+    async def malformed_watch(request: web.Request) -> web.StreamResponse | None:
+        # An event without metadata: the informer has no way on from it, its task dies.
+        if is_watch(request, path):
+            return web.json_response({"type": "ADDED", "object": {}})
+        return None
+
+    async with running_proxy(kube, malformed_watch) as proxy:
+        kubeconfig = proxy.kubeconfig(tmp_path / "proxy.kubeconfig")
+        operator = start_echo("only", f"--kubeconfig={kubeconfig}")
+        # Without supervision the cache stays frozen and synced, /readyz green, for ever.
+        code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    deaths = [e for e in operator.logs() if e.get("event") == "a cache stopped unexpectedly"]
+    assert deaths, operator.tail()
+    assert deaths[0]["resource"] == "configmaps"
+    assert "KeyError('metadata')" in deaths[0]["error"]
+
+
+async def test_a_list_rbac_forbids_ends_the_cache_sync_wait_with_the_missing_permission(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+    control_plane: Cluster,
+    tmp_path: Path,
+) -> None:
+    # A ServiceAccount that may hold the Lease, but not list the ConfigMaps it must cache.
+    await kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "limited"}},
+    )
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    await kube.request(
+        "POST",
+        f"{rbac}/roles",
+        body={
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "leases-only"},
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        },
+    )
+    await kube.request(
+        "POST",
+        f"{rbac}/rolebindings",
+        body={
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "leases-only"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "leases-only",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}],
+        },
+    )
+    kubeconfig = token_kubeconfig(
+        tmp_path / "limited.kubeconfig",
+        control_plane.server_url,
+        await request_token(kube, namespace, "limited"),
+    )
+    operator = start_echo("limited", f"--kubeconfig={kubeconfig}", "--cache-sync-timeout=5")
+    # Without the timeout it waits for the cache for ever, logging only retried warnings.
+    code = await asyncio.to_thread(operator.wait, 30)
+    assert code != 0, operator.tail()
+    stopped = [e for e in operator.logs() if e.get("event") == "a controller stopped unexpectedly"]
+    assert stopped, operator.tail()
+    assert "CacheSyncTimeout" in stopped[0]["error"]
+    assert 'cannot list resource "configmaps"' in stopped[0]["error"], stopped[0]["error"]

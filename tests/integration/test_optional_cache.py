@@ -6,13 +6,18 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
+import pytest
+from aiohttp import web
+
+from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient, connect
 from dittofs_controller.kube.resources import CRDS, ObjectKey, Resource
 from dittofs_controller.runtime.informer import EventType
 from dittofs_controller.runtime.optional import OptionalCache
 from dittofs_controller.runtime.store import Obj
 from tests.integration.test_informer import Recorder
+from tests.support.apiproxy import is_watch, running_proxy
 
 
 def widgets() -> Resource:
@@ -152,5 +157,32 @@ async def test_a_present_crd_syncs_only_after_its_objects_are_listed(
             assert [w["metadata"]["name"] for w in cache.by_index("by-name", "existing")] == [
                 "existing"
             ]
+    finally:
+        await uninstall(kube, resource)
+
+
+async def test_a_dead_inner_informer_ends_the_cache(
+    kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    resource = widgets()
+    path = resource.path(namespace)
+
+    async def malformed_watch(request: web.Request) -> web.StreamResponse | None:
+        if is_watch(request, path):  # an event without metadata: the inner informer dies
+            return web.json_response({"type": "ADDED", "object": {}})
+        return None
+
+    await install(kube, resource)
+    try:
+        async with running_proxy(kube, malformed_watch) as proxy:
+            proxied = await connect(str(proxy.kubeconfig(tmp_path / "kubeconfig")), None)
+            try:
+                cache = OptionalCache(proxied, resource, namespaces=[namespace])
+                # Its run() ends, so the manager sees it (it ran on, cache frozen, before).
+                with pytest.raises(ExceptionGroup) as raised:
+                    await asyncio.wait_for(cache.run(), 30)
+            finally:
+                await proxied.close()
+        assert raised.group_contains(KeyError)
     finally:
         await uninstall(kube, resource)

@@ -16,7 +16,7 @@ walks every code path that makes a request:
   monitored  the ServiceMonitor CRD appears: the ServiceMonitor is created
   changed    SMB, Ingress, NetworkPolicies and ServiceMonitor turned off (deleted), log level
              changed (ConfigMap and StatefulSet patched), replicas 0 (stopped)
-  drifted    the StatefulSet's and PerconaPGCluster's labels edited by hand: restored
+  drifted    the StatefulSet's, PerconaPGCluster's and a claim's labels edited by hand: restored
   retained   the DittoServer deleted: its finalizers go, claims, generated Secret and Percona
              cluster survive without its ownerReference, the rest is garbage collected
 
@@ -500,6 +500,8 @@ class Scenario:
         edited = [
             (STATEFULSETS, names.statefulset(SERVER)),
             (PERCONA_PG_CLUSTERS, cluster.get("metadata", {}).get("name", "")),
+            # Retain's release lists claims from the API, so this is where the claim watch shows.
+            (PVCS, names.metadata_claim(SERVER, "meta")),
         ]
         drift = {"metadata": {"labels": {LABEL_COMPONENT: "drifted"}}}
         for resource, name in edited:

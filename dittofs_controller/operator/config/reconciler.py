@@ -80,15 +80,10 @@ class ConfigReconciler(ServerReconciler):
         """Under Retain (or an unreadable spec) orphan the generated Secrets so they survive."""
         if spec is not None and spec.deletion_policy == "Delete":
             return  # garbage collection deletes them with the DittoServer
-        meta = server["metadata"]
-        for secret in build.generated(meta["name"], None):
-            live = self.ctx.secrets.get(ObjectKey(meta["namespace"], secret.name))
-            refs = (live or {}).get("metadata", {}).get("ownerReferences") or []
-            kept = [ref for ref in refs if ref.get("uid") != meta["uid"]]
-            if live is None or len(kept) == len(refs):
-                continue
-            await self._set_owners(live, kept)
-            log.info("kept generated secret after deletion (Retain)", secret=secret.name)
+        generated = {secret.name for secret in build.generated(server["metadata"]["name"], None)}
+        for live in await self.children_from_api(SECRETS, server):
+            if live["metadata"]["name"] in generated:
+                await self.disown(SECRETS, live, server)
 
     async def _ensure_generated(self, server: Obj, secret: build.Generated) -> str | None:
         """Create the Secret when missing, else adopt it unchanged; its value when known here.

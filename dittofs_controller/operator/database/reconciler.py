@@ -183,9 +183,7 @@ class DatabaseReconciler(ServerReconciler):
             return
         if not self.clusters.installed:
             return  # no CRD, so no cluster to keep
-        if not await self.clusters.wait_listed(SERVED_TIMEOUT):
-            raise Problem("PerconaOperatorNotInstalled", "PerconaPGClusters are not served yet")
-        for live in self.clusters.by_index(BY_CONTROLLER_UID, server["metadata"]["uid"]):
+        for live in await self.children_from_api(PERCONA_PG_CLUSTERS, server):
             await self.disown(PERCONA_PG_CLUSTERS, live, server)
 
 

@@ -137,5 +137,5 @@ class StorageReconciler(ServerReconciler):
         """Retain (or an unparseable spec): keep every claim this DittoServer controls."""
         if spec is not None and spec.deletion_policy == "Delete":
             return
-        for live in self.claims.by_index(BY_CONTROLLER_UID, server["metadata"]["uid"]):
+        for live in await self.children_from_api(PVCS, server):
             await self.disown(PVCS, live, server)

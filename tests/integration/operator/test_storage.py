@@ -18,13 +18,22 @@ import pytest
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import (
+    CONFIGMAPS,
     DITTOSERVERS,
     PVCS,
+    SECRETS,
     STORAGECLASSES,
     ObjectKey,
     Resource,
 )
+from dittofs_controller.operator import names
+from dittofs_controller.operator.base import Context
+from dittofs_controller.operator.children import child_metadata
+from dittofs_controller.operator.config.reconciler import ConfigReconciler
+from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.operator.storage import reconciler as storage_reconciler
+from dittofs_controller.runtime.informer import ResourceCache
+from dittofs_controller.settings import Settings
 from tests.integration.operator.conftest import (
     StartOperator,
     condition,
@@ -424,3 +433,57 @@ async def test_delete_lets_the_garbage_collector_remove_the_claims(
 
     # The garbage collector may need ~30 s to discover a freshly installed CRD's kind.
     await wait_for(claims_gone, "the garbage collector to delete the claims", timeout=90)
+
+
+async def test_retain_keeps_children_the_cache_has_not_seen_yet(
+    dittoservers: KubeClient, namespace: str
+) -> None:
+    """A child created a moment before its DittoServer is deleted may not be cached yet when
+    the finalizer runs; Retain must keep it all the same. No operator runs here and the caches
+    are never started: as if every child's watch event were still on its way."""
+    kube = dittoservers
+    created = await kube.create(DITTOSERVERS, server(namespace, deletionPolicy="Retain"), namespace)
+    claim = names.controlplane_claim("files")
+    jwt = names.jwt_secret("files")
+    await kube.create(
+        PVCS,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": child_metadata(created, claim, "storage"),
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        namespace,
+    )
+    await kube.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": child_metadata(created, jwt, "config"),
+            "stringData": {"secret": "not-read-by-this-test"},
+        },
+        namespace,
+    )
+
+    def unstarted(resource: Resource) -> ResourceCache:
+        return ResourceCache(kube, resource, namespaces=[namespace])
+
+    ctx = Context(
+        client=kube,
+        servers=unstarted(DITTOSERVERS),
+        secrets=unstarted(SECRETS),
+        secret_values=None,  # type: ignore[arg-type]  # release reads no Secret value
+        events=None,  # type: ignore[arg-type]  # and records no Event
+        settings=Settings(),
+    )
+    spec = server_spec(created)
+    await storage_reconciler.StorageReconciler(ctx, unstarted(PVCS)).release(created, spec)
+    await ConfigReconciler(ctx, unstarted(CONFIGMAPS)).release(created, spec)
+
+    for resource, name in ((PVCS, claim), (SECRETS, jwt)):
+        live = await kube.get(resource, name, namespace)
+        assert "ownerReferences" not in live["metadata"], f"{resource.kind} {name} still owned"

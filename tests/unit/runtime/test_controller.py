@@ -10,7 +10,13 @@ import pytest
 
 from dittofs_controller.kube.resources import CONFIGMAPS, ObjectKey
 from dittofs_controller.runtime import metrics
-from dittofs_controller.runtime.controller import DONE, Controller, Result, TerminalError
+from dittofs_controller.runtime.controller import (
+    DONE,
+    CacheSyncTimeout,
+    Controller,
+    Result,
+    TerminalError,
+)
 from dittofs_controller.runtime.informer import EventType, Handler
 from dittofs_controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from dittofs_controller.runtime.store import Obj
@@ -111,6 +117,8 @@ async def test_terminal_errors_are_not_retried() -> None:
         await asyncio.sleep(0.2)
     assert reconciler.calls == 1
     assert sample("controller_runtime_terminal_reconcile_errors_total", "terminal") == 1
+    # As in controller-runtime, a terminal error is an error too: alerts on errors_total see it.
+    assert sample("controller_runtime_reconcile_errors_total", "terminal") == 1
 
 
 async def test_requeue_after_runs_the_key_again_later() -> None:
@@ -174,16 +182,22 @@ async def test_one_key_is_never_reconciled_concurrently(workers: int) -> None:
 
 
 class Source:
-    """Hands a controller's handlers the events a test makes up (an informer stand-in)."""
+    """Hands a controller's handlers the events a test makes up (an informer stand-in); one
+    with a `last_error` never syncs."""
 
-    def __init__(self) -> None:
+    resource = CONFIGMAPS
+
+    def __init__(self, last_error: str | None = None) -> None:
         self.handlers: list[Handler] = []
+        self.last_error = last_error
+        self.has_synced = last_error is None
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 
     async def wait_synced(self) -> None:
-        return None
+        if not self.has_synced:
+            await asyncio.Event().wait()
 
     def emit(self, kind: EventType, obj: Obj, old: Obj | None = None) -> None:
         for handler in self.handlers:
@@ -255,3 +269,11 @@ async def test_a_delayed_watch_makes_one_pass_of_a_burst_of_changes() -> None:
     assert reconciler.calls == 1
     retries = metrics.REGISTRY.get_sample_value("workqueue_retries_total", {"name": "coalesce"})
     assert not retries  # waiting for the burst to end is not a retry
+
+
+async def test_caches_that_never_sync_fail_the_start_naming_the_resource_and_the_error() -> None:
+    forbidden = '403 Forbidden: User "x" cannot list resource "configmaps"'
+    controller = make("unsynced", Scripted(done)).watch(Source()).watch(Source(forbidden))
+    with pytest.raises(CacheSyncTimeout) as raised:
+        await controller.run(cache_sync_timeout=0.05)
+    assert str(raised.value) == f"caches not synced after 0.05 s: configmaps ({forbidden})"
