@@ -40,6 +40,7 @@ from dittofs_controller.kube.client import APPLY_PATCH, KubeClient
 from dittofs_controller.kube.resources import CRDS, DEPLOYMENTS, SERVICES, Resource
 from tests.support import leaks
 from tests.support.process import REPO, OperatorProcess
+from tests.testbed.node import Image
 
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 CHART = REPO / "deploy" / "helm" / "dittofs-operator"
@@ -319,14 +320,42 @@ def build_wheel(work_dir: Path) -> Path:
     return wheel
 
 
-def install_runtime(wheel: Path, venv: Path) -> Path:
-    """The runtime stage: a venv without pip, the wheel installed into it with the
-    Containerfile's flags by an outside pip. Returns the venv's python."""
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], venv.parent)
+def install_runtime(wheel: Path, venv: Path, base_python: Path | None = None) -> Path:
+    """The runtime stage: a venv of `base_python` (default: this one) without pip, the wheel
+    installed into it with the Containerfile's flags by an outside pip. Returns its python."""
+    base = str(base_python or sys.executable)
+    _run([base, "-m", "venv", "--without-pip", str(venv)], venv.parent)
     python = venv / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install"]
     _run([*pip, *pip_install_flags(), str(wheel)], venv.parent)
     return python
+
+
+# The interpreter every testbed container sees (the host's /usr is each container's /usr):
+# the stand-in for the base image's Python 3.11.
+IMAGE_PYTHON = Path("/usr/bin/python3.11")
+
+
+def operator_image(work_dir: Path) -> tuple[str, Image]:
+    """The operator's image for the testbed node, as (repository, Image): the chart's default
+    repository mapped to the wheel installed as the Containerfile does, at its VIRTUAL_ENV,
+    with its ENTRYPOINT, CMD, USER, WORKDIR and ENV."""
+    runtime = dict(_stage("runtime"))
+    venv = Path(_stage_variables("runtime", "ENV")["VIRTUAL_ENV"])
+    built = install_runtime(build_wheel(work_dir), work_dir / "venv", IMAGE_PYTHON).parent.parent
+    env = image_env(venv / "bin" / "python")
+    uid, gid = (int(part) for part in runtime["USER"].split(":"))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    image = Image(
+        files={str(venv): built},
+        entrypoint=tuple(json.loads(runtime["ENTRYPOINT"])),
+        cmd=tuple(json.loads(runtime["CMD"])),
+        workdir=runtime.get("WORKDIR", "/"),
+        user=(uid, gid),
+        home=env.get("HOME", "/"),
+        env=env,
+    )
+    return str(values["image"]["repository"]), image
 
 
 def _run(command: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> None:

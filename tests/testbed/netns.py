@@ -238,7 +238,9 @@ def helper_command() -> list[str]:
 
 
 # Host directories visible (read-only) in every container: programs, libraries, /etc.
-HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
+# Not /opt: images install into it (the operator's venv at /opt/dittofs-operator), and a
+# read-only host /opt would leave no place for their mount points.
+HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 _CLONE_NEWNS = 0x00020000
