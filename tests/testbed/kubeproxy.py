@@ -16,8 +16,8 @@ What a real node has and this host lacks, `prepare_host()` adds, once and idempo
 - bridge-nf-call-iptables (kubeadm's preflight requirement), so a reply from one pod to another
   on the same bridge passes conntrack and is un-DNATed.
 
-Only one kube-proxy runs on the machine at a time (a lock file): two would fight over the same
-nftables table. `KubeProxy.stop()` removes its tables.
+Only one kube-proxy runs on the machine at a time (a lock file, waited for): two would fight
+over the same nftables table. `KubeProxy.stop()` removes its tables.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ SERVICE_NETWORK = ipaddress.IPv4Network(pki.SERVICE_CLUSTER_IP_RANGE)
 HOST_LINK = "dfstb-svc"
 FILTER_TABLE = "dittofs-testbed"
 LOCK_PATH = Path("/run/dittofs-testbed-kube-proxy.lock")
+LOCK_TIMEOUT = 900.0  # a whole e2e test may hold it
 KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
@@ -143,7 +144,7 @@ class KubeProxy:
 
     async def start(self, timeout: float = 60.0) -> None:
         """Take the machine's kube-proxy lock, prepare the host, start and wait for healthy."""
-        self._take_lock()
+        await self._take_lock()
         try:
             await asyncio.to_thread(prepare_host)
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -213,18 +214,24 @@ class KubeProxy:
             "nftables": {"syncPeriod": "30s", "minSyncPeriod": "0s"},
         }
 
-    def _take_lock(self) -> None:
-        lock = LOCK_PATH.open("a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
-            lock.close()
-            raise KubeProxyError(
-                f"another testbed kube-proxy runs on this machine (pid {holder}): only one can "
-                "own the nftables tables"
-            ) from None
+    async def _take_lock(self, timeout: float = LOCK_TIMEOUT) -> None:
+        """Wait for the machine's kube-proxy lock (another test run's node may hold it)."""
+        lock = await asyncio.to_thread(LOCK_PATH.open, "a+")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock.seek(0)
+                    holder = lock.read().strip() or "unknown"
+                    lock.close()
+                    raise KubeProxyError(
+                        f"another testbed kube-proxy (pid {holder}) held this machine's nftables "
+                        f"tables for {timeout:.0f} s: only one node can route Services at a time"
+                    ) from None
+                await asyncio.sleep(0.5)
         lock.seek(0)
         lock.truncate()
         lock.write(str(os.getpid()))
