@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT = 420  # a fresh machine may still build nothing here: the binaries exist by now
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +79,28 @@ def test_nox_dev_serves_a_share_this_machine_writes_and_reads(tmp_path: Path) ->
         log.close()
     assert code == 0, (tmp_path / "dev.err").read_text()[-3000:]
     assert "[dev] tearing down" in (tmp_path / "dev.err").read_text()
+
+
+def test_nox_dev_uses_a_configured_cluster_that_answers(control_plane: Any, tmp_path: Path) -> None:
+    """With $KUBECONFIG answering, dev installs the CRD there and runs the operator against it:
+    no local control plane, nothing applied."""
+    log = tmp_path / "dev.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.testbed", "dev"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)},
+        )
+        try:
+            read_until(proc, "starting workers", 120)
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=60)
+    said = log.read_text()
+    assert f"[dev] using the cluster of {control_plane.kubeconfig_path}" in said, said
+    assert "starting a local control plane" not in said
+    assert code == 0, said[-3000:]
