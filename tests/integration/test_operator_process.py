@@ -130,20 +130,28 @@ async def test_standby_takes_over_within_the_lease_duration(
         assert first.wait(10) == 0
 
 
-async def test_sigterm_lets_in_flight_reconciles_finish_then_exits_zero(
-    kube: KubeClient,
-    namespace: str,
-    start_echo: StartEcho,
-) -> None:
-    operator = start_echo("only", "--shutdown-grace=20")
+async def reconciling_slowly(
+    start_echo: StartEcho, kube: KubeClient, namespace: str, *, grace: int, delay: int
+) -> OperatorProcess:
+    """An echo operator with one reconcile of `delay` seconds in flight."""
+    operator = start_echo("only", f"--shutdown-grace={grace}")
     await operator.wait_for_log("starting workers")
-    await create_source(kube, namespace, "slow", delay="3")
+    await create_source(kube, namespace, "slow", delay=str(delay))
     await eventually(
         lambda: operator.metric("controller_runtime_active_workers", controller="echo") == 1.0,
         20,
         "a reconcile in flight",
         operator,
     )
+    return operator
+
+
+async def test_sigterm_lets_in_flight_reconciles_finish_then_exits_zero(
+    kube: KubeClient,
+    namespace: str,
+    start_echo: StartEcho,
+) -> None:
+    operator = await reconciling_slowly(start_echo, kube, namespace, grace=20, delay=3)
     operator.signal(signal.SIGTERM)
     code = await asyncio.to_thread(operator.wait, 20)
     assert code == 0, operator.tail()
@@ -211,15 +219,7 @@ async def test_a_lease_lost_during_the_drain_stops_reconciling_at_once_and_exits
     namespace: str,
     start_echo: StartEcho,
 ) -> None:
-    operator = start_echo("only", "--shutdown-grace=60")
-    await operator.wait_for_log("starting workers")
-    await create_source(kube, namespace, "slow", delay="30")
-    await eventually(
-        lambda: operator.metric("controller_runtime_active_workers", controller="echo") == 1.0,
-        20,
-        "a reconcile in flight",
-        operator,
-    )
+    operator = await reconciling_slowly(start_echo, kube, namespace, grace=60, delay=30)
     operator.signal(signal.SIGTERM)
     await operator.wait_for_log("shutting down: draining in-flight reconciles")
     # Another replica takes the lease (as one would once ours ran out): ours can no longer renew.
