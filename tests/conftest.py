@@ -40,9 +40,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build missing binaries before any test runs.
 
-    A cold Kubernetes build takes 20-40 minutes: done here it is outside the per-test timeout,
-    happens only when an integration test was selected, and its progress shows live. A failed
-    build raises, so CI fails loudly instead of skipping.
+    A cold build of every component takes about half an hour: done here it is outside the
+    per-test timeout, happens only when an integration test was selected, and its progress shows
+    live. A failed build raises, so CI fails loudly instead of skipping.
     """
     if os.environ.get(REUSE_ENV) or session.config.option.collectonly:
         return

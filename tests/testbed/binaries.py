@@ -100,7 +100,7 @@ def is_built(component: str) -> bool:
 def ensure(component: str) -> Path:
     """Return the component's cache dir, building it with build-binaries.sh when missing.
 
-    The build prints live to stderr (a cold Kubernetes build takes 20-40 minutes, so silence would
+    The build prints live to stderr (a cold Kubernetes build takes over 10 minutes, so silence would
     look like a hang). A file lock keeps concurrent callers (e.g. two pytest runs) from building
     the same component twice.
     """
