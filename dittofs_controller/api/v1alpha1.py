@@ -468,8 +468,8 @@ class PodOptions:
         "PriorityClass of the pod.", default=None, pattern=DNS_SUBDOMAIN, max_length=253
     )
     service_account_name: str | None = field(
-        "ServiceAccount the pod runs as; omit to let the operator create a dedicated one. "
-        "DittoFS itself does not call the Kubernetes API.",
+        "ServiceAccount the pod runs as; omit to use the namespace's `default` account. "
+        "Either way its token is not mounted: DittoFS does not call the Kubernetes API.",
         default=None,
         pattern=DNS_SUBDOMAIN,
         max_length=253,

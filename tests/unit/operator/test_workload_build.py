@@ -300,6 +300,8 @@ def test_scheduling_and_resources_from_the_spec() -> None:
     assert template["topologySpreadConstraints"][0]["maxSkew"] == 1
     assert template["priorityClassName"] == "system-cluster-critical"
     assert template["serviceAccountName"] == "dittofs"
+    # A named account's token stays unmounted too: DittoFS never calls the Kubernetes API.
+    assert template["automountServiceAccountToken"] is False
     assert template["imagePullSecrets"] == [{"name": "registry-credentials"}]
     c = template["containers"][0]
     assert c["resources"] == {
