@@ -1216,8 +1216,17 @@ class ServiceSpec:
     )
 
     type: ServiceType = field(
-        "Service type. A LoadBalancer gives the protocol its own external address.",
-        default="LoadBalancer",
+        "Service type. ClusterIP (the default) keeps the protocol inside the cluster; a "
+        "LoadBalancer gives it its own external address, NodePort a port on every node. Either "
+        "must say who may connect (loadBalancerSourceRanges, networkPolicy.fileFrom or "
+        "allowAllSources).",
+        default="ClusterIP",
+    )
+    allow_all_sources: bool = field(
+        "Serve every client that reaches a LoadBalancer or NodePort Service, with no source "
+        "restriction. Off by default, so that a file server is never open to the internet by "
+        "accident: prefer loadBalancerSourceRanges.",
+        default=False,
     )
     annotations: dict[str, str] = field(
         "Annotations of the Service, e.g. cloud load-balancer settings (on Scaleway raise "
@@ -1229,7 +1238,8 @@ class ServiceSpec:
         "loadBalancerClass of a LoadBalancer Service.", default=None, max_length=253
     )
     load_balancer_source_ranges: list[str] = field(
-        "Client CIDRs allowed through the load balancer, e.g. 203.0.113.0/24; empty allows all.",
+        "Client CIDRs allowed through the load balancer, e.g. 203.0.113.0/24 (kube-proxy and "
+        "cloud load balancers drop other sources). It does not restrict a NodePort.",
         factory=list,
         max_items=64,
         max_length=64,
@@ -1339,9 +1349,28 @@ class NetworkPolicy:
     )
 
 
+def _sources_chosen(protocol: str) -> Rule:
+    """CEL: an NFS or SMB Service reachable from outside the cluster says who may connect."""
+    service = f"self.{protocol}"
+    ranges = f"{service}.loadBalancerSourceRanges"
+    peers = "self.networkPolicy.fileFrom"
+    return Rule(
+        f"{service}.type == 'ClusterIP' || {service}.allowAllSources || "
+        f"({service}.type == 'LoadBalancer' && has({ranges}) && size({ranges}) > 0) || "
+        f"(self.networkPolicy.enabled && has({peers}) && size({peers}) > 0)",
+        f"expose.{protocol}: a LoadBalancer or NodePort Service serves every client that "
+        "reaches it; say who may connect with loadBalancerSourceRanges (LoadBalancer), or "
+        "networkPolicy.enabled with networkPolicy.fileFrom, or set allowAllSources: true to "
+        "serve everyone knowingly",
+        field_path=f".{protocol}",
+    )
+
+
 @model
 class Expose:
     """How NFS, SMB and the REST API are reached."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (_sources_chosen("nfs"), _sources_chosen("smb"))
 
     nfs: ServiceSpec = field("The NFS Service.", factory=ServiceSpec)
     smb: ServiceSpec = field("The SMB Service.", factory=ServiceSpec)
