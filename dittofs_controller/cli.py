@@ -97,7 +97,7 @@ def _render(args: argparse.Namespace) -> int:
             except render.InvalidManifest as error:
                 return fail(f"{label}: {error}")
             objects = render.children(server, spec, args.operator_namespace)
-            output.append(render.to_yaml(server, objects))
+            output.append(render.to_yaml(server, spec, objects))
     if not output:
         return fail(f"no {v1alpha1.KIND} in {', '.join(args.filename)}")
     sys.stdout.write("".join(output))
@@ -154,11 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} render",
         help="print every object the operator would create for DittoServer manifests",
         description="Print, as multi-document YAML, every object the operator would create for "
-        "each DittoServer in the files (ConfigMap, generated Secrets, PersistentVolumeClaims, "
-        "PerconaPGCluster, Services, Ingress, NetworkPolicies, ServiceMonitor, StatefulSet), "
-        "offline: no cluster is contacted. Generated Secret values, the DittoServer's uid and "
-        "the restart hash are placeholders; no secret is ever printed. Other kinds in the files "
-        "are skipped.",
+        "each DittoServer in the files (ConfigMap, PersistentVolumeClaims, PerconaPGCluster, "
+        "Services, Ingress, NetworkPolicies, ServiceMonitor, StatefulSet), offline: no cluster "
+        "is contacted. The DittoServer's uid and the restart hash are placeholders. The Secrets "
+        "the operator generates (JWT, admin password, digest key) are never printed, only named "
+        "in a comment: applied through GitOps, a printed value would become a known admin "
+        "password; left out, the operator generates random ones in the cluster. Other kinds in "
+        "the files are skipped.",
         epilog="The manifest is checked against the CRD's schema (unknown fields, types, enums, "
         "bounds, patterns); an invalid one exits with status 2. CEL rules are checked by the API "
         "server only: `kubectl apply --dry-run=server -f FILE` shows their messages.",

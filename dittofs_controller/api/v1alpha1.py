@@ -141,6 +141,276 @@ class ControlPlaneStorage(Storage):
 
 # --- pod ------------------------------------------------------------------------------------
 
+# Why every security rule below exists: the operator creates the pod with its own rights, so
+# anything a DittoServer could loosen here would let its editors run pods they may not create
+# themselves. The fields are typed (not free-form) so that CEL can see them; each rule holds
+# the pod to the restricted Pod Security Standard.
+RESTRICTED = "the restricted Pod Security Standard forbids it"
+# Namespaced sysctls the baseline and restricted standards allow (Kubernetes 1.29+).
+SAFE_SYSCTLS = (
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+)
+SELINUX_TYPES = ("container_t", "container_init_t", "container_kvm_t", "container_engine_t")
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def _profile_rules(kind: str) -> tuple[Rule, ...]:
+    """Seccomp and AppArmor profiles: Localhost needs a profile name, Unconfined is refused."""
+    return (
+        Rule(
+            "self.type != 'Unconfined'",
+            f"{kind} type Unconfined is not allowed: {RESTRICTED}, and an unconfined DittoFS "
+            "process could use every system call; use RuntimeDefault or a Localhost profile",
+            field_path=".type",
+        ),
+        Rule(
+            "(self.type == 'Localhost') == has(self.localhostProfile)",
+            f"{kind} localhostProfile is required when type is Localhost, and only then",
+            field_path=".localhostProfile",
+        ),
+    )
+
+
+@model
+class SeccompProfile:
+    """The seccomp profile (core/v1 SeccompProfile); Unconfined is refused."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = _profile_rules("seccompProfile")
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"] = field(
+        "RuntimeDefault (the container runtime's profile) or Localhost (a profile file on the "
+        "node, named by localhostProfile). Unconfined is refused."
+    )
+    localhost_profile: str | None = field(
+        "Path of the profile, relative to the kubelet's seccomp directory; only for Localhost.",
+        default=None,
+        max_length=4096,
+    )
+
+
+@model
+class AppArmorProfile:
+    """The AppArmor profile (core/v1 AppArmorProfile); Unconfined is refused."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = _profile_rules("appArmorProfile")
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"] = field(
+        "RuntimeDefault (the container runtime's profile) or Localhost (a profile loaded on "
+        "the node, named by localhostProfile). Unconfined is refused."
+    )
+    localhost_profile: str | None = field(
+        "Name of the profile loaded on the node; only for Localhost.",
+        default=None,
+        max_length=4096,
+    )
+
+
+@model
+class SELinuxOptions:
+    """SELinux labels (core/v1 SELinuxOptions without user and role, which the standard forbids)."""
+
+    type: str | None = field(
+        "SELinux type; one of the container types the Pod Security Standards allow.",
+        default=None,
+        max_length=253,
+        rules=(
+            Rule(
+                "self in " + repr(list(SELINUX_TYPES)),
+                f"seLinuxOptions.type must be one of {', '.join(SELINUX_TYPES)}: {RESTRICTED} "
+                "to use any other type, which could escape the container's confinement",
+            ),
+        ),
+    )
+    level: str | None = field(
+        "SELinux level (MCS label), e.g. s0:c123,c456.", default=None, max_length=253
+    )
+
+
+@model
+class Sysctl:
+    """One namespaced kernel parameter (core/v1 Sysctl); only the safe set is allowed."""
+
+    name: str = field(
+        f"Name of the parameter; one of {', '.join(SAFE_SYSCTLS)}.",
+        max_length=253,
+        rules=(
+            Rule(
+                "self in " + repr(list(SAFE_SYSCTLS)),
+                "only safe sysctls are allowed (" + ", ".join(SAFE_SYSCTLS) + "): "
+                f"{RESTRICTED} to set others, which can affect the whole node",
+            ),
+        ),
+    )
+    value: str = field("Value of the parameter.", max_length=1024)
+
+
+def _run_as_user(description: str) -> int | None:
+    """runAsUser at either level: never root."""
+    result: int | None = field(
+        description,
+        default=None,
+        rules=(
+            Rule(
+                "self != 0",
+                f"runAsUser 0 (root) is not allowed: {RESTRICTED}; use a non-zero UID, or omit "
+                "it to run as the image's user 65532",
+            ),
+        ),
+    )
+    return result
+
+
+def _run_as_non_root() -> bool | None:
+    """runAsNonRoot at either level: it may only be confirmed."""
+    result: bool | None = field(
+        "Must be true if set: the container must not run as root.",
+        default=None,
+        rules=(
+            Rule(
+                "self",
+                f"runAsNonRoot false is not allowed: {RESTRICTED}; omit it (the pod runs as "
+                "non-root user 65532) or set it to true",
+            ),
+        ),
+    )
+    return result
+
+
+@model
+class PodSecurityContext:
+    """The pod's security context: the core/v1 PodSecurityContext fields that cannot escalate."""
+
+    run_as_user: int | None = _run_as_user("UID of the pod's processes; default 65532.")
+    run_as_group: int | None = field(
+        "Primary GID of the pod's processes; default 65532.", default=None, minimum=0
+    )
+    run_as_non_root: bool | None = _run_as_non_root()
+    fs_group: int | None = field(
+        "GID that owns the pod's volumes; default 65532.", default=None, minimum=0
+    )
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = field(
+        "When volume ownership is changed to fsGroup; default OnRootMismatch, which skips the "
+        "recursive chown of large volumes whose root already fits.",
+        default=None,
+    )
+    supplemental_groups: list[int] = field(
+        "Extra GIDs of the pod's processes.", factory=list, max_items=32, minimum=0
+    )
+    seccomp_profile: SeccompProfile | None = field(
+        "Seccomp profile of the pod; default RuntimeDefault.", default=None
+    )
+    app_armor_profile: AppArmorProfile | None = field(
+        "AppArmor profile of the pod; default the runtime's.", default=None
+    )
+    se_linux_options: SELinuxOptions | None = field(
+        "SELinux labels of the pod's containers.", default=None
+    )
+    sysctls: list[Sysctl] = field(
+        "Namespaced kernel parameters of the pod; only the safe set is allowed.",
+        factory=list,
+        max_items=16,
+    )
+
+
+@model
+class Capabilities:
+    """Linux capabilities of the DittoFS container: they may only be dropped."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.drop) && self.drop.exists(c, c == 'ALL')",
+            "capabilities.drop must include ALL: the restricted Pod Security Standard "
+            "requires every capability dropped, and DittoFS needs none",
+            field_path=".drop",
+        ),
+    )
+
+    add: list[str] = field(
+        "Refused: DittoFS needs no capability, and adding one weakens the container.",
+        factory=list,
+        max_items=64,
+        max_length=64,
+        rules=(
+            Rule(
+                "size(self) == 0",
+                "adding capabilities is not allowed: a DittoServer may only drop them, because "
+                "the operator would grant them with its own rights; remove capabilities.add",
+            ),
+        ),
+    )
+    drop: list[str] = field(
+        "Capabilities to drop; must include ALL.", factory=list, max_items=64, max_length=64
+    )
+
+
+@model
+class ContainerSecurityContext:
+    """The DittoFS container's security context: the core/v1 SecurityContext fields, refused
+    where they would make the container less safe than the restricted standard."""
+
+    privileged: bool | None = field(
+        "Refused when true: a privileged container has full access to the node.",
+        default=None,
+        rules=(
+            Rule(
+                "!self",
+                "privileged containers are not allowed: a privileged container controls the "
+                "node, and the operator would create it with its own rights; remove privileged",
+            ),
+        ),
+    )
+    allow_privilege_escalation: bool | None = field(
+        "Must be false if set (the default): no process may gain more privileges than its parent.",
+        default=None,
+        rules=(
+            Rule(
+                "!self",
+                f"allowPrivilegeEscalation true is not allowed: {RESTRICTED}, so setuid "
+                "binaries cannot gain root; remove it or set it to false",
+            ),
+        ),
+    )
+    capabilities: Capabilities | None = field(
+        "Capabilities to drop; default drop ALL. Adding any is refused.", default=None
+    )
+    run_as_user: int | None = _run_as_user("UID of the container's processes.")
+    run_as_group: int | None = field(
+        "Primary GID of the container's processes.", default=None, minimum=0
+    )
+    run_as_non_root: bool | None = _run_as_non_root()
+    read_only_root_filesystem: bool | None = field(
+        "Mount the root filesystem read-only; default true.", default=None
+    )
+    proc_mount: Literal["Default", "Unmasked"] | None = field(
+        "How /proc is mounted; only Default is allowed.",
+        default=None,
+        rules=(
+            Rule(
+                "self == 'Default'",
+                f"procMount Unmasked is not allowed: {RESTRICTED}, since an unmasked /proc "
+                "exposes the node's kernel interfaces; remove procMount",
+            ),
+        ),
+    )
+    seccomp_profile: SeccompProfile | None = field(
+        "Seccomp profile of the container; default the pod's.", default=None
+    )
+    app_armor_profile: AppArmorProfile | None = field(
+        "AppArmor profile of the container; default the pod's.", default=None
+    )
+    se_linux_options: SELinuxOptions | None = field(
+        "SELinux labels of the container.", default=None
+    )
+
 
 @model
 class Resources:
@@ -162,7 +432,20 @@ class PodOptions:
     """How the DittoFS pod is labelled, scheduled and run."""
 
     labels: dict[str, str] = field("Extra labels for the DittoFS pod.", factory=dict)
-    annotations: dict[str, str] = field("Extra annotations for the DittoFS pod.", factory=dict)
+    annotations: dict[str, str] = field(
+        "Extra annotations for the DittoFS pod. An AppArmor annotation may only name "
+        "runtime/default or a localhost/ profile.",
+        factory=dict,
+        rules=(
+            Rule(
+                f"self.all(k, !k.startsWith('{APPARMOR_ANNOTATION}') || "
+                "self[k] == 'runtime/default' || self[k].startsWith('localhost/'))",
+                f"an AppArmor annotation ({APPARMOR_ANNOTATION}<container>) must be "
+                f"runtime/default or localhost/<profile>: {RESTRICTED} to run unconfined; use "
+                "spec.pod.securityContext.appArmorProfile instead",
+            ),
+        ),
+    )
     node_selector: dict[str, str] = field(
         "Node labels the pod must match (core/v1 PodSpec.nodeSelector).", factory=dict
     )
@@ -185,8 +468,8 @@ class PodOptions:
         "PriorityClass of the pod.", default=None, pattern=DNS_SUBDOMAIN, max_length=253
     )
     service_account_name: str | None = field(
-        "ServiceAccount the pod runs as; omit to let the operator create a dedicated one. "
-        "DittoFS itself does not call the Kubernetes API.",
+        "ServiceAccount the pod runs as; omit to use the namespace's `default` account. "
+        "Either way its token is not mounted: DittoFS does not call the Kubernetes API.",
         default=None,
         pattern=DNS_SUBDOMAIN,
         max_length=253,
@@ -200,16 +483,16 @@ class PodOptions:
         "as DITTOFS_<UPPER_DOTTED_PATH>; these override what the operator sets.",
         factory=list,
     )
-    security_context: JSON | None = field(
-        "Overrides the pod's security context, a core/v1 PodSecurityContext (see `kubectl "
-        "explain pod.spec.securityContext`). The default runs as the image's non-root user "
-        "65532 under the restricted Pod Security Standard.",
+    security_context: PodSecurityContext | None = field(
+        "Overrides fields of the pod's security context. The default runs as the image's "
+        "non-root user 65532 under the restricted Pod Security Standard, and no field may "
+        "loosen it.",
         default=None,
     )
-    container_security_context: JSON | None = field(
-        "Overrides the DittoFS container's security context, a core/v1 SecurityContext "
-        "(see `kubectl explain pod.spec.containers.securityContext`). The default drops all "
-        "capabilities, forbids privilege escalation and mounts the root filesystem read-only.",
+    container_security_context: ContainerSecurityContext | None = field(
+        "Overrides fields of the DittoFS container's security context. The default drops all "
+        "capabilities, forbids privilege escalation and mounts the root filesystem read-only; "
+        "no field may loosen the restricted Pod Security Standard.",
         default=None,
     )
 
@@ -933,8 +1216,17 @@ class ServiceSpec:
     )
 
     type: ServiceType = field(
-        "Service type. A LoadBalancer gives the protocol its own external address.",
-        default="LoadBalancer",
+        "Service type. ClusterIP (the default) keeps the protocol inside the cluster; a "
+        "LoadBalancer gives it its own external address, NodePort a port on every node. Either "
+        "must say who may connect (loadBalancerSourceRanges, networkPolicy.fileFrom or "
+        "allowAllSources).",
+        default="ClusterIP",
+    )
+    allow_all_sources: bool = field(
+        "Serve every client that reaches a LoadBalancer or NodePort Service, with no source "
+        "restriction. Off by default, so that a file server is never open to the internet by "
+        "accident: prefer loadBalancerSourceRanges.",
+        default=False,
     )
     annotations: dict[str, str] = field(
         "Annotations of the Service, e.g. cloud load-balancer settings (on Scaleway raise "
@@ -946,7 +1238,8 @@ class ServiceSpec:
         "loadBalancerClass of a LoadBalancer Service.", default=None, max_length=253
     )
     load_balancer_source_ranges: list[str] = field(
-        "Client CIDRs allowed through the load balancer, e.g. 203.0.113.0/24; empty allows all.",
+        "Client CIDRs allowed through the load balancer, e.g. 203.0.113.0/24 (kube-proxy and "
+        "cloud load balancers drop other sources). It does not restrict a NodePort.",
         factory=list,
         max_items=64,
         max_length=64,
@@ -1056,9 +1349,28 @@ class NetworkPolicy:
     )
 
 
+def _sources_chosen(protocol: str) -> Rule:
+    """CEL: an NFS or SMB Service reachable from outside the cluster says who may connect."""
+    service = f"self.{protocol}"
+    ranges = f"{service}.loadBalancerSourceRanges"
+    peers = "self.networkPolicy.fileFrom"
+    return Rule(
+        f"{service}.type == 'ClusterIP' || {service}.allowAllSources || "
+        f"({service}.type == 'LoadBalancer' && has({ranges}) && size({ranges}) > 0) || "
+        f"(self.networkPolicy.enabled && has({peers}) && size({peers}) > 0)",
+        f"expose.{protocol}: a LoadBalancer or NodePort Service serves every client that "
+        "reaches it; say who may connect with loadBalancerSourceRanges (LoadBalancer), or "
+        "networkPolicy.enabled with networkPolicy.fileFrom, or set allowAllSources: true to "
+        "serve everyone knowingly",
+        field_path=f".{protocol}",
+    )
+
+
 @model
 class Expose:
     """How NFS, SMB and the REST API are reached."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (_sources_chosen("nfs"), _sources_chosen("smb"))
 
     nfs: ServiceSpec = field("The NFS Service.", factory=ServiceSpec)
     smb: ServiceSpec = field("The SMB Service.", factory=ServiceSpec)

@@ -25,8 +25,14 @@ def admin_secret(server: str) -> str:
     return f"{server}-admin"
 
 
+def digest_key_secret(server: str) -> str:
+    """Always generated: the HMAC key of the credential digests in status.server.applied."""
+    return f"{server}-digest-key"
+
+
 GENERATED_JWT_KEY = "secret"
 GENERATED_ADMIN_KEY = "password"
+GENERATED_DIGEST_KEY = "key"
 
 
 def controlplane_claim(server: str) -> str:

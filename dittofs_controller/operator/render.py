@@ -7,9 +7,13 @@ a documented placeholder, never by a real value:
 
 - the DittoServer's uid (in every ownerReference) unless the manifest carries one (e.g. from
   `kubectl get dittoserver NAME -o yaml`);
-- the value of each generated Secret: the operator generates a random one once, in the cluster;
 - the restart hash (ConfigMap annotation, copied onto the pod template): a digest of the config
   file and of Secret values the server reads at start.
+
+The generated Secrets (JWT, admin password, digest key) are not printed at all, only named in
+a comment. Any value render could print would be known to every reader of its output, and
+applied through GitOps it would become the server's admin password or signing key for good (the
+operator never rewrites a Secret that exists). Left out, the operator generates random ones.
 
 The `dittofs.io/applied-hash` annotations hash the object as rendered, placeholders included,
 so they differ from the cluster's. The REST-side state (stores, shares, users) is not an
@@ -40,7 +44,6 @@ Spec = v1alpha1.DittoServerSpec
 DEFAULT_NAMESPACE = "default"
 # A well-formed uid, so the output passes `kubectl apply --dry-run=server` as it is.
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
-GENERATED_VALUE = "PLACEHOLDER-generated-by-the-operator-in-the-cluster"
 RESTART_HASH = "PLACEHOLDER-computed-in-the-cluster"
 
 
@@ -121,15 +124,6 @@ def children(server: Obj, spec: Spec, operator_namespace: str) -> list[Rendered]
 
 
 def _config(server: Obj, spec: Spec) -> Iterable[Rendered]:
-    for secret in config.generated(server["metadata"]["name"], spec):
-        yield Rendered(
-            config.generated_secret(server, secret, GENERATED_VALUE),
-            "config",
-            (
-                f"stringData.{secret.key} is a placeholder, not a secret: the operator "
-                "generates a random value once, in the cluster, and never rewrites it",
-            ),
-        )
     yield Rendered(
         config.config_map(server, config.render(spec), RESTART_HASH),
         "config",
@@ -214,15 +208,21 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _represent_str)
 
 
-def to_yaml(server: Obj, rendered: Iterable[Rendered]) -> str:
+def to_yaml(server: Obj, spec: Spec, rendered: Iterable[Rendered]) -> str:
     """A multi-document YAML stream, each document headed by comments saying what it is."""
     meta = server["metadata"]
     out = [
         f"# Rendered offline for DittoServer {meta['namespace']}/{meta['name']}: what the "
         "operator would create.\n"
-        "# Placeholders stand for what only the cluster knows (uid, generated Secret values, "
-        "restart hash);\n# no real secret is ever printed.\n"
+        "# Placeholders stand for what only the cluster knows (uid, restart hash); no secret "
+        "is printed.\n"
+        "# Not printed: the Secrets the operator generates with random values in the cluster "
+        "(a value\n# printed here would be known to every reader; applied, it would be kept "
+        "for good):\n"
     ]
+    for secret in config.generated(meta["name"], spec):
+        instead = f"; or set {secret.field}" if secret.field else ""
+        out.append(f"# - Secret {secret.name} (key {secret.key}): {secret.what}{instead}\n")
     for item in rendered:
         header = f"# {item.kind} {item.name} (reconciler: {item.reconciler})\n"
         notes = "".join(f"# - {note}\n" for note in item.notes)

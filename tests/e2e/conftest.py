@@ -39,6 +39,7 @@ from tests.support import clients
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, bin_dir, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
+from tests.testbed.devserver import local_clients
 from tests.testbed.kubeproxy import wait_connectable
 from tests.testbed.node import Node
 
@@ -140,9 +141,10 @@ async def localize(
     S3 stores get the local endpoint, bucket and region, and allowPrivateEndpoint (the node's
     address is private); their credentials Secret gets the local keys. An external PostgreSQL
     Secret gets the local server's address and a user made for it, which owns the database
-    the Secret names and every database the spec's postgres metadata stores use.
+    the Secret names and every database the spec's postgres metadata stores use. The
+    placeholder client network of load balancers becomes the testbed's, where clients dial from.
     """
-    docs = copy.deepcopy(docs)
+    docs = local_clients(docs)
     server = next(doc for doc in docs if doc["kind"] == "DittoServer")
     spec = server["spec"]
     secrets: dict[str, Obj] = {

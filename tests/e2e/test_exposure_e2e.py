@@ -8,6 +8,7 @@ or port here would fail these tests, not ship.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,9 +17,11 @@ import pytest
 
 from dittofs_controller.kube.resources import SERVICES
 from dittofs_controller.operator import names
-from tests.e2e.conftest import SAMPLES_DIR, Deployment, Timings, documents
+from tests.e2e.conftest import SAMPLES_DIR, Deployment, Timings, documents, localize
 from tests.integration.operator.conftest import RunningOperator, StartOperator
+from tests.support import clients
 from tests.support.clients import Nfs, Smb
+from tests.testbed.devserver import LOCAL_CLIENTS, PLACEHOLDER_CLIENTS
 
 Obj = dict[str, Any]
 NAME = "memory-memory"
@@ -57,7 +60,7 @@ async def test_a_service_broken_by_hand_breaks_clients_until_the_operator_restor
     protocol: str,
     breakage: Obj,
 ) -> None:
-    await deployment.create(documents(SAMPLE))
+    await deployment.create(await localize(documents(SAMPLE), None, None))
     await deployment.wait_ready(NAME)
     nfs, smb = await deployment.nfs(NAME), await deployment.smb(NAME)
     await nfs.write("/before.txt", "written before\n", deployment.scratch)
@@ -91,7 +94,9 @@ async def test_node_port_servers_are_reached_at_the_node_address(
 ) -> None:
     docs = documents(SAMPLE)
     server = next(doc for doc in docs if doc["kind"] == "DittoServer")
-    server["spec"]["expose"] = {"nfs": {"type": "NodePort"}, "smb": {"type": "NodePort"}}
+    # A NodePort is open to whoever reaches a node: allowAllSources says so knowingly.
+    open_port = {"type": "NodePort", "allowAllSources": True}
+    server["spec"]["expose"] = {"nfs": open_port, "smb": open_port}
     await deployment.create(docs)
     ready = await deployment.wait_ready(NAME)
     endpoints = ready["status"]["endpoints"]
@@ -102,3 +107,29 @@ async def test_node_port_servers_are_reached_at_the_node_address(
     await nfs.write("/np.txt", "through the node port\n", deployment.scratch)
     assert await smb.read("np.txt", deployment.scratch) == "through the node port\n"
     timings.mark("served")
+
+
+async def test_load_balancers_admit_only_their_source_ranges(
+    deployment: Deployment, timings: Timings
+) -> None:
+    """The sample as written admits only its placeholder network: this machine's clients are
+    dropped at the load-balancer address until the spec names their network."""
+    docs = documents(SAMPLE)
+    await deployment.create(docs)
+    ready = await deployment.wait_ready(NAME)
+    host, port = ready["status"]["endpoints"]["nfs"].rsplit(":", 1)
+    services = ready["spec"]["expose"]
+    assert services["nfs"]["loadBalancerSourceRanges"] == [PLACEHOLDER_CLIENTS]
+    url = clients.Nfs(host, "/export", int(port)).url(version=4)
+    for attempt in range(3):  # kube-proxy drops the packets: each try waits out its timeout
+        with contextlib.suppress(clients.ClientError):  # timed out: nothing answered
+            code, text = await clients.run("nfs-ls", url, timeout=10)
+            assert code != 0, f"try {attempt}: NFS served a source outside its ranges: {text}"
+    timings.mark("refused")
+
+    allowed = {"loadBalancerSourceRanges": [LOCAL_CLIENTS]}
+    await deployment.patch(NAME, {"expose": {"nfs": allowed, "smb": allowed}})
+    await deployment.wait_ready(NAME)
+    nfs = await deployment.nfs(NAME)
+    await eventually("NFS from the admitted network", nfs.reachable, 60)
+    timings.mark("admitted")

@@ -1,15 +1,18 @@
 """The Secret leak check that runs when every test's namespace goes (tests/support/leaks.py)
-finds a planted value wherever it looks; what redaction removes from a log line is no leak."""
+finds a planted value wherever it looks; what redaction removes from a log line is no leak;
+a digest of a value that a reader can recompute is a leak, a keyed one is not."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 
 import structlog
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, EVENTS, SECRETS
+from dittofs_controller.operator.runtime import build
 from tests.support import leaks
 
 PLANTED = "planted-Secret-value-42"
@@ -98,6 +101,35 @@ def test_what_is_looked_for_and_in_which_forms() -> None:
         ("clean", "nothing here"),
     ]
     assert [leak.where for leak in leaks.find_leaks(values, texts)] == ["json", "base64"]
+
+
+def test_unkeyed_digests_in_status_are_leaks_keyed_ones_are_not() -> None:
+    secrets = [
+        {"metadata": {"name": "alice"}, "data": {"password": _b64("Alice-Passw0rd")}},
+        {"metadata": {"name": "s3"}, "data": {"id": _b64("AKIA"), "secret": _b64("s3-secret")}},
+        {"metadata": {"name": "files-digest-key"}, "data": {"key": _b64("k" * 43)}},
+    ]
+
+    def server(applied: dict[str, str]) -> dict[str, object]:
+        return {
+            "metadata": {"name": "files", "uid": "u-1"},
+            "status": {"server": {"applied": applied}},
+        }
+
+    def sha(*parts: str) -> str:
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    former = server(
+        {
+            "user/alice": sha("u-1", "user/alice", "Alice-Passw0rd"),
+            "remote/s3": sha("remote/s3", "AKIA", "s3-secret"),
+        }
+    )
+    found = leaks.unkeyed_digests([former], secrets)
+    assert sorted(leak.secret for leak in found) == ["alice/password", "s3/id", "s3/secret"]
+    assert "status.server.applied[user/alice]" in str(found[0])
+    keyed = server({"user/alice": build.digest("k" * 43, "user/alice", ["Alice-Passw0rd"])})
+    assert leaks.unkeyed_digests([keyed], secrets) == []
 
 
 def _b64(text: str) -> str:

@@ -16,12 +16,19 @@ Secret values are not looked for:
   namespace's kube-root-ca.crt ConfigMap), and neither is a secret.
 Every password, token, key and generated secret is long enough (the operator generates 48- and
 24-character values; the tests use values of 16 characters and more).
+
+A digest of a Secret value that a reader can recompute leaks the value too, to a dictionary
+attack: every digest in a DittoServer's status.server.applied is checked against unkeyed
+sha256s of public data (uid, item) and one or two of the namespace's Secret values, every value
+this time, short ones and connection settings included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -117,6 +124,36 @@ def find_leaks(values: dict[str, str], texts: Iterable[tuple[str, str]]) -> list
     return found
 
 
+def unkeyed_digests(servers: Iterable[Obj], secrets: Iterable[Obj]) -> list[Leak]:
+    """Each status.server.applied digest equal (on its first 16 characters) to an unkeyed
+    sha256 a reader could compute from the DittoServer and a guess: the operator's former
+    uid-salted scheme, or the same without the uid."""
+    values = {
+        base64.b64decode(encoded).decode("utf-8", "replace"): f"{secret['metadata']['name']}/{key}"
+        for secret in secrets
+        for key, encoded in (secret.get("data") or {}).items()
+    }
+    guesses = [combo for count in (1, 2) for combo in itertools.permutations(values, count)]
+    found = []
+    for server in servers:
+        uid = server["metadata"].get("uid", "")
+        applied = ((server.get("status") or {}).get("server") or {}).get("applied") or {}
+        for item, digest in applied.items():
+            for combo in guesses:
+                texts = ("\0".join([uid, item, *combo]), "\0".join([item, *combo]))
+                if any(_sha256(text)[:16] == str(digest)[:16] for text in texts):
+                    where = (
+                        f"an unkeyed digest, DittoServer {server['metadata']['name']} "
+                        f"status.server.applied[{item}]"
+                    )
+                    found += [Leak(values[value], where) for value in combo]
+    return found
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 async def published_texts(kube: KubeClient, namespace: str) -> list[tuple[str, str]]:
     """Every object the checks cover, one JSON text per object, named by kind and name."""
     listed = await asyncio.gather(*(_items(kube, resource, namespace) for resource in PUBLISHED))
@@ -138,13 +175,15 @@ async def _items(kube: KubeClient, resource: Resource, namespace: str) -> list[O
 
 
 async def check_namespace(kube: KubeClient, namespace: str, log_lines: Iterable[str]) -> list[Leak]:
-    """Every leak of the namespace's Secret values into published objects or `log_lines`,
-    and into the log files of the operator processes started since the last check."""
+    """Every leak of the namespace's Secret values into published objects (unkeyed digests
+    included) or `log_lines`, and into the log files of the operator processes started since
+    the last check."""
     secrets = (await kube.request("GET", SECRETS.path(namespace))).get("items") or ()
     values = secret_values(secrets)
     files, _process_logs[:] = list(_process_logs), []
     if not values:
         return []
+    digests = unkeyed_digests(await _items(kube, DITTOSERVERS, namespace), secrets)
     texts = await published_texts(kube, namespace)
     texts += [(f"operator log line {line[:200]}", line) for line in log_lines]
     for path in files:
@@ -152,7 +191,7 @@ async def check_namespace(kube: KubeClient, namespace: str, log_lines: Iterable[
             texts += [
                 (f"{path.name}: {line[:200]}", line) for line in path.read_text().splitlines()
             ]
-    return find_leaks(values, texts)
+    return digests + find_leaks(values, texts)
 
 
 class LogCapture(logging.Handler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dittofs_controller.kube.client import KubeClient, connect
 from dittofs_controller.operator import names
@@ -30,8 +32,28 @@ from .node import running_node
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLE = REPO / "samples" / "badger-filesystem.yaml"
+# The samples' stand-in for "your clients' network" (TEST-NET-1), and what this machine's
+# clients are: its address toward load balancers and nodes is in the testbed's network.
+PLACEHOLDER_CLIENTS = "192.0.2.0/24"
+LOCAL_CLIENTS = str(netns.NETWORK)
 NAMESPACE = "demo"
 READY_TIMEOUT = 300
+
+
+def local_clients(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents with each Service's placeholder client network replaced by this
+    machine's, so the load balancers admit the clients here (a copy; the rest as written)."""
+    docs = copy.deepcopy(docs)
+    for doc in docs:
+        if doc.get("kind") != "DittoServer":
+            continue
+        for service in (doc["spec"].get("expose") or {}).values():
+            ranges = service.get("loadBalancerSourceRanges") if isinstance(service, dict) else None
+            if ranges:
+                service["loadBalancerSourceRanges"] = [
+                    LOCAL_CLIENTS if cidr == PLACEHOLDER_CLIENTS else cidr for cidr in ranges
+                ]
+    return docs
 
 
 class DevServerError(RuntimeError):
@@ -81,9 +103,18 @@ async def apply_sample(cp: ControlPlane, sample: Path) -> Served:
     if len(servers) != 1:
         raise DevServerError(f"{sample} must hold exactly one DittoServer ({len(servers)} found)")
     name = servers[0]["metadata"]["name"]
+    localized = Path(cp.kubeconfig_path).parent / "dev-sample.json"
+    localized.write_text(
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": local_clients(items)})
+    )
     await _kubectl(kubectl, "create", "namespace", NAMESPACE, check=False)
-    await _kubectl(kubectl, "apply", "--server-side", "-n", NAMESPACE, "-f", str(sample))
-    print(f"[dev] applied {sample}; waiting for dittoserver/{name} to be Ready", file=sys.stderr)
+    await _kubectl(kubectl, "apply", "--server-side", "-n", NAMESPACE, "-f", str(localized))
+    print(
+        f"[dev] applied {sample} (its placeholder client network {PLACEHOLDER_CLIENTS} "
+        f"replaced by this machine's, {LOCAL_CLIENTS}); waiting for dittoserver/{name} to be "
+        "Ready",
+        file=sys.stderr,
+    )
     await _kubectl(
         kubectl,
         "wait",

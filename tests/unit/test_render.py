@@ -17,13 +17,16 @@ from dittofs_controller.operator.children import LABEL_INSTANCE, LABEL_MANAGED_B
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))
-VALID = sorted((ROOT / "tests/unit/api/valid").glob("*.yaml"))
+VALID_DIR = ROOT / "tests/unit/api/valid"
+VALID = sorted(VALID_DIR.glob("*.yaml"))
 INVALID = sorted((ROOT / "tests/unit/api/invalid").glob("*.yaml"))
 # The API server's own schema errors, as opposed to CEL messages (see test_v1alpha1.py).
 SCHEMA_ERROR = re.compile(
     r"Unsupported value|Required value|should be (greater|less) than or equal to|should match|"
     r"should have at least|must have at most|Duplicate value|Too long|unknown field"
 )
+# The header line naming a generated Secret that render leaves out.
+NOT_PRINTED = re.compile(r"^# - Secret (\S+) \(key (\S+)\)", re.MULTILINE)
 Obj = dict[str, Any]
 
 
@@ -79,19 +82,17 @@ def test_every_manifest_renders_a_consistent_set(
     assert {"configMap": {"name": config_map["metadata"]["name"]}, "name": "config"} in pod[
         "volumes"
     ]
-    # Every generated Secret the pod reads is rendered, with a placeholder for its value.
-    generated = {
-        (s["metadata"]["name"], key): value
-        for s in by_kind(objects, "Secret")
-        for key, value in s["stringData"].items()
-    }
-    assert set(generated.values()) <= {render.GENERATED_VALUE}
+    # No Secret is printed; the generated ones are named in the header instead, every one the
+    # pod reads among them (the digest key is the operator's own).
+    assert not by_kind(objects, "Secret")
+    generated = set(NOT_PRINTED.findall(run(capsys, "-f", str(sample))[1]))
+    assert (f"{name}-digest-key", "key") in generated
     env_refs = {
         (ref["name"], ref["key"])
         for var in pod["containers"][0]["env"]
         if (ref := var.get("valueFrom", {}).get("secretKeyRef"))
     }
-    assert set(generated) <= env_refs
+    assert {ref for ref in env_refs if ref[0] in (f"{name}-jwt", f"{name}-admin")} <= generated
     # Services select the pod; the Ingress points at a rendered Service.
     services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
     labels = sts["spec"]["template"]["metadata"]["labels"]
@@ -118,6 +119,23 @@ def test_no_secret_of_the_input_is_printed(
     code, out, _ = run(capsys, "-f", str(sample))
     assert code == 0
     assert not [value for value in values if value in out]
+
+
+def test_generated_secrets_are_named_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Applied through GitOps, a printed value would seed a known admin password."""
+    code, out, _ = run(capsys, "-f", str(VALID_DIR / "minimal.yaml"))
+    assert code == 0
+    assert NOT_PRINTED.findall(out) == [
+        ("minimal-jwt", "secret"),
+        ("minimal-admin", "password"),
+        ("minimal-digest-key", "key"),
+    ]
+    assert "or set spec.controlPlane.adminPasswordSecretRef" in out
+    assert not [doc for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "Secret"]
+    assert "PLACEHOLDER-generated" not in out and "stringData" not in out
+    # Referenced Secrets are the user's: only the digest key is left to generate.
+    code, out, _ = run(capsys, "-f", str(VALID_DIR / "api-loadbalancer-tls.yaml"))
+    assert NOT_PRINTED.findall(out) == [("public-api-digest-key", "key")]
 
 
 def test_percona_cluster_and_its_delete_finalizer(capsys: pytest.CaptureFixture[str]) -> None:

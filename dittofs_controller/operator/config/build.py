@@ -184,6 +184,8 @@ class Generated:
     key: str
     what: str
     random_bytes: int  # url-safe base64: 4 characters per 3 bytes
+    # The spec field that references a Secret of the user's instead, if there is one.
+    field: str | None = None
 
     def new_value(self) -> str:
         return secrets.token_urlsafe(self.random_bytes)
@@ -195,12 +197,32 @@ def generated(server_name: str, spec: Spec | None) -> list[Generated]:
     out = []
     if cp is None or cp.jwt_secret_ref is None:
         out.append(
-            Generated(names.jwt_secret(server_name), names.GENERATED_JWT_KEY, "JWT secret", 36)
+            Generated(
+                names.jwt_secret(server_name),
+                names.GENERATED_JWT_KEY,
+                "JWT secret",
+                36,
+                "spec.controlPlane.jwtSecretRef",
+            )
         )
     if cp is None or cp.admin_password_secret_ref is None:
         out.append(
-            Generated(names.admin_secret(server_name), names.GENERATED_ADMIN_KEY, "admin", 24)
+            Generated(
+                names.admin_secret(server_name),
+                names.GENERATED_ADMIN_KEY,
+                "admin password",
+                24,
+                "spec.controlPlane.adminPasswordSecretRef",
+            )
         )
+    out.append(
+        Generated(
+            names.digest_key_secret(server_name),
+            names.GENERATED_DIGEST_KEY,
+            "key of the credential digests in status.server.applied",
+            32,
+        )
+    )
     return out
 
 

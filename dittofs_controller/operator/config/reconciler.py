@@ -2,8 +2,9 @@
 
 Owns ConfigReady. It checks that every Secret the pod will read exists with its keys (so a
 missing one is a condition naming it, not a crash-looping pod), generates the JWT and admin
-Secrets the spec does not reference, and writes the ConfigMap whose restart-hash annotation the
-server reconciler copies onto the pod template.
+Secrets the spec does not reference and the key of the runtime reconciler's credential digests,
+and writes the ConfigMap whose restart-hash annotation the server reconciler copies onto the pod
+template.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class ConfigReconciler(ServerReconciler):
     name = "config"
     condition = conditions.CONFIG_READY
     # The generated Secrets outlive the DittoServer under deletionPolicy Retain: the admin
-    # password is read at first boot only, and retained data is useless without it.
+    # password is read at first boot only, and retained data is useless without it. The digest
+    # key goes the same way: one rule for every generated Secret.
     finalizer = "dittofs.io/config"
 
     def __init__(self, ctx: Context, config_maps: ResourceCache) -> None:
@@ -117,10 +119,10 @@ class ConfigReconciler(ServerReconciler):
     async def _adopt(self, server: Obj, live: Obj, secret: build.Generated) -> None:
         """Make the DittoServer the owner of a Secret generated for a server of its name."""
         if problem := adoption_problem(server, live):
+            instead = f", or reference a Secret in {secret.field}" if secret.field else ""
             raise Problem(
                 "NameConflict",
-                f"Secret {secret.name} {problem}: delete it, or reference a Secret for the "
-                f"{secret.what} in spec.controlPlane",
+                f"Secret {secret.name} ({secret.what}) {problem}: delete it{instead}",
                 requeue_after=UNWATCHED_RECHECK,
             )
         refs = live["metadata"].get("ownerReferences") or []

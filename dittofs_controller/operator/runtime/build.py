@@ -6,7 +6,7 @@ config file, and only its REST API changes them. Payloads follow DittoFS v0.29.0
 (internal/controlplane/api/handlers):
 - Store configs are sent as a JSON *string* and read back as a JSON *object*, with every value
   whose key contains "secret" or "password" or ends in "_key" shown as `********`: credentials
-  are compared through a digest of the values last sent (`applied`), never read back.
+  are compared through a keyed digest of the values last sent (`applied`), never read back.
 - Block store types: the API calls a filesystem store "fs"; `path` must be absolute.
 - A share's stores are named on POST (`metadata_store_id`, `local_block_store`,
   `remote_block_store`) but reported by UUID (`*_store_id`), and PUT takes
@@ -23,6 +23,7 @@ config file, and only its REST API changes them. Payloads follow DittoFS v0.29.0
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,7 +74,9 @@ TLS_CA_KEY = "ca.crt"
 DRIFT_INTERVAL = 300.0
 # An enabled adapter that does not run (its port is taken...) is looked at again this often.
 NOT_RUNNING_RECHECK = 30.0
-DIGEST_CHARS = 16
+# 128 bits: half the HMAC's output, as RFC 2104 advises for truncation. Digests of the former
+# unkeyed scheme had 16 characters, so none of them ever equals a keyed one.
+DIGEST_CHARS = 32
 
 
 def is_secret_key(key: str) -> bool:
@@ -219,9 +222,17 @@ def postgres_source(server_name: str, spec: Spec) -> tuple[str, dict[str, str], 
     return secret, keys, config.PERCONA_SSLMODE
 
 
+def digest_key(server_name: str) -> SecretKey:
+    return SecretKey(
+        names.digest_key_secret(server_name),
+        names.GENERATED_DIGEST_KEY,
+        "key of the credential digests in status.server.applied",
+    )
+
+
 def secret_keys(server_name: str, spec: Spec) -> list[SecretKey]:
-    """Every Secret value the desired state is made of (the TLS Secret aside)."""
-    keys = [admin_key(server_name, spec)]
+    """Every Secret value a pass is made of (the TLS Secret aside)."""
+    keys = [admin_key(server_name, spec), digest_key(server_name)]
     for user in spec.users:
         ref = user.password_secret_ref
         keys.append(SecretKey(ref.name, ref.key, f"password of user {user.name}"))
@@ -238,10 +249,12 @@ def secret_keys(server_name: str, spec: Spec) -> list[SecretKey]:
     return keys
 
 
-def digest(salt: str, item: str, values: Sequence[str]) -> str:
-    """A salted, truncated sha256: tells whether a credential changed, reveals nothing of it."""
-    text = "\0".join([salt, item, *values])
-    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+def digest(key: str, item: str, values: Sequence[str]) -> str:
+    """A truncated HMAC-SHA256 keyed with the server's generated digest key: tells whether a
+    credential changed, and a reader of status without the key cannot test guesses against it.
+    The item is part of the message, so two users with one password get different digests."""
+    message = json.dumps([item, *values])
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -723,7 +736,7 @@ def server_status(
     observed: Observed, managed: Mapping[str, Iterable[str]], applied: Mapping[str, str]
 ) -> Obj:
     """status.server: the server's state as it reports it (never a credential or a config),
-    the names the operator manages there, and digests of the credentials it applied."""
+    the names the operator manages there, and keyed digests of the credentials it applied."""
     store_names = {
         store.get("id"): store.get("name")
         for kind in STORE_KINDS

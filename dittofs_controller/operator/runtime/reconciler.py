@@ -14,8 +14,11 @@ and a share of the same name declared again on the same metadata store finds the
 with the stores' volumes only (deletionPolicy Delete, or a store deleted by hand).
 
 Credentials read back as `********`, so the digests of the values last sent are kept, in memory
-and in status.server.applied (salted and truncated, never a value); a rotated Secret changes
-the digest and the value is sent again (a user's password, S3 keys, a PostgreSQL password).
+and in status.server.applied (never a value): HMAC-SHA256 keyed with the Secret the config
+reconciler generates (names.digest_key_secret), so readers of DittoServers cannot test guessed
+passwords against them. A rotated Secret changes the digest and the value is sent again (a
+user's password, S3 keys, a PostgreSQL password); so does a new digest key, once, and so did
+the move from the former unkeyed digests.
 DittoFS keeps a store's new settings in its database but reopens a store only when it starts.
 
 A pass whose inputs (spec, Secret values, address, pod) did not change is not repeated within
@@ -169,6 +172,8 @@ class RuntimeReconciler(ServerReconciler):
             return recent
         admin = build.admin_key(meta["name"], spec)
         password = values[(admin.name, admin.key)]
+        digest_key = build.digest_key(meta["name"])
+        key = values[(digest_key.name, digest_key.key)]
         secrets = [password, *desired.credentials()]
         forward = None
         if self.access == "port-forward":
@@ -183,7 +188,7 @@ class RuntimeReconciler(ServerReconciler):
                 connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(tls) if tls else True)
                 http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
                 api = DittoFSClient(http, base_url, password, tokens=memory.tokens)
-                converge = Converge(api, desired, memory, salt=meta["uid"], secrets=secrets)
+                converge = Converge(api, desired, memory, digest_key=key, secrets=secrets)
                 observed = await converge.run()
         except AuthenticationFailed as error:
             raise Problem(
@@ -269,13 +274,13 @@ class Converge:
         desired: Desired,
         memory: Memory,
         *,
-        salt: str,
+        digest_key: str,
         secrets: list[str],
     ) -> None:
         self.api = api
         self.desired = desired
         self.memory = memory
-        self.salt = salt
+        self.digest_key = digest_key
         self.secrets = secrets
         self.issues: list[Issue] = []
         self.changed = False
@@ -360,7 +365,7 @@ class Converge:
         for user in self.desired.users:
             found = reported.get(user.name)
             what = f"user {user.name}"
-            secret = build.digest(self.salt, user.item, [user.password])
+            secret = build.digest(self.digest_key, user.item, [user.password])
             if found is None:
                 body = build.user_create_body(user)
                 done, created = await self._attempt(
@@ -396,7 +401,7 @@ class Converge:
         applied = self.memory.applied
         for store in self.desired.stores:
             found = reported[store.kind].get(store.name)
-            secret = build.digest(self.salt, store.item, store.secrets)
+            secret = build.digest(self.digest_key, store.item, store.secrets)
             if found is None:
                 call = self.api.post(STORE_PATHS[store.kind], store.create_body())
                 done, created = await self._attempt("StoreRejected", store.what, call)
@@ -535,7 +540,8 @@ class Converge:
 
 def setup(manager: Manager, ctx: Context) -> None:
     """The runtime controller: DittoServers (Available above all) and every Secret whose value
-    it sends: referenced ones, the generated admin Secret, Percona's user Secret."""
+    it sends or keys its digests with: referenced ones, the generated admin Secret and digest key,
+    Percona's user Secret."""
     controller = server_controller(manager, RuntimeReconciler(ctx))
     controller.owns(ctx.secrets, DITTOSERVERS)
     controller.watch(ctx.secrets, servers_referencing(ctx.servers))

@@ -28,6 +28,7 @@ import datetime
 from typing import Any
 
 from dittofs_controller.api import v1alpha1
+from dittofs_controller.api.schema import to_wire
 from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.children import (
@@ -261,10 +262,9 @@ def _probes(tls: bool) -> Obj:
     }
 
 
-def _overridden(defaults: Obj, override: Obj | None) -> Obj:
-    """The defaults with the spec's keys on top; a key set to null removes the default."""
-    merged = {**defaults, **(override or {})}
-    return {key: value for key, value in merged.items() if value is not None}
+def _overridden(defaults: Obj, override: object | None) -> Obj:
+    """The defaults with the spec's fields on top; the API refuses any that would loosen them."""
+    return {**defaults, **(to_wire(override) if override is not None else {})}
 
 
 def _present(**fields: Any) -> Obj:

@@ -88,12 +88,14 @@ async def test_renders_the_config_map_and_generates_the_secrets(
     admin = await secret_data(kube, names.admin_secret(key.name), namespace)
     assert len(jwt[names.GENERATED_JWT_KEY]) == 48
     assert len(admin[names.GENERATED_ADMIN_KEY]) >= 16
-    for name in (names.jwt_secret(key.name), names.admin_secret(key.name)):
+    digest_key = await secret_data(kube, names.digest_key_secret(key.name), namespace)
+    assert len(digest_key[names.GENERATED_DIGEST_KEY]) == 43
+    for name in generated(key.name):
         owners = (await kube.get(SECRETS, name, namespace))["metadata"]["ownerReferences"]
         assert [o["uid"] for o in owners] == [server["metadata"]["uid"]]
-    text = json.dumps(config_map)
-    assert jwt[names.GENERATED_JWT_KEY] not in text
-    assert admin[names.GENERATED_ADMIN_KEY] not in text
+    text = json.dumps(config_map) + json.dumps(server)
+    for value in (jwt, admin, digest_key):
+        assert next(iter(value.values())) not in text
 
 
 async def test_missing_referenced_secret_recovers_when_created(
@@ -198,10 +200,7 @@ async def test_generated_secrets_survive_deletion_under_retain_and_are_adopted(
     key = await create(kube, copy.deepcopy(server))
     await config_ready(kube, key)
     old_uid = (await kube.get(DITTOSERVERS, key.name, namespace))["metadata"]["uid"]
-    before = {
-        name: await secret_data(kube, name, namespace)
-        for name in (names.jwt_secret(key.name), names.admin_secret(key.name))
-    }
+    before = {name: await secret_data(kube, name, namespace) for name in generated(key.name)}
 
     await kube.delete(DITTOSERVERS, key.name, namespace)
     await wait_for(lambda: _gone(kube, DITTOSERVERS, key.name, namespace), "the DittoServer to go")
@@ -232,10 +231,9 @@ async def test_generated_secrets_go_with_the_server_under_delete(
     key = await create(kube, manifest(namespace, deletionPolicy="Delete"))
     await config_ready(kube, key)
     await kube.delete(DITTOSERVERS, key.name, namespace)
-    generated = (names.jwt_secret(key.name), names.admin_secret(key.name))
 
     async def all_gone() -> bool:
-        return all([await _gone(kube, SECRETS, name, namespace) for name in generated])
+        return all([await _gone(kube, SECRETS, name, namespace) for name in generated(key.name)])
 
     await wait_for(all_gone, "garbage collection of the generated Secrets", timeout=GC_TIMEOUT)
 
@@ -249,6 +247,11 @@ async def test_a_foreign_secret_with_the_generated_name_is_not_taken_over(
     assert found["reason"] == "NameConflict" and "minimal-jwt" in found["message"]
     foreign = await kube.get(SECRETS, "minimal-jwt", namespace)
     assert not foreign["metadata"].get("ownerReferences")
+
+
+def generated(server: str) -> tuple[str, ...]:
+    """The Secrets the operator generates for a spec that references none."""
+    return (names.jwt_secret(server), names.admin_secret(server), names.digest_key_secret(server))
 
 
 async def _gone(kube: KubeClient, resource: Any, name: str, namespace: str) -> bool:

@@ -36,12 +36,20 @@ LB_IP = "203.0.113.10"
 Obj = dict[str, Any]
 
 
+# NFS and SMB on load balancers for one client network, as the samples expose them; a test's
+# `expose` is laid over it per protocol.
+BALANCED = {"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"]}
+
+
 async def create_server(
     kube: KubeClient, namespace: str, name: str = "files", **spec: Any
 ) -> ObjectKey:
     server = load_manifest(MINIMAL, namespace)
     server["metadata"]["name"] = name
-    server["spec"].update(spec)
+    expose = dict(spec.pop("expose", {}))
+    for protocol in ("nfs", "smb"):
+        expose[protocol] = {**BALANCED, **expose.get(protocol, {})}
+    server["spec"].update(spec, expose=expose)
     await kube.create(DITTOSERVERS, server, namespace)
     return ObjectKey(namespace, name)
 
@@ -286,6 +294,7 @@ async def test_switching_nfs_from_load_balancer_to_a_static_node_port(
                     "nodePort": node_port,
                     "loadBalancerClass": None,
                     "loadBalancerSourceRanges": None,
+                    "allowAllSources": True,
                 }
             }
         },
@@ -429,7 +438,7 @@ async def test_a_node_port_taken_by_another_server_is_reported(
     kube: KubeClient, namespace: str, operator: RunningOperator
 ) -> None:
     node_port = await unused_node_port(kube)
-    nfs = {"type": "NodePort", "nodePort": node_port}
+    nfs = {"type": "NodePort", "nodePort": node_port, "allowAllSources": True}
     first = await create_server(kube, namespace, "first", expose={"nfs": nfs})
     await service_where(kube, first, "first-nfs", lambda s: True, "created")
     second = await create_server(kube, namespace, "second", expose={"nfs": nfs})

@@ -7,7 +7,8 @@ against the tests' stand-in CRDs).
 (b) For a few manifests the real operator runs; the live DittoServer, as `kubectl get -o yaml`
 prints it (uid, managedFields, status), is piped into `render -f -`, and the operator's
 children must be exactly the rendered (kind, name) set, each holding every rendered field
-except the documented placeholders. For the Percona manifest the test plays the Percona
+except the documented placeholders, plus the generated Secrets render names in its header and
+never prints. For the Percona manifest the test plays the Percona
 operator's part (the cluster's ready state and its user Secret), so the StatefulSet follows.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,6 @@ MANIFESTS = sorted((ROOT / "samples").glob("*.yaml")) + sorted(VALID.glob("*.yam
 RESOURCES: dict[str, Resource] = {
     resource.kind: resource
     for resource in (
-        SECRETS,
         CONFIGMAPS,
         PVCS,
         PERCONA_PG_CLUSTERS,
@@ -72,10 +73,11 @@ COMPARED = (
     STATEFULSETS,
 )
 Obj = dict[str, Any]
+NOT_PRINTED = re.compile(r"^# - Secret (\S+) \(key (\S+)\)", re.MULTILINE)
 
 
-async def render_cli(*args: str, stdin: str | None = None) -> list[Obj]:
-    """Run `python -m dittofs_controller render` as a user would; its YAML documents."""
+async def render_cli(*args: str, stdin: str | None = None) -> str:
+    """Run `python -m dittofs_controller render` as a user would; its output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -91,7 +93,11 @@ async def render_cli(*args: str, stdin: str | None = None) -> list[Obj]:
         process.communicate(stdin.encode() if stdin is not None else None), 120
     )
     assert process.returncode == 0, err.decode()
-    return [doc for doc in yaml.safe_load_all(out.decode()) if doc]
+    return out.decode()
+
+
+def documents(text: str) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 async def test_every_rendered_object_passes_a_server_side_dry_run(
@@ -102,9 +108,9 @@ async def test_every_rendered_object_passes_a_server_side_dry_run(
     await test_servicemonitor.install_crd(kube)
     try:
         args = [arg for path in MANIFESTS for arg in ("-f", str(path))]
-        objects = await render_cli(*args, "-n", namespace)
+        objects = documents(await render_cli(*args, "-n", namespace))
         kinds = {obj["kind"] for obj in objects}
-        assert kinds == set(RESOURCES), kinds  # the corpus exercises every kind render prints
+        assert kinds == set(RESOURCES), kinds  # every kind render prints, never a Secret
         rejected = []
         for obj in objects:
             resource = RESOURCES[obj["kind"]]
@@ -127,7 +133,6 @@ async def test_every_rendered_object_passes_a_server_side_dry_run(
 def _without_placeholders(obj: Obj) -> Obj:
     """The rendered object minus what only the cluster knows (documented in render.py)."""
     obj = copy.deepcopy(obj)
-    obj.pop("stringData", None)  # generated Secret values: compared by key below
     annotations = obj["metadata"].get("annotations") or {}
     annotations.pop(names.RESTART_HASH_ANNOTATION, None)
     if obj["kind"] == "StatefulSet":  # it hashes the pod template, restart hash included
@@ -199,8 +204,10 @@ async def test_the_operator_creates_what_render_prints(
     rendered = await render_cli(
         "-f", "-", "--operator-namespace", operator_namespace, stdin=yaml.safe_dump(live_server)
     )
-    wanted = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered}
-    assert {obj["metadata"]["ownerReferences"][0]["uid"] for obj in rendered} == {
+    not_printed = dict(NOT_PRINTED.findall(rendered))
+    assert f"{name}-digest-key" in not_printed
+    wanted = {(obj["kind"], obj["metadata"]["name"]): obj for obj in documents(rendered)}
+    assert {obj["metadata"]["ownerReferences"][0]["uid"] for obj in wanted.values()} == {
         live_server["metadata"]["uid"]
     }
     clusters = [key[1] for key in wanted if key[0] == PERCONA_PG_CLUSTERS.kind]
@@ -208,7 +215,7 @@ async def test_the_operator_creates_what_render_prints(
     try:
         for cluster in clusters:
             await _play_percona(kube, namespace, cluster)
-        await _compare(kube, namespace, name, wanted)
+        await _compare(kube, namespace, name, wanted, not_printed)
     finally:
         # No Percona operator will drop its finalizer: stop ours from re-adding it, then drop it
         # so the namespace can go.
@@ -219,23 +226,30 @@ async def test_the_operator_creates_what_render_prints(
 
 
 async def _compare(
-    kube: KubeClient, namespace: str, name: str, wanted: dict[tuple[str, str], Obj]
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    wanted: dict[tuple[str, str], Obj],
+    not_printed: dict[str, str],
 ) -> None:
+    """`not_printed`: generated Secret name -> its key, as render's header names them."""
+    secrets = {(SECRETS.kind, secret) for secret in not_printed}
+
     async def complete() -> dict[tuple[str, str], Obj] | None:
         found = await _children(kube, namespace, name)
-        return found if set(found) >= set(wanted) else None
+        return found if set(found) >= set(wanted) | secrets else None
 
     live = await wait_for(
         complete, f"the operator to create every child of {ObjectKey(namespace, name)}", 90
     )
-    assert set(live) == set(wanted)
+    assert set(live) == set(wanted) | secrets
+    for secret, data_key in not_printed.items():
+        assert set(live[(SECRETS.kind, secret)]["data"]) == {data_key}
     for key, obj in wanted.items():
         found = live[key]
         assert is_subset(_without_placeholders(obj), found), key
         # What a subset check cannot see: something render leaves out.
         assert found["metadata"]["labels"] == obj["metadata"]["labels"], key
-        if obj["kind"] == "Secret":
-            assert set(found["data"]) == set(obj["stringData"])
         if obj["kind"] == PERCONA_PG_CLUSTERS.kind:  # no other manager adds finalizers here
             finalizers = obj["metadata"].get("finalizers", [])
             assert found["metadata"].get("finalizers", []) == finalizers, key

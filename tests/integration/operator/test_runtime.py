@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from dittofs_controller.operator.runtime import build
 from tests.integration.operator.conftest import (
     SAMPLES,
     RunningOperator,
+    StartOperator,
     condition,
     load_manifest,
     wait_for,
@@ -436,5 +438,69 @@ async def test_https_api_is_reached_with_the_certificate_of_its_secret(
         assert {user["username"] for user in await api.get("/users")} >= {"admin", "alice"}
 
 
+async def test_credential_digests_are_keyed_and_unkeyed_ones_are_replaced_once(
+    kube: KubeClient, namespace: str, node: Node, start_operator: StartOperator
+) -> None:
+    operator = await start_operator()
+    key = await create(
+        kube, namespace, sample(namespace), secret("alice-password", password=ALICE_OLD)
+    )
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    server = await kube.get(DITTOSERVERS, key.name, namespace)
+    uid = server["metadata"]["uid"]
+    key_secret = await kube.get(SECRETS, names.digest_key_secret(key.name), namespace)
+    assert [owner["uid"] for owner in key_secret["metadata"]["ownerReferences"]] == [uid]
+    digest_key = await secret_value(kube, namespace, key_secret["metadata"]["name"], "key")
+    applied = (await server_status(kube, key))["applied"]
+    assert applied == {"user/alice": build.digest(digest_key, "user/alice", [ALICE_OLD])}
+    unkeyed = unkeyed_digest(uid, "user/alice", ALICE_OLD)
+    assert not applied["user/alice"].startswith(unkeyed)
+
+    # A status written by an operator of the former scheme: the next one sends the password
+    # once, records the keyed digest, and then leaves the server alone.
+    await operator.shutdown()
+    old = {"status": {"server": {"applied": {"user/alice": unkeyed}}}}
+    await kube.merge_patch(DITTOSERVERS, key.name, old, namespace, subresource="status")
+    sent = password_calls(node, key)
+    operator = await start_operator()
+
+    async def keyed_again() -> bool:
+        return (await server_status(kube, key))["applied"] == applied
+
+    await wait_for(keyed_again, "the keyed digest back in status.server.applied")
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert password_calls(node, key) == sent + 1
+    assert await Smb(await pod_ip(kube, key), "export", "alice", ALICE_OLD).login_error() is None
+
+    # A restart with nothing changed sends nothing and writes nothing.
+    await operator.shutdown()
+    version = (await kube.get(DITTOSERVERS, key.name, namespace))["metadata"]["resourceVersion"]
+    calls = api_calls(node, key)
+    await start_operator()
+    await wait_for(lambda: settled(node, key, calls), "the restarted operator's pass")
+    assert password_calls(node, key) == sent + 1
+    server = await kube.get(DITTOSERVERS, key.name, namespace)
+    assert server["metadata"]["resourceVersion"] == version
+
+
+def unkeyed_digest(uid: str, item: str, value: str) -> str:
+    """The former scheme: anyone who reads the DittoServer can test guesses against it."""
+    return hashlib.sha256("\0".join([uid, item, value]).encode()).hexdigest()[:16]
+
+
+async def settled(node: Node, key: ObjectKey, before: int) -> bool:
+    """The server was called since `before` and then not for 3 s."""
+    calls = api_calls(node, key)
+    if calls == before:
+        return False
+    await asyncio.sleep(3)
+    return api_calls(node, key) == calls
+
+
 def api_calls(node: Node, key: ObjectKey) -> int:
     return node.logs(key.namespace, names.pod(key.name)).count("API request completed")
+
+
+def password_calls(node: Node, key: ObjectKey) -> int:
+    return node.logs(key.namespace, names.pod(key.name)).count("/users/alice/password")

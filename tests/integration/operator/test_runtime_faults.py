@@ -210,7 +210,7 @@ def faults(kube: KubeClient, namespace: str, node_port: int) -> list[Fault]:
             "PortConflict",
             server(
                 expose={
-                    "nfs": {"type": "NodePort", "nodePort": node_port},
+                    "nfs": {"type": "NodePort", "nodePort": node_port, "allowAllSources": True},
                     "smb": {"type": "ClusterIP"},
                 }
             ),

@@ -140,7 +140,8 @@ def test_minimal_manifest_gets_every_default() -> None:
         111,
     )
     assert (smb.enabled, smb.port, smb.service_port) == (True, 12445, 445)
-    assert spec.expose.nfs == spec.expose.smb == ServiceSpec(type="LoadBalancer")
+    assert spec.expose.nfs == spec.expose.smb == ServiceSpec(type="ClusterIP")
+    assert not spec.expose.nfs.allow_all_sources
     assert spec.expose.api == ApiServiceSpec(type="ClusterIP")
     assert not spec.expose.ingress.enabled
     assert (spec.expose.ingress.class_name, spec.expose.ingress.path) == ("nginx", "/")

@@ -168,22 +168,25 @@ def test_config_map_carries_the_file_and_the_hash_never_a_value() -> None:
 # --- Secret references ----------------------------------------------------------------------
 
 
-def test_generated_secrets_only_without_references() -> None:
+def test_generated_secrets_only_without_references_and_always_the_digest_key() -> None:
     generated = build.generated("files", spec_of())
     assert [(g.name, g.key) for g in generated] == [
         ("files-jwt", names.GENERATED_JWT_KEY),
         ("files-admin", names.GENERATED_ADMIN_KEY),
+        ("files-digest-key", names.GENERATED_DIGEST_KEY),
     ]
-    assert build.generated("public-api", sample("api-loadbalancer-tls.yaml")) == []
-    assert len(build.generated("files", None)) == 2  # deletion with an unreadable spec
+    (key,) = build.generated("public-api", sample("api-loadbalancer-tls.yaml"))
+    assert (key.name, key.field) == ("public-api-digest-key", None)  # no reference replaces it
+    assert len(build.generated("files", None)) == 3  # deletion with an unreadable spec
 
 
 def test_generated_values_are_long_random_and_url_safe() -> None:
-    jwt, admin = build.generated("files", spec_of())
+    jwt, admin, key = build.generated("files", spec_of())
     values = {jwt.new_value() for _ in range(20)}
     assert len(values) == 20
     assert all(len(v) == 48 and v.replace("-", "").replace("_", "").isalnum() for v in values)
     assert len(admin.new_value()) == 32
+    assert len(key.new_value()) == 43  # 256 bits, as long as the HMAC-SHA256 block needs
 
 
 def test_generated_secret_is_owned_and_labelled() -> None:

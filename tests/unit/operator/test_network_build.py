@@ -25,6 +25,14 @@ BASE: dict[str, Any] = {
 SELECTOR = {"app.kubernetes.io/name": "dittofs", "app.kubernetes.io/instance": "files"}
 
 
+# NFS and SMB on load balancers, for the clients of one network (as the samples expose them).
+CLIENTS = ["203.0.113.0/24"]
+BALANCED = {
+    "nfs": {"type": "LoadBalancer", "loadBalancerSourceRanges": CLIENTS},
+    "smb": {"type": "LoadBalancer", "loadBalancerSourceRanges": CLIENTS},
+}
+
+
 def spec_of(**fields: Any) -> DittoServerSpec:
     return parse(DittoServerSpec, {**copy.deepcopy(BASE), **fields})
 
@@ -57,12 +65,13 @@ def test_default_services_publish_standard_ports_on_unprivileged_container_ports
     nfs, smb, api = services["nfs"], services["smb"], services["api"]
     assert nfs and smb and api
     assert nfs["metadata"]["name"] == "files-nfs"
+    # Nothing leaves the cluster unless the spec says so.
     assert nfs["spec"] == {
-        "type": "LoadBalancer",
+        "type": "ClusterIP",
         "selector": SELECTOR,
         "ports": [{"name": "nfs", "port": 2049, "targetPort": 12049, "protocol": "TCP"}],
     }
-    assert smb["spec"]["type"] == "LoadBalancer"
+    assert smb["spec"]["type"] == "ClusterIP"
     assert smb["spec"]["ports"] == [
         {"name": "smb", "port": 445, "targetPort": 12445, "protocol": "TCP"}
     ]
@@ -89,6 +98,7 @@ def test_load_balancer_options() -> None:
     spec = spec_of(
         expose={
             "nfs": {
+                "type": "LoadBalancer",
                 "annotations": {
                     "service.beta.kubernetes.io/scw-loadbalancer-timeout-server": "30m"
                 },
@@ -194,9 +204,14 @@ def test_removing_a_setting_changes_the_desired_object() -> None:
 
 
 def test_load_balancer_class_change_needs_a_new_service() -> None:
-    aws = service(spec_of(expose={"nfs": {"loadBalancerClass": "aws"}}), "nfs")
-    other = service(spec_of(expose={"nfs": {"loadBalancerClass": "other"}}), "nfs")
-    plain = service(spec_of(), "nfs")
+    def balanced(**options: Any) -> dict[str, Any]:
+        return service(spec_of(expose={"nfs": {**BALANCED["nfs"], **options}}), "nfs")
+
+    aws, other, plain = (
+        balanced(loadBalancerClass="aws"),
+        balanced(loadBalancerClass="other"),
+        balanced(),
+    )
     node_port = service(spec_of(expose={"nfs": {"type": "NodePort"}}), "nfs")
     assert build.needs_recreate(other, live(aws))
     assert build.needs_recreate(plain, live(aws))
@@ -378,7 +393,7 @@ def live_services(spec: DittoServerSpec, **ingress: list[dict[str, str]]) -> dic
 
 
 def test_load_balancer_addresses_become_endpoints() -> None:
-    spec = spec_of()
+    spec = spec_of(expose=BALANCED)
     services = live_services(
         spec, nfs=[{"ip": "203.0.113.10"}], smb=[{"hostname": "smb.lb.example.com"}]
     )
@@ -397,14 +412,14 @@ def test_load_balancer_addresses_become_endpoints() -> None:
 
 
 def test_ipv6_addresses_are_bracketed() -> None:
-    spec = spec_of()
+    spec = spec_of(expose=BALANCED)
     found = build.endpoints(spec, live_services(spec, nfs=[{"ip": "2001:db8::10"}]))
     assert found["nfs"] == "[2001:db8::10]:2049"
     assert "[2001:db8::10]:/export" in found["mountHint"]
 
 
 def test_pending_load_balancers_are_waited_for_not_failed() -> None:
-    spec = spec_of()
+    spec = spec_of(expose=BALANCED)
     services = live_services(spec, nfs=[{"ip": "203.0.113.10"}])
     found = build.endpoints(spec, services)
     assert "smb" not in found

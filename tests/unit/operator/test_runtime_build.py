@@ -6,6 +6,8 @@ as objects with secrets shown as ********, share stores by UUID)."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -188,10 +190,11 @@ def test_secret_keys_name_what_they_are_for() -> None:
     keys = build.secret_keys("teams", TEAMS)
     assert [(k.name, k.key) for k in keys] == [
         ("teams-admin", "password"),  # generated: no adminPasswordSecretRef
+        ("teams-digest-key", "key"),  # generated: keys status.server.applied
         ("alice-password", "password"),
         ("bob-password", "password"),
     ]
-    assert keys[1].what == "password of user alice"
+    assert keys[2].what == "password of user alice"
 
 
 def test_users_groups_and_permissions() -> None:
@@ -377,12 +380,14 @@ def test_store_config_drift_compares_credentials_by_digest() -> None:
     spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
     state = build.desired("p", spec, values_for("p", spec))
     remote = next(s for s in state.stores if s.kind == "remote")
-    current = build.digest("uid-1", remote.item, remote.secrets)
+    current = build.digest("key-1", remote.item, remote.secrets)
     shown = {**remote.config, "secret_access_key": "********"}
     reported = {"name": "s3", "type": "s3", "config": shown}
     assert build.config_drift(remote, reported, current, current) is None
     assert build.config_drift(remote, reported, None, current) == "credentials"  # not known
     assert build.config_drift(remote, reported, "0123456789abcdef", current) == "credentials"
+    # A digest of the former unkeyed scheme (16 characters) is sent again, once.
+    assert build.config_drift(remote, reported, current[:16], current) == "credentials"
     moved = {**reported, "config": {**shown, "bucket": "other", "prefix": "x/"}}
     assert build.config_drift(remote, moved, current, current) == "settings bucket, prefix"
     lost = {**reported, "config": {k: v for k, v in shown.items() if k != "secret_access_key"}}
@@ -391,13 +396,19 @@ def test_store_config_drift_compares_credentials_by_digest() -> None:
     assert build.config_drift(memory, {"name": "cache", "type": "memory"}, None, "x") is None
 
 
-def test_digests_are_salted_truncated_and_change_with_the_value() -> None:
-    one = build.digest("uid-1", "user/alice", ["pw-1"])
-    assert len(one) == 16 and "pw-1" not in one
-    assert one == build.digest("uid-1", "user/alice", ["pw-1"])
-    assert one != build.digest("uid-2", "user/alice", ["pw-1"])
-    assert one != build.digest("uid-1", "user/bob", ["pw-1"])
-    assert one != build.digest("uid-1", "user/alice", ["pw-2"])
+def test_digests_are_keyed_and_change_with_the_value() -> None:
+    one = build.digest("key-1", "user/alice", ["pw-1"])
+    assert len(one) == 32 and "pw-1" not in one
+    assert one == build.digest("key-1", "user/alice", ["pw-1"])
+    assert one != build.digest("key-2", "user/alice", ["pw-1"])  # same value, another key
+    assert one != build.digest("key-1", "user/bob", ["pw-1"])
+    assert one != build.digest("key-1", "user/alice", ["pw-2"])
+    assert one == hmac.new(b"key-1", b'["user/alice", "pw-1"]', hashlib.sha256).hexdigest()[:32]
+    # Nothing public is enough to compute it: neither the former uid-salted sha256 nor any
+    # unkeyed sha256 of the value.
+    for text in ("uid-1\0user/alice\0pw-1", "user/alice\0pw-1", '["user/alice", "pw-1"]', "pw-1"):
+        assert not hashlib.sha256(text.encode()).hexdigest().startswith(one[:16])
+    assert build.digest("", "user/alice", ["pw-1"]) != one
     assert build.is_secret_key("secret_access_key") and build.is_secret_key("password")
     assert not build.is_secret_key("access_key_id") and not build.is_secret_key("path")
 

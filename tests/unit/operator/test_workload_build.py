@@ -275,17 +275,17 @@ def test_hardened_by_default_to_the_restricted_standard() -> None:
     assert spec["enableServiceLinks"] is False
 
 
-def test_security_overrides_replace_keys_and_null_removes_a_default() -> None:
+def test_security_overrides_replace_fields_and_keep_the_other_defaults() -> None:
     spec = spec_of(
         pod={
-            "securityContext": {"runAsUser": 1000, "fsGroupChangePolicy": None},
+            "securityContext": {"runAsUser": 1000, "fsGroupChangePolicy": "Always"},
             "containerSecurityContext": {"readOnlyRootFilesystem": False},
         }
     )
     template = pod(spec)["spec"]
     assert template["securityContext"]["runAsUser"] == 1000
     assert template["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert "fsGroupChangePolicy" not in template["securityContext"]
+    assert template["securityContext"]["fsGroupChangePolicy"] == "Always"
     context = template["containers"][0]["securityContext"]
     assert context["readOnlyRootFilesystem"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
@@ -300,6 +300,8 @@ def test_scheduling_and_resources_from_the_spec() -> None:
     assert template["topologySpreadConstraints"][0]["maxSkew"] == 1
     assert template["priorityClassName"] == "system-cluster-critical"
     assert template["serviceAccountName"] == "dittofs"
+    # A named account's token stays unmounted too: DittoFS never calls the Kubernetes API.
+    assert template["automountServiceAccountToken"] is False
     assert template["imagePullSecrets"] == [{"name": "registry-credentials"}]
     c = template["containers"][0]
     assert c["resources"] == {
