@@ -23,6 +23,7 @@ from dittofs_controller.kube.resources import DITTOSERVERS, PODS, PVCS
 from tests.e2e.conftest import SAMPLES_DIR, Deployment, Timings, documents
 from tests.support import incluster
 from tests.testbed import binaries
+from tests.testbed.devserver import local_clients
 from tests.testbed.node import Image, Node, default_images, running_node
 
 NAME = "badger-filesystem"
@@ -165,7 +166,7 @@ async def test_install_serve_upgrade_uninstall(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     deployment = Deployment(kube, namespace, node, scratch)
-    await deployment.create(documents(SAMPLE))
+    await deployment.create(local_clients(documents(SAMPLE)))
     await deployment.wait_ready(NAME)
     nfs, smb = await deployment.nfs(NAME), await deployment.smb(NAME)
     await nfs.write("/installed.txt", "written through the load balancer\n", scratch)

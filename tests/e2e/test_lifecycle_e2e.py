@@ -24,6 +24,7 @@ from dittofs_controller.kube.resources import (
 from dittofs_controller.operator import names
 from tests.e2e.conftest import SAMPLES_DIR, Deployment, Timings, documents
 from tests.support.clients import Nfs, Smb
+from tests.testbed.devserver import local_clients
 
 Obj = dict[str, Any]
 SAMPLE = SAMPLES_DIR / "badger-filesystem.yaml"
@@ -32,7 +33,7 @@ BIG = "".join(f"{i:08d} persistent payload line\n" for i in range(60000))  # ~1.
 
 
 def base_docs() -> list[Obj]:
-    return documents(SAMPLE)
+    return local_clients(documents(SAMPLE))
 
 
 async def write_files(deployment: Deployment) -> None:
