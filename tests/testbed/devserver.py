@@ -95,7 +95,7 @@ async def apply_sample(cp: ControlPlane, sample: Path) -> Served:
     """kubectl apply the sample into NAMESPACE and wait for its DittoServer to be Ready."""
     kubectl = kubectl_command(cp)
     rendered = await _kubectl(
-        kubectl, "create", "--dry-run=client", "-o", "json", "-f", str(sample)
+        kubectl, "create", "--dry-run=client", "-n", NAMESPACE, "-o", "json", "-f", str(sample)
     )
     parsed = json.loads(rendered)
     items = parsed.get("items", [parsed])
