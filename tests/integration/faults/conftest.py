@@ -102,7 +102,11 @@ def expected_children(server: str) -> dict[Resource, set[str]]:
     """What the operator creates for one `dittoserver()` (memory stores, SQLite, ClusterIP)."""
     return {
         CONFIGMAPS: {names.config_map(server)},
-        SECRETS: {names.jwt_secret(server), names.admin_secret(server)},
+        SECRETS: {
+            names.jwt_secret(server),
+            names.admin_secret(server),
+            names.digest_key_secret(server),
+        },
         SERVICES: {names.service(server, purpose) for purpose in ("nfs", "smb", "api")},
         PVCS: {names.controlplane_claim(server)},
         STATEFULSETS: {names.statefulset(server)},
