@@ -1040,9 +1040,10 @@ class Share:
     )
     read_only: bool = field("Export the share read-only.", default=False)
     default_permission: PermissionLevel = field(
-        "Access for users without an explicit permission. (DittoFS itself defaults to none, "
-        "which lets nobody mount.)",
-        default="read-write",
+        "Access for everyone without an explicit permission: NFS UIDs that match no user, "
+        "squashed root, and SMB guests (see adapters.smb.guest). none lets only users and "
+        "groups of permissions in; read-write opens the share to any client that can connect.",
+        default="none",
     )
     owner: str | None = field(
         "A user of spec.users whose UID/GID own the share's root directory; omit to leave it "
@@ -1098,6 +1099,14 @@ class SMBAdapter:
     """The SMB adapter (SMB 2.0 through 3.1.1, NTLM logins with DittoFS users)."""
 
     enabled: bool = field("Serve SMB.", default=True)
+    guest: bool = field(
+        "Let clients in without a DittoFS account, as guest: anonymous logins and names that "
+        "match no user get the shares' defaultPermission. Off, both are refused at login. "
+        "DittoFS 0.29 has no switch of its own for this: it refuses guests exactly when SMB "
+        "signing is required, so off makes signing required (every session signed) and on "
+        "makes it negotiable.",
+        default=False,
+    )
     port: int = _port("Container port DittoFS listens on for SMB.", 12445)
     service_port: int = field(
         "Port the SMB Service publishes (mapped to the container port).",

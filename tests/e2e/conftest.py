@@ -16,7 +16,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from tests.support import clients
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, bin_dir, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
-from tests.testbed.devserver import local_clients
+from tests.testbed.devserver import local_clients, user_passwords
 from tests.testbed.kubeproxy import wait_connectable
 from tests.testbed.node import Node
 
@@ -111,7 +111,10 @@ async def percona(
 
 
 def documents(path: Path) -> list[Obj]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    """The sample as its reader applies it: its documents, then the password Secrets of its
+    users that it says to create (random passwords)."""
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs + user_passwords(docs)
 
 
 def sample_server(path: Path) -> Obj:
@@ -184,6 +187,14 @@ async def localize(
         values[external.get("portKey", "port")] = str(postgres.port)
         values[external.get("passwordKey", "password")] = password
     return docs
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[str | None]], timeout: float) -> None:
+    """Wait until `check` returns None (it returns why not, kept for the failure message)."""
+    deadline = time.monotonic() + timeout
+    while (why := await check()) is not None:
+        assert time.monotonic() < deadline, f"{what} after {timeout} s: {why}"
+        await asyncio.sleep(0.5)
 
 
 # -- a deployed DittoServer ------------------------------------------------------------------
@@ -309,17 +320,33 @@ class Deployment:
         await wait_connectable(*address)
         return address
 
+    async def owner(self, name: str, share: str) -> v1alpha1.User | None:
+        """The spec's user owning `share` (who the samples let in), or None."""
+        spec = parse(v1alpha1.DittoServerSpec, (await self.server(name))["spec"])
+        found = next((item for item in spec.shares if item.name == share), None)
+        return next((user for user in spec.users if found and user.name == found.owner), None)
+
     async def nfs(self, name: str, share: str = "/export") -> clients.Nfs:
+        """The export at status.endpoints, as its owner's UID/GID (root when it has none)."""
         await self.pod(name)
         host, port = await self.endpoint(name, "nfs")
-        return clients.Nfs(host, share, port)
+        owner = await self.owner(name, share)
+        uid, gid = (owner.uid or 0, owner.gid or 0) if owner else (0, 0)
+        return clients.Nfs(host, share, port, uid=uid, gid=gid)
 
     async def smb(
-        self, name: str, share: str = "/export", user: str = "admin", password: str | None = None
+        self, name: str, share: str = "/export", user: str | None = None, password: str = ""
     ) -> clients.Smb:
+        """The share at status.endpoints as `user`; by default its owner (else `admin`) with
+        the password its Secret holds."""
         await self.pod(name)
-        if password is None:
-            password = await self.admin_password(name)
+        if user is None:
+            owner = await self.owner(name, share)
+            if owner is None:
+                user, password = "admin", await self.admin_password(name)
+            else:
+                ref = owner.password_secret_ref
+                user, password = owner.name, await self.secret_value(ref.name, ref.key)
         host, port = await self.endpoint(name, "smb")
         return clients.Smb(host, share.lstrip("/"), user, password, port)
 

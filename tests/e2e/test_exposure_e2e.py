@@ -7,17 +7,21 @@ or port here would fail these tests, not ship.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from dittofs_controller.kube.resources import SERVICES
 from dittofs_controller.operator import names
-from tests.e2e.conftest import SAMPLES_DIR, Deployment, Timings, documents, localize
+from tests.e2e.conftest import (
+    SAMPLES_DIR,
+    Deployment,
+    Timings,
+    documents,
+    eventually,
+    localize,
+)
 from tests.integration.operator.conftest import RunningOperator, StartOperator
 from tests.support import clients
 from tests.support.clients import Nfs, Smb
@@ -26,14 +30,6 @@ from tests.testbed.devserver import LOCAL_CLIENTS, PLACEHOLDER_CLIENTS
 Obj = dict[str, Any]
 NAME = "memory-memory"
 SAMPLE = SAMPLES_DIR / f"{NAME}.yaml"
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[str | None]], timeout: float) -> None:
-    """Wait until `check` returns None (it returns why not, kept for the failure message)."""
-    deadline = time.monotonic() + timeout
-    while (why := await check()) is not None:
-        assert time.monotonic() < deadline, f"{what} after {timeout} s: {why}"
-        await asyncio.sleep(0.5)
 
 
 async def nfs_broken(nfs: Nfs) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,21 @@ from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.operator.database.build import databases
 from tests.e2e.conftest import (
     SAMPLES,
+    SAMPLES_DIR,
     Deployment,
     Timings,
     documents,
+    eventually,
     localize,
     needs,
     pod_network,
     sample_server,
 )
+from tests.support.clients import ClientError
 from tests.support.percona import PerconaPlayer, playing_percona
 from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.s3 import S3Endpoint, running_s3
+from tests.testbed.devserver import local_clients
 from tests.testbed.node import Node
 
 
@@ -132,3 +136,44 @@ async def exercise(
         for database in databases(spec):
             tables = await local.postgres.tables(database)
             assert tables, f"DittoFS created no table in database {database}"
+
+
+async def test_a_sample_share_is_written_by_its_user_only_and_has_no_smb_guests(
+    deployment: Deployment, timings: Timings
+) -> None:
+    """The samples' access rules, as clients meet them: alice (UID 1000) writes; root (squashed)
+    and UIDs of no user read only; SMB refuses anonymous and unknown logins until the spec
+    turns guests on, and then a guest reads what defaultPermission allows, no more."""
+    sample = SAMPLES_DIR / "memory-memory.yaml"
+    name = await deployment.create(local_clients(documents(sample)))
+    await deployment.wait_ready(name)
+    scratch = deployment.scratch
+    alice_nfs, alice_smb = await deployment.nfs(name), await deployment.smb(name)
+    assert (alice_nfs.uid, alice_smb.user) == (1000, "alice")
+    await alice_nfs.write("/alice.txt", "alice's\n", scratch)
+    await alice_smb.put("alice-smb.txt", "alice's, over SMB\n", scratch)
+    timings.mark("alice-writes")
+
+    for uid in (0, 4242):  # root, squashed to the anonymous identity; a UID of no user
+        other = replace(alice_nfs, uid=uid, gid=uid)
+        assert await other.read("/alice.txt") == "alice's\n", f"UID {uid} cannot read"
+        with pytest.raises(ClientError):
+            await other.write(f"/by-{uid}.txt", "not allowed\n", scratch)
+    assert set(await alice_nfs.listing()) == {"alice.txt", "alice-smb.txt"}
+    timings.mark("others-read-only")
+
+    anonymous = replace(alice_smb, user="", password="")
+    stranger = replace(alice_smb, user="mallory", password="guess")
+    wrong = replace(alice_smb, password="not-her-password")
+    for refused in (anonymous, stranger, wrong):
+        assert await refused.login_error() == "NT_STATUS_LOGON_FAILURE", refused.user
+    timings.mark("smb-logins-refused")
+
+    await deployment.patch(name, {"adapters": {"smb": {"guest": True}}})
+    await deployment.wait_ready(name)
+    # DittoFS takes the setting from its settings watcher, within its poll interval.
+    await eventually("an anonymous SMB login with guests on", anonymous.login_error, 30)
+    assert await anonymous.read("alice.txt", scratch) == "alice's\n"
+    with pytest.raises(ClientError):
+        await anonymous.put("guest.txt", "not allowed\n", scratch)
+    timings.mark("guest-reads")

@@ -76,15 +76,22 @@ _LIBNFS_V4_ACCESS_REFUSAL = re.compile(r"Insufficient ACCESS\. Wanted [0-9a-f]{8
 
 @dataclass(frozen=True)
 class Nfs:
-    """One NFS export of a DittoFS server, e.g. Nfs("10.233.0.2", "/export")."""
+    """One NFS export as one AUTH_SYS identity, e.g. Nfs("10.233.0.2", "/export", uid=1000).
+
+    The identity is what the client asserts (root unless said otherwise), as a kernel client
+    sends its local user's UID/GID.
+    """
 
     host: str
     share: str
     port: int = NFS_PORT
+    uid: int = 0
+    gid: int = 0
 
     def url(self, path: str = "", version: int = 3) -> str:
         ports = f"nfsport={self.port}" + (f"&mountport={self.port}" if version == 3 else "")
-        return f"nfs://{self.host}{self.share}{path}?version={version}&{ports}&uid=0&gid=0"
+        identity = f"uid={self.uid}&gid={self.gid}"
+        return f"nfs://{self.host}{self.share}{path}?version={version}&{ports}&{identity}"
 
     async def write(self, path: str, content: str, scratch: Path) -> None:
         """Write a file over NFSv3 (nfs-cp of a local copy)."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import secrets
 import shlex
 import subprocess
 import sys
@@ -56,8 +57,51 @@ def local_clients(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return docs
 
 
+def user_passwords(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The password Secrets the samples tell their reader to create (`kubectl create secret`),
+    each with a random password: those the documents name for spec.users and do not hold."""
+    shipped = {doc["metadata"]["name"] for doc in docs if doc.get("kind") == "Secret"}
+    refs = [
+        user["passwordSecretRef"]
+        for doc in docs
+        if doc.get("kind") == "DittoServer"
+        for user in doc["spec"].get("users") or ()
+    ]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": ref["name"]},
+            "stringData": {ref["key"]: secrets.token_urlsafe(18)},
+        }
+        for ref in refs
+        if ref["name"] not in shipped
+    ]
+
+
 class DevServerError(RuntimeError):
     """A step of bringing up the dev server failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class FileUser:
+    """Who the printed commands act as: NFS UID/GID, SMB login and its password's Secret key."""
+
+    name: str
+    uid: int
+    gid: int
+    secret: str
+    key: str
+
+    @classmethod
+    def of(cls, user: dict[str, Any]) -> FileUser:
+        ref = user["passwordSecretRef"]
+        return cls(user["name"], user.get("uid", 0), user.get("gid", 0), ref["name"], ref["key"])
+
+    @classmethod
+    def admin(cls, server: str) -> FileUser:
+        """A share without owner: the built-in admin, whose password the operator generated."""
+        return cls("admin", 0, 0, names.admin_secret(server), names.GENERATED_ADMIN_KEY)
 
 
 @dataclass(frozen=True)
@@ -68,6 +112,7 @@ class Served:
     name: str
     endpoints: dict[str, str]
     share: str
+    user: FileUser
     kubectl: Path
     kubeconfig: Path
 
@@ -103,16 +148,21 @@ async def apply_sample(cp: ControlPlane, sample: Path) -> Served:
     if len(servers) != 1:
         raise DevServerError(f"{sample} must hold exactly one DittoServer ({len(servers)} found)")
     name = servers[0]["metadata"]["name"]
+    passwords = user_passwords(items)
     localized = Path(cp.kubeconfig_path).parent / "dev-sample.json"
     localized.write_text(
-        json.dumps({"apiVersion": "v1", "kind": "List", "items": local_clients(items)})
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": local_clients(items) + passwords})
     )
     await _kubectl(kubectl, "create", "namespace", NAMESPACE, check=False)
     await _kubectl(kubectl, "apply", "--server-side", "-n", NAMESPACE, "-f", str(localized))
     print(
         f"[dev] applied {sample} (its placeholder client network {PLACEHOLDER_CLIENTS} "
-        f"replaced by this machine's, {LOCAL_CLIENTS}); waiting for dittoserver/{name} to be "
-        "Ready",
+        f"replaced by this machine's, {LOCAL_CLIENTS}"
+        + "".join(
+            f"; Secret {secret['metadata']['name']} made with a random password"
+            for secret in passwords
+        )
+        + f"); waiting for dittoserver/{name} to be Ready",
         file=sys.stderr,
     )
     await _kubectl(
@@ -134,12 +184,15 @@ async def apply_sample(cp: ControlPlane, sample: Path) -> Served:
             await wait_connectable(host, int(port))
         except ConnectionError as error:
             raise DevServerError(f"{protocol}: {error}") from None
-    shares = live["spec"].get("shares") or [{"name": "/export"}]
+    spec = live["spec"]
+    share = (spec.get("shares") or [{"name": "/export"}])[0]
+    owner = next((u for u in spec.get("users") or () if u["name"] == share.get("owner")), None)
     return Served(
         namespace=NAMESPACE,
         name=name,
         endpoints=endpoints,
-        share=shares[0]["name"],
+        share=share["name"],
+        user=FileUser.of(owner) if owner else FileUser.admin(name),
         kubectl=cp.kubernetes_bin_dir / "kubectl",
         kubeconfig=cp.kubeconfig_path,
     )
@@ -168,16 +221,19 @@ def usage(served: Served) -> str:
     nfs_host, nfs_port = served.endpoints["nfs"].rsplit(":", 1)
     smb_host, smb_port = served.endpoints["smb"].rsplit(":", 1)
     share = served.share
+    user = served.user
     nfs_url = (
         f"nfs://{nfs_host}{share}/hello.txt?version=3&nfsport={nfs_port}&mountport={nfs_port}"
-        "&uid=0&gid=0"
+        f"&uid={user.uid}&gid={user.gid}"
     )
-    secret = names.admin_secret(served.name)
     password = (
-        f"$(kubectl -n {served.namespace} get secret {secret} "
-        f"-o jsonpath='{{.data.{names.GENERATED_ADMIN_KEY}}}' | base64 -d)"
+        f"$(kubectl -n {served.namespace} get secret {user.secret} "
+        f"-o jsonpath='{{.data.{user.key}}}' | base64 -d)"
     )
-    smb = f'smbclient //{smb_host}/{share.lstrip("/")} -p {smb_port} -m SMB3 -U "admin%{password}"'
+    smb = (
+        f"smbclient //{smb_host}/{share.lstrip('/')} -p {smb_port} -m SMB3 "
+        f'-U "{user.name}%{password}"'
+    )
     lines = [
         f"DittoServer {served.namespace}/{served.name} is Ready.",
         f"  NFS  {served.endpoints['nfs']}   (load-balancer address, routed by kube-proxy)",
@@ -187,7 +243,8 @@ def usage(served: Served) -> str:
         f"  export KUBECONFIG={served.kubeconfig} PATH={served.kubectl.parent}:$PATH",
         f"  kubectl -n {served.namespace} get dittoserver {served.name} -o wide",
         "",
-        "Write a file over NFS and read it back over NFS and SMB (libnfs-utils, smbclient):",
+        f"Write a file over NFS as UID {user.uid} and read it back over NFS and over SMB as "
+        f"{user.name} (libnfs-utils, smbclient):",
         "  echo 'hello from the dev server' > /tmp/dittofs-hello.txt",
         f"  nfs-cp /tmp/dittofs-hello.txt '{nfs_url}'",
         f"  nfs-cat '{nfs_url}'",

@@ -370,6 +370,7 @@ class Share:
 class Desired:
     adapters: tuple[Adapter, ...]
     portmapper: Portmapper
+    smb_guest: bool
     groups: tuple[Group, ...]
     users: tuple[User, ...]
     stores: tuple[Store, ...]
@@ -402,6 +403,7 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             Adapter("smb", smb.enabled, smb.port),
         ),
         portmapper=Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
+        smb_guest=smb.guest,
         groups=tuple(Group(group.name, group.gid) for group in spec.groups),
         users=tuple(
             User(
@@ -524,6 +526,16 @@ def portmapper_patch(portmapper: Portmapper, settings: Obj) -> Obj | None:
     ):
         return None
     return {"portmapper_enabled": portmapper.enabled, "portmapper_port": portmapper.port}
+
+
+def smb_guest_patch(guest: bool, settings: Obj) -> Obj | None:
+    """PATCH /adapters/smb/settings body when guest sessions are not as declared, or None.
+
+    DittoFS 0.29 refuses guest and anonymous sessions exactly when signing is required (its
+    guest switch has no API), so the signing mode carries the choice.
+    """
+    signing = "enabled" if guest else "required"
+    return None if settings.get("signing") == signing else {"signing": signing}
 
 
 def group_create_body(group: Group) -> Obj:

@@ -324,9 +324,24 @@ class Converge:
                 method, path, body = change
                 what = f"{adapter.type} adapter (port {adapter.port})"
                 await self._attempt("AdapterRejected", what, self.api.request(method, path, body))
+        enabled = {adapter.type for adapter in self.desired.adapters if adapter.enabled}
+        if "smb" in enabled:
+            await self._smb_guest()
+        if "nfs" in enabled:
+            await self._portmapper()
+
+    async def _smb_guest(self) -> None:
+        """Guest sessions as declared; DittoFS applies the setting live (its settings watcher)."""
+        settings = await self.api.get("/adapters/smb/settings") or {}
+        patch = build.smb_guest_patch(self.desired.smb_guest, settings)
+        if patch is not None:
+            what = f"SMB guest sessions {'on' if self.desired.smb_guest else 'off'}"
+            await self._attempt(
+                "AdapterRejected", what, self.api.patch("/adapters/smb/settings", patch)
+            )
+
+    async def _portmapper(self) -> None:
         nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
-        if not nfs.enabled:
-            return
         settings = await self.api.get("/adapters/nfs/settings") or {}
         patch = build.portmapper_patch(self.desired.portmapper, settings)
         if patch is None:

@@ -19,12 +19,13 @@ import yaml
 from kubernetes_asyncio import client as k8s_client
 
 from dittofs_controller.kube.client import KubeClient
-from dittofs_controller.kube.resources import CONFIGMAPS, DITTOSERVERS, ObjectKey, Resource
+from dittofs_controller.kube.resources import CONFIGMAPS, DITTOSERVERS, SECRETS, ObjectKey, Resource
 from dittofs_controller.manager import Manager
 from dittofs_controller.operator import setup
 from dittofs_controller.settings import LeaderElectionSettings, Settings
 from tests.integration.operator.conftest import SAMPLES, RunningOperator, condition, wait_for
 from tests.support.incluster import request_token
+from tests.testbed.devserver import user_passwords
 from tests.testbed.node import SERVICEACCOUNTS, Node
 
 RULES = Path(__file__).resolve().parents[3] / "deploy/helm/dittofs-operator/rbac/rules.yaml"
@@ -121,6 +122,8 @@ async def test_out_of_cluster_the_api_is_reached_through_a_port_forward(
 ) -> None:
     server = yaml.safe_load((SAMPLES / "memory-memory.yaml").read_text())
     server["metadata"]["namespace"] = namespace
+    for password in user_passwords([server]):
+        await kube.create(SECRETS, password, namespace)
     await kube.create(DITTOSERVERS, server, namespace)
     key = ObjectKey(namespace, server["metadata"]["name"])
 

@@ -56,10 +56,15 @@ def secret(name: str, **data: str) -> Obj:
 
 
 def sample(namespace: str, **spec: Any) -> Obj:
-    """samples/badger-filesystem.yaml, exposed through ClusterIP Services, with user alice."""
+    """samples/badger-filesystem.yaml, exposed through ClusterIP Services, with user alice
+    (uid 1001) and its share open to root as these tests were written for: no owner (one is
+    given later, at a re-creation), read-write for everyone, no root squash."""
     server = load_manifest(SAMPLES / "badger-filesystem.yaml", namespace)
     server["metadata"]["name"] = "files"
     server["spec"]["expose"] = {"nfs": {"type": "ClusterIP"}, "smb": {"type": "ClusterIP"}}
+    (export,) = server["spec"]["shares"]
+    del export["owner"], export["permissions"]
+    export.update(defaultPermission="read-write", nfs={"squash": "none"})
     server["spec"]["users"] = [
         {
             "name": "alice",
@@ -216,7 +221,7 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     await wait_for(rotation_recorded, "alice's new password digest in status.applied")
 
     # A share added to the spec appears; removed, it disappears from the server.
-    extra = {"name": "/extra", "metadataStore": "meta", "localBlockStore": "blocks"}
+    extra = {**sample(namespace)["spec"]["shares"][0], "name": "/extra"}
     export = sample(namespace)["spec"]["shares"][0]
     await set_spec(kube, key, shares=[export, extra])
 

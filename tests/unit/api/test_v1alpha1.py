@@ -139,7 +139,7 @@ def test_minimal_manifest_gets_every_default() -> None:
         10111,
         111,
     )
-    assert (smb.enabled, smb.port, smb.service_port) == (True, 12445, 445)
+    assert (smb.enabled, smb.guest, smb.port, smb.service_port) == (True, False, 12445, 445)
     assert spec.expose.nfs == spec.expose.smb == ServiceSpec(type="ClusterIP")
     assert not spec.expose.nfs.allow_all_sources
     assert spec.expose.api == ApiServiceSpec(type="ClusterIP")
@@ -149,7 +149,7 @@ def test_minimal_manifest_gets_every_default() -> None:
     (share,) = spec.shares
     assert (share.read_only, share.default_permission, share.nfs.squash) == (
         False,
-        "read-write",
+        "none",
         "root_to_guest",
     )
     assert share.remote_block_store is None and share.permissions == []

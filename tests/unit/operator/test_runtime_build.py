@@ -93,21 +93,25 @@ def test_badger_filesystem_sample() -> None:
         build.Adapter("smb", True, 12445),  # DittoFS starts SMB on 1445: this moves it
     )
     assert state.portmapper == build.Portmapper(False, 10111)
+    assert state.smb_guest is False
     (share,) = state.shares
     assert (share.name, share.path, share.squash, share.default_permission) == (
         "/export",
         "/shares/export",
-        "none",
-        "read-write",
+        "root_to_guest",
+        "read",
     )
     assert share.stores == [("metadata", "meta"), ("local", "blocks")]
+    assert share.permissions == {("user", "alice"): "read-write"}
     assert build.share_create_body(share) == {
         "name": "/export",
         "metadata_store_id": "meta",
         "local_block_store": "blocks",
         "read_only": False,
-        "default_permission": "read-write",
+        "default_permission": "read",
+        "owner": "alice",
     }
+    assert [(user.name, user.uid, user.gid) for user in state.users] == [("alice", 1000, 1000)]
     store = state.stores[0]
     assert store.create_body() == {
         "name": "meta",
@@ -347,6 +351,15 @@ def test_portmapper() -> None:
         "portmapper_enabled": True,
         "portmapper_port": 10112,
     }
+
+
+def test_smb_guests_are_refused_through_required_signing_unless_declared() -> None:
+    # A fresh DittoFS reports "" (inherit the file config, which lets guests in).
+    assert build.smb_guest_patch(False, {"signing": ""}) == {"signing": "required"}
+    assert build.smb_guest_patch(False, {}) == {"signing": "required"}
+    assert build.smb_guest_patch(False, {"signing": "required"}) is None
+    assert build.smb_guest_patch(True, {"signing": "required"}) == {"signing": "enabled"}
+    assert build.smb_guest_patch(True, {"signing": "enabled"}) is None
 
 
 def test_user_updates() -> None:
