@@ -166,7 +166,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
     kube: KubeClient, control_plane: Any, namespace: str, tmp_path: Path
 ) -> None:
     """Helm itself (not only `helm template`): install, upgrade to two replicas, uninstall
-    leaving no cluster-scoped object behind."""
+    leaving no cluster-scoped object behind (the ClusterRoles for people included)."""
     release = f"dfo-{uuid.uuid4().hex[:6]}"
     env = {
         "KUBECONFIG": str(control_plane.kubeconfig_path),
@@ -183,14 +183,18 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
 
     name = f"{release}-dittofs-operator"
     cluster_name = f"{name}-{namespace}"
+    user_roles = [f"{cluster_name}-dittoserver-{role}" for role in ("editor", "viewer")]
     notes = helm("install", release, str(incluster.CHART))
     assert "kubectl apply --server-side --force-conflicts -f crd/" in notes
-    await kube.get(KINDS["ClusterRole"], cluster_name)
+    for cluster_role in (cluster_name, *user_roles):
+        await kube.get(KINDS["ClusterRole"], cluster_role)
     helm("upgrade", release, str(incluster.CHART), "--set", "replicaCount=2")
     assert (await kube.get(DEPLOYMENTS, name, namespace))["spec"]["replicas"] == 2
     helm("uninstall", release, "--wait")
     for kind in ("ClusterRole", "ClusterRoleBinding"):
         assert await kube.get_or_none(KINDS[kind], cluster_name) is None
+    for cluster_role in user_roles:
+        assert await kube.get_or_none(KINDS["ClusterRole"], cluster_role) is None
 
 
 # -- the operator in its pod ----------------------------------------------------------------

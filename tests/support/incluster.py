@@ -160,13 +160,38 @@ async def apply_rendered(kube: KubeClient, doc: Doc, *, dry_run: bool) -> Doc:
 # -- the chart's RBAC -----------------------------------------------------------------------
 
 
+def operator_roles(docs: list[Doc]) -> list[Doc]:
+    """The rendered Roles and ClusterRoles bound to the operator's ServiceAccount.
+
+    Not the ClusterRoles for people (templates/user-roles.yaml): nothing binds them in the
+    chart, the built-in admin/edit/view roles aggregate them.
+    """
+    (deployment,) = find(docs, "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    subject = ("ServiceAccount", account, deployment["metadata"]["namespace"])
+    bound = {
+        (
+            binding["roleRef"]["kind"],
+            binding["roleRef"]["name"],
+            binding["metadata"].get("namespace") if binding["roleRef"]["kind"] == "Role" else None,
+        )
+        for binding in docs
+        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any((s["kind"], s["name"], s.get("namespace")) == subject for s in binding["subjects"])
+    }
+    return [
+        doc
+        for doc in docs
+        if (doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")) in bound
+    ]
+
+
 def granted_verbs(docs: list[Doc]) -> list[tuple[str, str, str]]:
-    """Every (apiGroup, resource, verb) the rendered Roles and ClusterRoles grant."""
+    """Every (apiGroup, resource, verb) the operator's Roles and ClusterRoles grant."""
     return sorted(
         {
             (group, resource, verb)
-            for doc in docs
-            if doc["kind"] in ("Role", "ClusterRole")
+            for doc in operator_roles(docs)
             for rule in doc["rules"]
             for group in rule["apiGroups"]
             for resource in rule["resources"]
@@ -176,12 +201,11 @@ def granted_verbs(docs: list[Doc]) -> list[tuple[str, str, str]]:
 
 
 def without_verb(docs: list[Doc], group: str, resource: str, verb: str) -> list[Doc]:
-    """`docs` with `verb` on `resource` taken out of every Role and ClusterRole."""
+    """`docs` with `verb` on `resource` taken out of every Role and ClusterRole of the
+    operator's."""
     docs = copy.deepcopy(docs)
     removed = 0
-    for doc in docs:
-        if doc["kind"] not in ("Role", "ClusterRole"):
-            continue
+    for doc in operator_roles(docs):
         rules = []
         for rule in doc["rules"]:
             if group not in rule["apiGroups"] or resource not in rule["resources"]:

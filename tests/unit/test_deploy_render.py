@@ -28,6 +28,7 @@ from tests.support.incluster import (
     find,
     helm,
     image_env,
+    operator_roles,
     pip_install_flags,
     render_chart,
     render_chart_text,
@@ -81,6 +82,11 @@ def operator_env(docs: list[Doc]) -> dict[str, Any]:
     (deployment,) = find(docs, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {item["name"]: item for item in container["env"]}
+
+
+def operator_cluster_role(docs: list[Doc]) -> Doc:
+    (cluster_role,) = find(operator_roles(docs), "ClusterRole")
+    return cluster_role
 
 
 def env_value(docs: list[Doc], name: str) -> str | None:
@@ -178,15 +184,15 @@ def test_no_rule_uses_a_wildcard() -> None:
 
 def test_both_scoping_modes_grant_the_same_rules(default: list[Doc]) -> None:
     source = yaml.safe_load(RULES.read_text())
-    (cluster_role,) = find(default, "ClusterRole")
-    assert rules_of(cluster_role) == source["namespaced"] + source["cluster"]
+    assert rules_of(operator_cluster_role(default)) == source["namespaced"] + source["cluster"]
     assert not [
         role for role in find(default, "Role") if "leader-election" not in role["metadata"]["name"]
     ]
 
     scoped = render_chart({"watchNamespaces": ["team-a", "team-b"]})
-    (reads,) = find(scoped, "ClusterRole")
-    assert rules_of(reads) == source["cluster"], "namespace-scoped mode: cluster reads only"
+    assert rules_of(operator_cluster_role(scoped)) == source["cluster"], (
+        "namespace-scoped mode: cluster reads only"
+    )
     roles = {
         role["metadata"]["namespace"]: role
         for role in find(scoped, "Role")
@@ -223,12 +229,48 @@ def test_the_lease_is_the_only_one_the_operator_may_touch(default: list[Doc]) ->
     assert env_value(without_election, "DITTOFS_CONTROLLER_LEADER_ELECT") == "false"
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+EDITOR_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}])
+def test_people_get_dittoserver_roles_through_admin_edit_and_view(values: Doc) -> None:
+    """Two ClusterRoles for people, aggregated into the built-in roles, in both scoping modes;
+    they name DittoServers only (never Secrets), and the chart binds them to nobody."""
+    docs = render_chart(values, release="r", namespace="ops")
+    editor = find(docs, "ClusterRole", "r-dittofs-operator-ops-dittoserver-editor")
+    viewer = find(docs, "ClusterRole", "r-dittofs-operator-ops-dittoserver-viewer")
+    assert editor and viewer
+    aggregated_into = {
+        role["metadata"]["name"].rsplit("-", 1)[1]: {
+            key.removeprefix(AGGREGATE)
+            for key, value in role["metadata"]["labels"].items()
+            if key.startswith(AGGREGATE) and value == "true"
+        }
+        for role in editor + viewer
+    }
+    assert aggregated_into == {"editor": {"admin", "edit"}, "viewer": {"view"}}
+    assert granted(rules_of(editor[0])) == {
+        ("dittofs.io", "dittoservers", verb) for verb in EDITOR_VERBS
+    } | {("dittofs.io", "dittoservers/status", "get")}
+    assert granted(rules_of(viewer[0])) == {
+        ("dittofs.io", resource, verb)
+        for resource in ("dittoservers", "dittoservers/status")
+        for verb in ("get", "list", "watch")
+    }
+    assert editor[0] not in operator_roles(docs) and viewer[0] not in operator_roles(docs)
+    # The chart's own selector labels, so the plain-manifest uninstall removes them too.
+    assert editor[0]["metadata"]["labels"]["app.kubernetes.io/name"] == "dittofs-operator"
+    without = render_chart({**values, "rbac": {"aggregateRoles": False}}, release="r")
+    assert not [r for r in find(without, "ClusterRole") if "dittoserver-" in r["metadata"]["name"]]
+
+
 def test_every_resource_the_code_uses_has_a_rule(default: list[Doc]) -> None:
     """A new API resource in the code needs a rule; a rule no code needs must go."""
     used = _resources_named_in_code()
-    (cluster_role,) = find(default, "ClusterRole")
     ruled = {
-        (group, resource.split("/")[0]) for group, resource, _ in granted(rules_of(cluster_role))
+        (group, resource.split("/")[0])
+        for group, resource, _ in granted(rules_of(operator_cluster_role(default)))
     }
     missing = {
         name: (resource.group, resource.plural)
@@ -278,6 +320,7 @@ def _resources_named_in_code() -> dict[str, resources.Resource]:
         ({"watchNamespace": ["a"]}, "additional properties 'watchNamespace' not allowed"),
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces/0"),
         ({"logLevel": "verbose"}, "logLevel"),
+        ({"rbac": {"aggregateRoles": "yes"}}, "/rbac/aggregateRoles"),
         (
             {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
             "metrics.serviceMonitor.enabled requires metrics.service.enabled",
