@@ -126,3 +126,6 @@ def blocks_dir(store: str) -> str:
 # Annotation on the ConfigMap (written by config) copied onto the pod template (by server): it
 # changes only when something the server reads at start changed, so only that restarts the pod.
 RESTART_HASH_ANNOTATION = "dittofs.io/restart-hash"
+# The stores revision (status.server.storesRevision) the pod was started for: DittoFS opens
+# a store when it starts, so a store changed over its API needs a new pod.
+STORES_REVISION_ANNOTATION = "dittofs.io/stores-revision"

@@ -13,7 +13,11 @@ import yaml
 
 from dittofs_controller.cli import main
 from dittofs_controller.operator import render
-from dittofs_controller.operator.children import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from dittofs_controller.operator.children import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))

@@ -16,7 +16,12 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from dittofs_controller.kube.resources import INGRESSES, NETWORKPOLICIES, SERVICE_MONITORS, SERVICES
+from dittofs_controller.kube.resources import (
+    INGRESSES,
+    NETWORKPOLICIES,
+    SERVICE_MONITORS,
+    SERVICES,
+)
 from dittofs_controller.operator import conditions
 from dittofs_controller.operator.config import ConfigReconciler
 from dittofs_controller.operator.database.reconciler import DatabaseReconciler

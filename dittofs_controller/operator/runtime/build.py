@@ -257,6 +257,29 @@ def digest(key: str, item: str, values: Sequence[str]) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
+def stores_revision(key: str, stores: Iterable[Store]) -> str:
+    """What the declared stores hold, as a keyed digest (credentials never in the clear): the
+    revision a pod must be started for once a store was changed over the API."""
+    return digest(key, "stores", [f"{store.item} {store.config_text()}" for store in stores])
+
+
+def reopen_pending(revision: str | None, pod: Obj | None) -> Issue | None:
+    """StoresReopening while the running pod predates the stores' last change over the API."""
+    if not revision or pod is None:
+        return None
+    started_for = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        names.STORES_REVISION_ANNOTATION
+    )
+    if started_for == revision:
+        return None
+    return Issue(
+        "StoresReopening",
+        "a store changed on the server and DittoFS opens its stores only when it starts: the "
+        "pod is being replaced so the new settings (or credentials) are used",
+        NOT_RUNNING_RECHECK,
+    )
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` from the server with any credential it might quote masked."""
     for secret in secrets:
@@ -324,12 +347,12 @@ class Store:
         return tuple(str(self.config[key]) for key in sorted(self.config) if is_secret_key(key))
 
     def create_body(self) -> Obj:
-        return {"name": self.name, "type": self.type, "config": self._config_text()}
+        return {"name": self.name, "type": self.type, "config": self.config_text()}
 
     def update_body(self) -> Obj:
-        return {"config": self._config_text()}
+        return {"config": self.config_text()}
 
-    def _config_text(self) -> str:
+    def config_text(self) -> str:
         return json.dumps(dict(self.config), sort_keys=True, separators=(",", ":"))
 
 
@@ -745,10 +768,14 @@ def _health(obj: Obj) -> str:
 
 
 def server_status(
-    observed: Observed, managed: Mapping[str, Iterable[str]], applied: Mapping[str, str]
+    observed: Observed,
+    managed: Mapping[str, Iterable[str]],
+    applied: Mapping[str, str],
+    stores_revision: str | None = None,
 ) -> Obj:
     """status.server: the server's state as it reports it (never a credential or a config),
-    the names the operator manages there, and keyed digests of the credentials it applied."""
+    the names the operator manages there, keyed digests of the credentials it applied, and the
+    stores revision the pod must be started for (once a store was changed over the API)."""
     store_names = {
         store.get("id"): store.get("name")
         for kind in STORE_KINDS
@@ -785,6 +812,7 @@ def server_status(
             CATEGORIES[category]: sorted(found) for category, found in managed.items() if found
         },
         "applied": dict(sorted(applied.items())),
+        **({"storesRevision": stores_revision} if stores_revision else {}),
     }
     for kind in STORE_KINDS:
         status[CATEGORIES[kind]] = [

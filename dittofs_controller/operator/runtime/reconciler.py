@@ -19,7 +19,12 @@ reconciler generates (names.digest_key_secret), so readers of DittoServers canno
 passwords against them. A rotated Secret changes the digest and the value is sent again (a
 user's password, S3 keys, a PostgreSQL password); so does a new digest key, once, and so did
 the move from the former unkeyed digests.
-DittoFS keeps a store's new settings in its database but reopens a store only when it starts.
+DittoFS keeps a store's new settings in its database but opens a store only when it starts:
+after a change over the API, status.server.storesRevision (a keyed digest of the stores as
+sent) is what the pod must be started for, the workload reconciler puts it into the pod
+template, and ServerConfigured says StoresReopening until the running pod carries it. (A
+crash between such a change and the status write leaves a credential change to be sent again,
+its digest being unrecorded; a change of another setting would wait for the next restart.)
 
 A pass whose inputs (spec, Secret values, address, pod) did not change is not repeated within
 its recheck interval; a converged server is compared again every 5 minutes to notice changes
@@ -106,6 +111,7 @@ class Memory:
     uid: str
     applied: dict[str, str]
     managed: dict[str, set[str]]
+    stores_revision: str | None = None
     tokens: Tokens = attrs.Factory(Tokens)
     # The last pass: its inputs digest, when it ended, what it concluded.
     inputs: str = ""
@@ -122,7 +128,13 @@ class Memory:
             for category, key in build.CATEGORIES.items()
         }
         applied = {str(k): str(v) for k, v in (published.get("applied") or {}).items()}
-        return cls(uid=server["metadata"]["uid"], applied=applied, managed=managed)
+        revision = published.get("storesRevision")
+        return cls(
+            uid=server["metadata"]["uid"],
+            applied=applied,
+            managed=managed,
+            stores_revision=str(revision) if revision else None,
+        )
 
     def recent(self, inputs: str, now: float) -> Synced | None:
         """The last verdict, while the inputs are the same and its recheck is not due."""
@@ -215,13 +227,17 @@ class RuntimeReconciler(ServerReconciler):
             raise Problem(
                 "ServerError", f"DittoFS at {url}: {build.scrub(str(error), secrets)}", retry=True
             ) from None
+        running = await self._pod(server) if memory.stores_revision else None
         issues = [
             *converge.issues,
+            *filter(None, [build.reopen_pending(memory.stores_revision, running)]),
             *build.not_running(desired, observed),
             *build.unhealthy_stores(desired, observed, secrets),
         ]
         outcome, recheck = build.verdict(desired, issues)
-        status = build.server_status(observed, memory.managed, memory.applied)
+        status = build.server_status(
+            observed, memory.managed, memory.applied, memory.stores_revision
+        )
         synced = Synced(outcome, requeue_after=recheck, status={"server": status})
         memory.inputs, memory.until, memory.synced = inputs, self.clock() + recheck, synced
         return synced
@@ -256,12 +272,14 @@ class RuntimeReconciler(ServerReconciler):
         data = await self.ctx.secret_values.data(namespace, tls.secret_name) or {}
         return certificate + "\n" + data.get(build.TLS_CA_KEY, "")
 
-    async def _pod_ip(self, server: Obj) -> str | None:
+    async def _pod(self, server: Obj) -> Obj | None:
         meta = server["metadata"]
         name = names.pod(meta["name"])
         with api_problem("PodUnreadable", f"reading pod {name}"):
-            pod = await self.client.get_or_none(PODS, name, meta["namespace"])
-        ip = ((pod or {}).get("status") or {}).get("podIP")
+            return await self.client.get_or_none(PODS, name, meta["namespace"])
+
+    async def _pod_ip(self, server: Obj) -> str | None:
+        ip = ((await self._pod(server) or {}).get("status") or {}).get("podIP")
         return str(ip) if ip else None
 
 
@@ -442,8 +460,12 @@ class Converge:
             if drift is not None:
                 call = self.api.put(store.path, store.update_body())
                 done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
-                if done and store.secrets:
-                    applied[store.item] = secret
+                if done:
+                    # Saved, not in use: the running server keeps the store it opened.
+                    revision = build.stores_revision(self.digest_key, self.desired.stores)
+                    self.memory.stores_revision = revision
+                    if store.secrets:
+                        applied[store.item] = secret
         return {
             (kind, str(name)): str(store.get("id"))
             for kind in STORE_KINDS

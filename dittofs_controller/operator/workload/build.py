@@ -55,8 +55,13 @@ DEPENDENCIES = (conditions.CONFIG_READY, conditions.STORAGE_READY, conditions.DA
 
 
 def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
-    """Stamped with a hash of itself, so a field the spec stops setting is applied away too."""
+    """Stamped with a hash of itself, so a field the spec stops setting is applied away too.
+
+    The pod is started for the stores revision the runtime reconciler published, if any: a
+    store changed over the API is used only by a DittoFS started after the change.
+    """
     name = server["metadata"]["name"]
+    revision = ((server.get("status") or {}).get("server") or {}).get("storesRevision")
     sts = object_for(
         "apps/v1",
         "StatefulSet",
@@ -67,13 +72,15 @@ def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": selector_labels(name)},
-            "template": pod_template(name, spec, restart_hash),
+            "template": pod_template(name, spec, restart_hash, revision),
         },
     )
     return stamped(sts)
 
 
-def pod_template(server_name: str, spec: Spec, restart_hash: str) -> Obj:
+def pod_template(
+    server_name: str, spec: Spec, restart_hash: str, stores_revision: str | None = None
+) -> Obj:
     """The pod: labels select it, the restart hash annotation restarts it on a config change."""
     pod = spec.pod
     volumes, mounts = _volumes(server_name, spec)
@@ -110,7 +117,11 @@ def pod_template(server_name: str, spec: Spec, restart_hash: str) -> Obj:
     return {
         "metadata": {
             "labels": {**pod.labels, **selector_labels(server_name)},
-            "annotations": {**pod.annotations, names.RESTART_HASH_ANNOTATION: restart_hash},
+            "annotations": {
+                **pod.annotations,
+                names.RESTART_HASH_ANNOTATION: restart_hash,
+                **({names.STORES_REVISION_ANNOTATION: stores_revision} if stores_revision else {}),
+            },
         },
         "spec": pod_spec,
     }

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 class WorkloadReconciler(ServerReconciler):
     name = "server"
     condition = conditions.AVAILABLE
-    reads = build.DEPENDENCIES
+    # ServerConfigured too: it turns StoresReopening when status.server.storesRevision moves.
+    reads = (*build.DEPENDENCIES, conditions.SERVER_CONFIGURED)
 
     def __init__(
         self, ctx: Context, statefulsets: ResourceCache, config_maps: ResourceCache

@@ -140,6 +140,16 @@ async def secret_value(kube: KubeClient, namespace: str, name: str, key: str) ->
     return base64.b64decode(found["data"][key]).decode()
 
 
+async def event_reasons(kube: KubeClient, key: ObjectKey) -> set[str]:
+    """The reasons of the Events recorded about the DittoServer."""
+    events = await kube.request("GET", EVENTS.path(key.namespace))
+    return {
+        str(event.get("reason"))
+        for event in events["items"]
+        if (event.get("involvedObject") or {}).get("name") == key.name
+    }
+
+
 async def everything_published(kube: KubeClient, key: ObjectKey) -> str:
     """The DittoServer and every Event of its namespace, as text (to look for leaks)."""
     server = await kube.get(DITTOSERVERS, key.name, key.namespace)
@@ -396,8 +406,11 @@ async def test_s3_keys_are_sent_again_when_their_secret_changes(
         applied = status["applied"]["remote/s3"]
         ip = await pod_ip(kube, key)
         await Nfs(ip, "/export").write("/to-s3.txt", "kept in the bucket\n", tmp_path)
+        first = await kube.get(PODS, names.pod(key.name), namespace)
+        assert "storesRevision" not in status  # created, never changed: no restart owed
 
-        # moto takes any keys: what matters is that the new ones reach DittoFS.
+        # moto takes any keys here (tests/e2e proves the new keys in use against an endpoint
+        # that checks them): what matters is that they reach DittoFS and a new pod opens them.
         rotated = {"accessKeyId": "AKIA-ROTATED", "secretAccessKey": "rotated-secret-key-1"}
         await kube.merge_patch(SECRETS, "s3-keys", {"stringData": rotated}, namespace)
 
@@ -406,7 +419,14 @@ async def test_s3_keys_are_sent_again_when_their_secret_changes(
             converged = found is not None and found["reason"] == "Converged"
             return converged and (await server_status(kube, key))["applied"]["remote/s3"] != applied
 
-        await wait_for(sent_again, "the rotated S3 keys applied")
+        await wait_for(sent_again, "the rotated S3 keys applied", timeout=180)
+        revision = (await server_status(kube, key))["storesRevision"]
+        second = await kube.get(PODS, names.pod(key.name), namespace)
+        assert second["metadata"]["uid"] != first["metadata"]["uid"], "the store was not reopened"
+        assert second["metadata"]["annotations"][names.STORES_REVISION_ANNOTATION] == revision
+        reasons = await event_reasons(kube, key)
+        assert "StoresReopening" in reasons, reasons
+        ip = await pod_ip(kube, key)
         admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
         async with aiohttp.ClientSession() as http:
             api = DittoFSClient(http, f"http://{ip}:8080", admin)

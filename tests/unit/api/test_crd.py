@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from dittofs_controller.api import crd, v1alpha1
-from dittofs_controller.api.schema import cel_rules, field_schema, parse, to_wire, wire_name
+from dittofs_controller.api.schema import (
+    cel_rules,
+    field_schema,
+    parse,
+    to_wire,
+    wire_name,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "crd" / "dittoservers.dittofs.io.yaml"

@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from dittofs_controller.api import v1alpha1
-from dittofs_controller.api.schema import cel_rules, field_schema, parse, to_wire, wire_name
+from dittofs_controller.api.schema import (
+    cel_rules,
+    field_schema,
+    parse,
+    to_wire,
+    wire_name,
+)
 from dittofs_controller.api.v1alpha1 import (
     ApiServiceSpec,
     ControlPlaneStorage,

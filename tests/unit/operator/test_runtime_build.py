@@ -23,6 +23,7 @@ from dittofs_controller.kube.portforward import (
     PortForwardFailed,
     PortForwardRejected,
 )
+from dittofs_controller.operator import names
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.runtime import build
 
@@ -360,6 +361,33 @@ def test_smb_guests_are_refused_through_required_signing_unless_declared() -> No
     assert build.smb_guest_patch(False, {"signing": "required"}) is None
     assert build.smb_guest_patch(True, {"signing": "required"}) == {"signing": "enabled"}
     assert build.smb_guest_patch(True, {"signing": "enabled"}) is None
+
+
+def test_stores_revision_follows_every_store_setting_and_credential_keyed() -> None:
+    spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
+    stores = build.desired("postgres-s3", spec, values_for("postgres-s3", spec)).stores
+    revision = build.stores_revision("key", stores)
+    assert revision == build.stores_revision("key", stores)
+    assert revision != build.stores_revision("other key", stores)
+    for index, store in enumerate(stores):
+        for setting in store.config:
+            changed = attrs.evolve(store, config={**store.config, setting: "changed"})
+            others = (*stores[:index], changed, *stores[index + 1 :])
+            assert build.stores_revision("key", others) != revision, (store.item, setting)
+    assert not any(secret in revision for store in stores for secret in store.secrets)
+
+
+def test_stores_reopen_until_the_running_pod_was_started_for_the_revision() -> None:
+    def pod(revision: str | None) -> dict[str, Any]:
+        annotations = {names.STORES_REVISION_ANNOTATION: revision} if revision else {}
+        return {"metadata": {"annotations": annotations}}
+
+    assert build.reopen_pending(None, pod(None)) is None  # never changed over the API
+    assert build.reopen_pending("r2", None) is None  # no pod: Available says so
+    assert build.reopen_pending("r2", pod("r2")) is None
+    for started_for in (None, "r1"):
+        issue = build.reopen_pending("r2", pod(started_for))
+        assert issue is not None and issue.reason == "StoresReopening"
 
 
 def test_user_updates() -> None:

@@ -110,6 +110,17 @@ def test_only_the_restart_hash_restarts_the_pod_not_shares_users_or_stores_setti
     assert pod(spec_of(), "0" * 64) != pod(spec_of())
 
 
+def test_the_pod_is_started_for_the_published_stores_revision() -> None:
+    """A store changed over the API is used only by a new pod: the revision rolls it."""
+    spec = spec_of()
+    assert names.STORES_REVISION_ANNOTATION not in pod(spec)["metadata"]["annotations"]
+    changed = {**SERVER, "status": {"server": {"storesRevision": "abc123"}}}
+    template = build.statefulset(changed, spec, HASH)["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations[names.STORES_REVISION_ANNOTATION] == "abc123"
+    assert annotations[names.RESTART_HASH_ANNOTATION] == HASH
+
+
 # --- volumes --------------------------------------------------------------------------------
 
 
