@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -90,3 +91,90 @@ def running_s3(address: str, bucket: str = "dittofs-e2e") -> Iterator[S3Endpoint
         yield S3Endpoint(url=url, bucket=bucket, client=client)
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+
+
+class KeyedS3:
+    """An S3 endpoint that checks credentials, as a real one does: moto with its IAM checks on.
+
+    Keys belong to an IAM user allowed every action; `issue` makes another pair, `revoke`
+    deletes one (its requests then fail with 403 InvalidAccessKeyId). The endpoint's own
+    client inspects the bucket with keys of another such user. Made before the checks are
+    on (`checking_keys`), which are a setting of moto's whole process.
+    """
+
+    USER = "dittofs"
+    ALLOW_ALL = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+    )
+
+    def __init__(self, endpoint: S3Endpoint) -> None:
+        self.iam = self._client("iam", endpoint.url, Keys(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+        inspector = self._user("inspector")
+        self._user(self.USER)
+        self.iam = self._client("iam", endpoint.url, inspector)
+        self.endpoint = replace(endpoint, client=self._client("s3", endpoint.url, inspector))
+
+    @staticmethod
+    def _client(service: str, url: str, keys: Keys) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+        )
+
+    def _user(self, name: str) -> Keys:
+        self.iam.create_user(UserName=name)
+        self.iam.put_user_policy(UserName=name, PolicyName="all", PolicyDocument=self.ALLOW_ALL)
+        return self._issue(name)
+
+    def _issue(self, user: str) -> Keys:
+        made = self.iam.create_access_key(UserName=user)["AccessKey"]
+        return Keys(made["AccessKeyId"], made["SecretAccessKey"])
+
+    def issue(self) -> Keys:
+        """A new key pair of the DittoFS user."""
+        return self._issue(self.USER)
+
+    def revoke(self, keys: Keys) -> None:
+        self.iam.delete_access_key(UserName=self.USER, AccessKeyId=keys.access_key_id)
+
+    def with_keys(self, keys: Keys) -> S3Endpoint:
+        """The endpoint as a DittoServer should be given it: with these keys."""
+        return replace(
+            self.endpoint,
+            access_key_id=keys.access_key_id,
+            secret_access_key=keys.secret_access_key,
+        )
+
+
+@contextlib.contextmanager
+def checking_keys(endpoint: S3Endpoint) -> Iterator[KeyedS3]:
+    """`endpoint` with moto's credential checks on (see KeyedS3)."""
+    keyed = KeyedS3(endpoint)
+    _set_auth(endpoint.url, "0")  # every request from now on is authenticated
+    try:
+        yield keyed
+    finally:
+        _set_auth(endpoint.url, "inf")
+
+
+def _set_auth(url: str, count: str) -> None:
+    request = urllib.request.Request(
+        f"{url}/moto-api/reset-auth",
+        data=count.encode(),
+        headers={"Content-Type": "text/plain"},  # moto reads the raw body, not a form
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
