@@ -118,8 +118,10 @@ class KeyedS3:
 
     def __init__(self, endpoint: S3Endpoint) -> None:
         self.iam = self._client("iam", endpoint.url, Keys(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
-        inspector = self._user("inspector")
-        self._user(self.USER)
+        for user in ("inspector", self.USER):
+            self.iam.create_user(UserName=user)
+            self.iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=self.ALLOW_ALL)
+        inspector = self._issue("inspector")
         self.iam = self._client("iam", endpoint.url, inspector)
         self.endpoint = replace(endpoint, client=self._client("s3", endpoint.url, inspector))
 
@@ -133,17 +135,12 @@ class KeyedS3:
             aws_secret_access_key=keys.secret_access_key,
         )
 
-    def _user(self, name: str) -> Keys:
-        self.iam.create_user(UserName=name)
-        self.iam.put_user_policy(UserName=name, PolicyName="all", PolicyDocument=self.ALLOW_ALL)
-        return self._issue(name)
-
     def _issue(self, user: str) -> Keys:
         made = self.iam.create_access_key(UserName=user)["AccessKey"]
         return Keys(made["AccessKeyId"], made["SecretAccessKey"])
 
     def issue(self) -> Keys:
-        """A new key pair of the DittoFS user."""
+        """A new key pair of the DittoFS user (moto allows two at a time, as AWS does)."""
         return self._issue(self.USER)
 
     def revoke(self, keys: Keys) -> None:

@@ -335,6 +335,9 @@ class Converge:
         return list(await self.api.get(path) or ())
 
     async def _adapters(self) -> None:
+        enabled = {adapter.type for adapter in self.desired.adapters if adapter.enabled}
+        if "smb" in enabled:
+            await self._smb_guest()
         reported = {adapter.get("type"): adapter for adapter in await self._list("/adapters")}
         for adapter in self.desired.adapters:
             change = build.adapter_change(adapter, reported.get(adapter.type))
@@ -342,14 +345,13 @@ class Converge:
                 method, path, body = change
                 what = f"{adapter.type} adapter (port {adapter.port})"
                 await self._attempt("AdapterRejected", what, self.api.request(method, path, body))
-        enabled = {adapter.type for adapter in self.desired.adapters if adapter.enabled}
-        if "smb" in enabled:
-            await self._smb_guest()
         if "nfs" in enabled:
             await self._portmapper()
 
     async def _smb_guest(self) -> None:
-        """Guest sessions as declared; DittoFS applies the setting live (its settings watcher)."""
+        """Guest sessions as declared. Before the adapters: the SMB listener reads its settings
+        when it (re)starts, as it does when the operator moves it to its port, so it never
+        serves a guest; a running one picks a change up within its settings watcher's poll."""
         settings = await self.api.get("/adapters/smb/settings") or {}
         patch = build.smb_guest_patch(self.desired.smb_guest, settings)
         if patch is not None:
