@@ -187,10 +187,13 @@ async def test_retain_keeps_claims_and_a_recreated_server_serves_the_files(
     await kube.delete(DITTOSERVERS, NAME, namespace)
     deadline = time.monotonic() + 120
     while (
-        await kube.get_or_none(DITTOSERVERS, NAME, namespace) is not None
-        or await kube.get_or_none(PODS, f"{NAME}-0", namespace) is not None
+        (server := await kube.get_or_none(DITTOSERVERS, NAME, namespace)) is not None
+        or (pod := await kube.get_or_none(PODS, f"{NAME}-0", namespace)) is not None
     ):
-        assert time.monotonic() < deadline, "the DittoServer or its pod did not go"
+        assert time.monotonic() < deadline, (
+            f"the DittoServer ({server and server['metadata']}) or its pod did not go\n"
+            f"{deployment.node.describe(namespace, f'{NAME}-0', pod)}"
+        )
         await asyncio.sleep(0.5)
     timings.mark("deleted")
     kept = await claim_uids(deployment, claims)
@@ -200,7 +203,8 @@ async def test_retain_keeps_claims_and_a_recreated_server_serves_the_files(
         assert not pvc["metadata"].get("deletionTimestamp"), f"claim {claim} is being deleted"
         assert not pvc["metadata"].get("ownerReferences"), f"claim {claim} still has an owner"
 
-    await deployment.create(docs)
+    # The DittoServer again; alice's password Secret is the user's, never deleted with it.
+    await deployment.create([doc for doc in docs if doc["kind"] == "DittoServer"])
     await deployment.wait_ready(NAME)
     timings.mark("recreated")
     assert await claim_uids(deployment, claims) == live, "the new server adopted other claims"
