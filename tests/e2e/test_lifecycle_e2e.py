@@ -186,10 +186,9 @@ async def test_retain_keeps_claims_and_a_recreated_server_serves_the_files(
     kube, namespace = deployment.kube, deployment.namespace
     await kube.delete(DITTOSERVERS, NAME, namespace)
     deadline = time.monotonic() + 120
-    while (
-        (server := await kube.get_or_none(DITTOSERVERS, NAME, namespace)) is not None
-        or (pod := await kube.get_or_none(PODS, f"{NAME}-0", namespace)) is not None
-    ):
+    while (server := await kube.get_or_none(DITTOSERVERS, NAME, namespace)) is not None or (
+        pod := await kube.get_or_none(PODS, f"{NAME}-0", namespace)
+    ) is not None:
         assert time.monotonic() < deadline, (
             f"the DittoServer ({server and server['metadata']}) or its pod did not go\n"
             f"{deployment.node.describe(namespace, f'{NAME}-0', pod)}"
