@@ -141,12 +141,12 @@ async def secret_value(kube: KubeClient, namespace: str, name: str, key: str) ->
 
 
 async def event_reasons(kube: KubeClient, key: ObjectKey) -> set[str]:
-    """The reasons of the Events recorded about the DittoServer."""
+    """The reasons of the Events recorded about the DittoServer (events.k8s.io: `regarding`)."""
     events = await kube.request("GET", EVENTS.path(key.namespace))
     return {
         str(event.get("reason"))
         for event in events["items"]
-        if (event.get("involvedObject") or {}).get("name") == key.name
+        if (event.get("regarding") or {}).get("name") == key.name
     }
 
 
