@@ -233,6 +233,7 @@ async def run(settings: Settings, setup: Setup | None = None) -> int:
     setup(manager)
     health = HealthServer(
         host=settings.bind_address,
+        metrics_host=settings.metrics_address,
         health_port=settings.health_port,
         metrics_port=settings.metrics_port,
         registry=REGISTRY,

@@ -202,6 +202,13 @@ def _bind_address(_: object, attribute: "attrs.Attribute[Any]", value: str) -> N
         ) from None
 
 
+def _optional_bind_address(
+    instance: object, attribute: "attrs.Attribute[Any]", value: str | None
+) -> None:
+    if value is not None:
+        _bind_address(instance, attribute, value)
+
+
 def _http_url(_: object, attribute: "attrs.Attribute[Any]", value: str | None) -> None:
     if value is None:
         return
@@ -387,7 +394,20 @@ class Settings:
         default="0.0.0.0",
         validator=_bind_address,
         metavar="IP",
-        help="Address the metrics and health servers listen on.",
+        help="Address the health server listens on, and the metrics server unless "
+        "--metrics-bind-address says otherwise.",
+    )
+    metrics_bind_address: str | None = _setting(
+        flag="--metrics-bind-address",
+        default=None,
+        parse=_parse_optional_str,
+        validator=_optional_bind_address,
+        metavar="IP",
+        default_help="the value of --bind-address",
+        help="Address the metrics server listens on, e.g. 127.0.0.1 to keep /metrics off the "
+        "network (scraped by a sidecar or through kubectl port-forward) while the probes stay "
+        "on --bind-address. With --metrics-port equal to --health-port both share one server, "
+        "so the two addresses must then be equal.",
     )
     otlp_endpoint: str | None = _setting(
         flag="--otlp-endpoint",
@@ -438,6 +458,20 @@ class Settings:
         "server's service proxy is no way in: it drops the Authorization header DittoFS needs.",
     )
     leader_election: LeaderElectionSettings = attrs.field(factory=LeaderElectionSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if self.metrics_port == self.health_port and self.metrics_address != self.bind_address:
+            raise SettingsError(
+                "--metrics-bind-address / DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS: "
+                f"{self.metrics_address!r} differs from --bind-address {self.bind_address!r}, "
+                f"but --metrics-port and --health-port are both {self.metrics_port}, so /metrics "
+                "and the probes share one server on one address; use distinct ports"
+            )
+
+    @property
+    def metrics_address(self) -> str:
+        """Where /metrics listens: --metrics-bind-address, else --bind-address."""
+        return self.metrics_bind_address or self.bind_address
 
 
 def setting_options(cls: type[Any] = Settings) -> Iterator[tuple[str, Option]]:

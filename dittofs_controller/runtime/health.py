@@ -1,9 +1,11 @@
 """Probe and metrics HTTP endpoints, laid out as controller-runtime does.
 
 ``/healthz`` (liveness) and ``/readyz`` (readiness) are served on the health port, ``/metrics``
-(Prometheus exposition) on the metrics port; equal ports share one server. Port 0 picks a free
-port per server. Checks are plain callables returning True when healthy; one that raises counts
-as failing. ``/healthz`` answering at all proves the event loop is alive.
+(Prometheus exposition) on the metrics port; equal ports share one server. The metrics server
+may listen on its own address (``metrics_host``, e.g. 127.0.0.1 to keep /metrics off the pod
+network while the kubelet still reaches the probes); a shared server needs one address. Port 0
+picks a free port per server. Checks are plain callables returning True when healthy; one that
+raises counts as failing. ``/healthz`` answering at all proves the event loop is alive.
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ class HealthServer:
         host: str,
         health_port: int,
         metrics_port: int,
+        metrics_host: str | None = None,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        self._host = host
+        """`metrics_host` defaults to `host`."""
+        metrics_host = host if metrics_host is None else metrics_host
+        if health_port == metrics_port != 0 and metrics_host != host:
+            raise ValueError(
+                f"health and metrics share port {health_port}, so they cannot listen on "
+                f"different addresses ({host} and {metrics_host})"
+            )
+        self._hosts = (host, metrics_host)
         self._requested_ports = (health_port, metrics_port)
         self._registry = registry
         self._liveness: dict[str, Check] = {}
@@ -88,22 +98,23 @@ class HealthServer:
         if self._runners:
             raise RuntimeError("the health server is already running")
         health_port, metrics_port = self._requested_ports
+        health_host, metrics_host = self._hosts
         health = web.Application()
         health.router.add_get("/healthz", self._healthz)
         health.router.add_get("/readyz", self._readyz)
         if health_port == metrics_port != 0:
             health.router.add_get("/metrics", self._metrics)
-            servers = [(health, health_port)]
+            servers = [(health, health_host, health_port)]
         else:
             metrics = web.Application()
             metrics.router.add_get("/metrics", self._metrics)
-            servers = [(health, health_port), (metrics, metrics_port)]
+            servers = [(health, health_host, health_port), (metrics, metrics_host, metrics_port)]
         try:
-            for app, port in servers:
+            for app, host, port in servers:
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
                 await runner.setup()
                 self._runners.append(runner)
-                await web.TCPSite(runner, self._host, port).start()
+                await web.TCPSite(runner, host, port).start()
         except BaseException:
             await self.stop()
             raise

@@ -33,6 +33,7 @@ from dittofs_controller.kube.resources import (
     DEPLOYMENTS,
     DITTOSERVERS,
     NAMESPACES,
+    NETWORKPOLICIES,
     PODS,
     ObjectKey,
 )
@@ -138,6 +139,10 @@ async def test_the_rendered_chart_is_accepted_and_its_pods_are_admitted(
         if doc["kind"] != "CustomResourceDefinition":
             meta = doc["metadata"]
             await kube.get(KINDS[doc["kind"]], meta["name"], meta.get("namespace"))
+    # The operator pod's NetworkPolicy, stored as rendered (no field dropped or defaulted away).
+    (policy,) = find(docs, "NetworkPolicy")
+    stored = await kube.get(NETWORKPOLICIES, policy["metadata"]["name"], namespace)
+    assert stored["spec"] == policy["spec"]
     if case == "namespace-scoped":
         for watched in (namespace, other_namespace):
             for kind in ("Role", "RoleBinding"):
@@ -188,6 +193,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
     assert "kubectl apply --server-side --force-conflicts -f crd/" in notes
     for cluster_role in (cluster_name, *user_roles):
         await kube.get(KINDS["ClusterRole"], cluster_role)
+    await kube.get(NETWORKPOLICIES, name, namespace)
     helm("upgrade", release, str(incluster.CHART), "--set", "replicaCount=2")
     assert (await kube.get(DEPLOYMENTS, name, namespace))["spec"]["replicas"] == 2
     helm("uninstall", release, "--wait")

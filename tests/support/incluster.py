@@ -37,7 +37,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from dittofs_controller.kube.client import APPLY_PATCH, KubeClient
-from dittofs_controller.kube.resources import CRDS, DEPLOYMENTS, SERVICES, Resource
+from dittofs_controller.kube.resources import (
+    CRDS,
+    DEPLOYMENTS,
+    NETWORKPOLICIES,
+    SERVICES,
+    Resource,
+)
 from tests.support import leaks
 from tests.support.process import REPO, OperatorProcess
 from tests.testbed.node import Image
@@ -134,6 +140,7 @@ KINDS: dict[str, Resource] = {
         Resource(RBAC_GROUP, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
         DEPLOYMENTS,
         SERVICES,
+        NETWORKPOLICIES,
         CRDS,
     )
 }

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 import dittofs_controller
+from dittofs_controller.cli import build_parser
 from dittofs_controller.kube import resources
-from dittofs_controller.settings import Settings, setting_options
+from dittofs_controller.settings import Settings, load_settings, setting_options
 from tests.support.incluster import (
     CHART,
     HELM_BUILD_TIMEOUT,
@@ -326,6 +327,33 @@ def _resources_named_in_code() -> dict[str, resources.Resource]:
             "metrics.serviceMonitor.enabled requires metrics.service.enabled",
         ),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True}}},
+            "metrics.serviceMonitor.enabled with networkPolicy.enabled needs "
+            "networkPolicy.metricsFrom",
+        ),
+        (
+            {"healthPort": 9000, "metrics": {"port": 9000}},
+            "networkPolicy.enabled needs a metrics.port other than healthPort",
+        ),
+        (
+            {
+                "healthPort": 9000,
+                "metrics": {"port": 9000, "bindAddress": "127.0.0.1"},
+                "networkPolicy": {"enabled": False},
+            },
+            "metrics.bindAddress needs a metrics.port other than healthPort",
+        ),
+        (
+            {
+                "metrics": {"bindAddress": "127.0.0.1", "serviceMonitor": {"enabled": True}},
+                "networkPolicy": {"enabled": False},
+            },
+            "metrics.serviceMonitor.enabled cannot scrape metrics.bindAddress 127.0.0.1",
+        ),
+        ({"metrics": {"bindAddress": "localhost"}}, "/metrics/bindAddress"),
+        ({"networkPolicy": {"metricsFrom": [{"namespaceSelecter": {}}]}}, "namespaceSelecter"),
+        ({"networkPolicy": {"metricsFrom": [{}]}}, "/networkPolicy/metricsFrom/0"),
     ],
 )
 def test_invalid_values_fail_at_install_time(values: dict[str, Any], message: str) -> None:
@@ -351,6 +379,7 @@ def test_values_reach_the_pod() -> None:
             "otlpEndpoint": "http://collector:4318",
             "healthPort": 9000,
             "metrics": {"port": 9000},
+            "networkPolicy": {"enabled": False},  # a shared port cannot keep /metrics closed
             "shutdownGrace": 12.5,
             "podLabels": {"team": "storage", "app.kubernetes.io/name": "ignored"},
             "podAnnotations": {"a": "b"},
@@ -390,8 +419,19 @@ def test_values_reach_the_pod() -> None:
     assert {name: env_value(docs, name) for name in expected} == expected
 
 
+PROMETHEUS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
 def test_the_service_monitor_scrapes_the_metrics_service() -> None:
-    docs = render_chart({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"p": "x"}}}})
+    docs = render_chart(
+        {
+            "metrics": {"serviceMonitor": {"enabled": True, "labels": {"p": "x"}}},
+            "networkPolicy": {"metricsFrom": [PROMETHEUS]},
+        }
+    )
     (monitor,) = find(docs, "ServiceMonitor")
     (service,) = find(docs, "Service")
     assert monitor["metadata"]["labels"]["p"] == "x"
@@ -430,3 +470,76 @@ def test_helm_lint_is_clean(values: list[str]) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def container_ports(docs: list[Doc]) -> dict[str, int]:
+    (deployment,) = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {port["name"]: port["containerPort"] for port in container["ports"]}
+
+
+def ingress_rules(docs: list[Doc]) -> list[Doc]:
+    """The operator pod's NetworkPolicy rules, checked to select exactly that pod."""
+    (policy,) = find(docs, "NetworkPolicy")
+    (deployment,) = find(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert selector == deployment["spec"]["selector"]["matchLabels"] | {
+        "app.kubernetes.io/component": "controller"
+    }
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"], "egress must stay open"
+    assert "egress" not in policy["spec"]
+    rules: list[Doc] = policy["spec"]["ingress"]
+    return rules
+
+
+def test_the_network_policy_opens_the_probes_and_nothing_else_by_default(
+    default: list[Doc],
+) -> None:
+    """On by default: the health port from anywhere (no `from`), the metrics port from no one."""
+    ports = container_ports(default)
+    assert ports == {"health": 8081, "metrics": 8080}
+    assert ingress_rules(default) == [{"ports": [{"port": ports["health"], "protocol": "TCP"}]}]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"healthPort": 9001, "metrics": {"port": 9002, "serviceMonitor": {"enabled": True}}},
+    ],
+)
+def test_the_network_policy_admits_metrics_from_the_listed_peers_only(values: Doc) -> None:
+    peers = [PROMETHEUS, {"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    docs = render_chart({**values, "networkPolicy": {"metricsFrom": peers}})
+    ports = container_ports(docs)
+    health, metrics = ingress_rules(docs)
+    assert health == {"ports": [{"port": ports["health"], "protocol": "TCP"}]}
+    assert metrics == {"from": peers, "ports": [{"port": ports["metrics"], "protocol": "TCP"}]}
+    # What the metrics Service (and so a ServiceMonitor) sends traffic to is the admitted port.
+    (service,) = find(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == ports["metrics"]
+
+
+def test_the_network_policy_can_be_left_out() -> None:
+    docs = render_chart({"networkPolicy": {"enabled": False, "metricsFrom": [PROMETHEUS]}})
+    assert not find(docs, "NetworkPolicy")
+    assert find(docs, "Deployment")
+
+
+def test_metrics_bind_address_reaches_the_operator(default: list[Doc]) -> None:
+    assert env_value(default, "DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS") is None
+    docs = render_chart({"metrics": {"bindAddress": "127.0.0.1"}})
+    assert env_value(docs, "DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS") == "127.0.0.1"
+    env = {name: str(item["value"]) for name, item in operator_env(docs).items() if "value" in item}
+    settings = load_settings(build_parser().parse_args(["run"]), env)
+    assert (settings.bind_address, settings.metrics_address) == ("0.0.0.0", "127.0.0.1")
+    assert (
+        env_value(
+            render_chart({"metrics": {"bindAddress": "::1"}}),
+            "DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS",
+        )
+        == "::1"
+    )

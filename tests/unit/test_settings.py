@@ -51,6 +51,7 @@ def test_defaults() -> None:
     assert (s.workers, s.reconcile_timeout) == (2, 60.0)
     assert (s.log_level, s.log_format) == ("info", "json")
     assert (s.metrics_port, s.health_port, s.bind_address) == (8080, 8081, "0.0.0.0")
+    assert (s.metrics_bind_address, s.metrics_address) == (None, "0.0.0.0")
     assert s.otlp_endpoint is None
     assert (s.shutdown_grace, s.watch_timeout) == (30.0, 300.0)
     assert s.dittofs_api_access == "auto"
@@ -91,6 +92,14 @@ def test_identity_is_unique_per_process_start() -> None:
         ((), {"WORKERS": "  "}, "workers", 2),
         ((), {"CONTEXT": "kind"}, "context", "kind"),
         (("--bind-address", "::"), {"BIND_ADDRESS": "127.0.0.1"}, "bind_address", "::"),
+        ((), {"METRICS_BIND_ADDRESS": "127.0.0.1"}, "metrics_bind_address", "127.0.0.1"),
+        (
+            ("--metrics-bind-address", "::1"),
+            {"METRICS_BIND_ADDRESS": "127.0.0.1"},
+            "metrics_bind_address",
+            "::1",
+        ),
+        ((), {"METRICS_BIND_ADDRESS": " "}, "metrics_bind_address", None),
         ((), {"DITTOFS_API_ACCESS": "Service"}, "dittofs_api_access", "service"),
         (
             ("--dittofs-api-access", "pod"),
@@ -181,6 +190,15 @@ def test_otlp_endpoint_honours_standard_env(monkeypatch: pytest.MonkeyPatch) -> 
         (("--metrics-port", "70000"), "--metrics-port / DITTOFS_CONTROLLER_METRICS_PORT"),
         (("--health-port", "0"), "must be a port in 1-65535, got 0"),
         (("--bind-address", "localhost"), "expected an IP address"),
+        (
+            ("--metrics-bind-address", "localhost"),
+            "--metrics-bind-address / DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS: expected an IP "
+            "address, got 'localhost'",
+        ),
+        (
+            ("--metrics-bind-address", "127.0.0.1", "--metrics-port", "8081"),
+            "--metrics-port and --health-port are both 8081",
+        ),
         (("--namespaces", "ok,Not_Valid"), "'Not_Valid' is not a valid namespace name"),
         (("--otlp-endpoint", "collector:4318"), "expected an http(s) URL"),
         (("--reconcile-timeout", "0"), "--reconcile-timeout / "),
@@ -199,6 +217,29 @@ def test_invalid_values_name_the_setting(argv: tuple[str, ...], message: str) ->
     with pytest.raises(SettingsError) as raised:
         load(*argv)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "health", "metrics"),
+    [
+        ((), {}, "0.0.0.0", "0.0.0.0"),
+        (("--bind-address", "10.1.2.3"), {}, "10.1.2.3", "10.1.2.3"),
+        (
+            ("--bind-address", "10.1.2.3"),
+            {"METRICS_BIND_ADDRESS": "127.0.0.1"},
+            "10.1.2.3",
+            "127.0.0.1",
+        ),
+        # A shared port is fine while both addresses agree, spelled out or not.
+        (("--metrics-port", "8081", "--metrics-bind-address", "0.0.0.0"), {}, "0.0.0.0", "0.0.0.0"),
+    ],
+)
+def test_metrics_listen_on_the_bind_address_unless_told_otherwise(
+    argv: tuple[str, ...], env: dict[str, str], health: str, metrics: str
+) -> None:
+    prefixed = {ENV_PREFIX + name: value for name, value in env.items()}
+    s = load(*argv, env=prefixed)
+    assert (s.bind_address, s.metrics_address) == (health, metrics)
 
 
 def test_invalid_env_value_names_the_variable() -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from dittofs_controller import manager
 from dittofs_controller.runtime.health import HealthServer
 from dittofs_controller.runtime.metrics import REGISTRY
+from dittofs_controller.settings import Settings
 
 
 def free_port() -> int:
@@ -102,6 +105,65 @@ async def test_metrics_on_their_own_port(server: HealthServer, http: aiohttp.Cli
         assert "reconciles_total 3.0" in await response.text()
     assert (await get(http, server.health_port, "/metrics"))[0] == 404
     assert (await get(http, server.metrics_port, "/healthz"))[0] == 404
+
+
+async def test_metrics_listen_on_their_own_address(
+    registry: CollectorRegistry, http: aiohttp.ClientSession
+) -> None:
+    """/metrics on loopback only, the probes on another address (127.0.0.2 stands in for the
+    pod IP): each answers on its own address and nothing listens on the other's."""
+    server = HealthServer(
+        host="127.0.0.2", metrics_host="127.0.0.1", health_port=0, metrics_port=0, registry=registry
+    )
+    await server.start()
+    try:
+        health, metrics = server.health_port, server.metrics_port
+        async with http.get(f"http://127.0.0.1:{metrics}/metrics") as response:
+            assert response.status == 200
+            assert "reconciles_total 3.0" in await response.text()
+        async with http.get(f"http://127.0.0.2:{health}/healthz") as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.2:{metrics}/metrics")
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.1:{health}/healthz")
+    finally:
+        await server.stop()
+
+
+def test_a_shared_port_needs_one_address() -> None:
+    with pytest.raises(ValueError, match="share port 8080"):
+        HealthServer(host="0.0.0.0", metrics_host="127.0.0.1", health_port=8080, metrics_port=8080)
+
+
+async def test_the_manager_binds_each_server_where_the_settings_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """manager.run hands --bind-address and --metrics-bind-address to the health server."""
+    created: list[dict[str, object]] = []
+
+    class Recording(HealthServer):
+        def __init__(self, **kwargs: Any) -> None:
+            created.append(kwargs)
+            super().__init__(**kwargs)
+
+        async def start(self) -> None:
+            raise OSError("stop here: the manager would run next")
+
+    class Client:
+        async def close(self) -> None:
+            pass
+
+    async def connect(*_: object) -> Client:
+        return Client()
+
+    monkeypatch.setattr(manager, "connect", connect)
+    monkeypatch.setattr(manager, "HealthServer", Recording)
+    settings = Settings(kubeconfig=None, bind_address="10.1.2.3", metrics_bind_address="127.0.0.1")
+    assert await manager.run(settings, setup=lambda _: None) == manager.EXIT_FAILED
+    [kwargs] = created
+    assert (kwargs["host"], kwargs["metrics_host"]) == ("10.1.2.3", "127.0.0.1")
+    assert (kwargs["health_port"], kwargs["metrics_port"]) == (8081, 8080)
 
 
 async def test_metrics_negotiate_openmetrics(

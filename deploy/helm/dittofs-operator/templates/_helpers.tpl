@@ -78,4 +78,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled requires metrics.service.enabled" }}
 {{- end }}
+{{- $sharedPort := eq (int .Values.metrics.port) (int .Values.healthPort) }}
+{{- $bind := .Values.metrics.bindAddress }}
+{{- if and $bind $sharedPort }}
+{{- fail "metrics.bindAddress needs a metrics.port other than healthPort: a shared port is one server on one address, and the probes must stay reachable" }}
+{{- end }}
+{{- $loopback := or (hasPrefix "127." $bind) (eq $bind "::1") }}
+{{- if and $loopback .Values.metrics.serviceMonitor.enabled }}
+{{- fail (printf "metrics.serviceMonitor.enabled cannot scrape metrics.bindAddress %s: a loopback address is reachable from inside the pod only (disable the ServiceMonitor, or unset metrics.bindAddress and let networkPolicy.metricsFrom admit Prometheus)" $bind) }}
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+{{- if $sharedPort }}
+{{- fail "networkPolicy.enabled needs a metrics.port other than healthPort: the probes' port is open to all, so /metrics on the same port could not be restricted (or set networkPolicy.enabled=false)" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.networkPolicy.metricsFrom) }}
+{{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsFrom: list the peers Prometheus scrapes from (e.g. a namespaceSelector on its namespace), or the NetworkPolicy drops every scrape" }}
+{{- end }}
+{{- end }}
 {{- end }}
