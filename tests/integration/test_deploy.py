@@ -51,7 +51,7 @@ from tests.support.incluster import (
     granted_verbs,
     without_verb,
 )
-from tests.support.process import eventually, free_port
+from tests.support.process import eventually, free_ports
 from tests.testbed import binaries
 
 # The first render builds helm when it is missing (minutes on a cold Go cache).
@@ -287,7 +287,8 @@ def start_in_pod(
 
 def pod_values(**values: Any) -> dict[str, Any]:
     """Chart values for a pod on this host: its own free ports (pods would each have an IP)."""
-    return {"healthPort": free_port(), "metrics": {"port": free_port()}, **values}
+    health, metrics = free_ports(2)  # the chart refuses one port for both
+    return {"healthPort": health, "metrics": {"port": metrics}, **values}
 
 
 async def identity(kube: KubeClient, docs: list[Doc], namespace: str) -> dict[str, str]:

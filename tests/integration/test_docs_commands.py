@@ -31,7 +31,7 @@ from tests.support import docchecks, doccommands, incluster
 from tests.support.crds import install_crd
 from tests.support.doccommands import REPO, Block
 from tests.support.percona import install_crd as install_percona_crd
-from tests.support.process import free_port
+from tests.support.process import free_ports
 from tests.testbed import binaries
 
 FILES = doccommands.markdown_files()
@@ -63,14 +63,15 @@ class Sandbox:
             wrapper.chmod(0o755)
         (self.home / ".kube").mkdir(parents=True)
         shutil.copy(kubeconfig, self.home / ".kube" / "config")
+        health, metrics = free_ports(2)
         self.env = {
             "HOME": str(self.home),
             "PATH": f"{self.bin}:{incluster.SYSTEM_PATH}",
             "LANG": "C.UTF-8",
             # The operator's documented `run` must not collide with other listeners here.
             "DITTOFS_CONTROLLER_BIND_ADDRESS": "127.0.0.1",
-            "DITTOFS_CONTROLLER_HEALTH_PORT": str(free_port()),
-            "DITTOFS_CONTROLLER_METRICS_PORT": str(free_port()),
+            "DITTOFS_CONTROLLER_HEALTH_PORT": str(health),
+            "DITTOFS_CONTROLLER_METRICS_PORT": str(metrics),
             "POD_NAMESPACE": namespace,  # its leader-election Lease goes there, not in default
         }
         self.command(["kubectl", "create", "namespace", namespace], 30, check=True)

@@ -73,7 +73,7 @@ from tests.support.crds import (
     install_service_monitor_crd,
 )
 from tests.support.incluster import InClusterOperator, find
-from tests.support.process import free_port
+from tests.support.process import free_ports
 from tests.testbed import ControlPlane, binaries
 from tests.testbed.provisioner import STORAGECLASSES
 
@@ -229,9 +229,10 @@ async def hardened_plane() -> AsyncIterator[KubeClient]:
 
 def render(namespace: str) -> list[Obj]:
     """The chart in namespace-scoped mode for `namespace`, released into it."""
+    health, metrics = free_ports(2)  # the chart refuses one port for both
     values = {
-        "healthPort": free_port(),
-        "metrics": {"port": free_port()},
+        "healthPort": health,
+        "metrics": {"port": metrics},
         "watchNamespaces": [namespace],
     }
     return incluster.render_chart(values, release=RELEASE, namespace=namespace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -22,17 +23,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now: held open together, so none is handed out twice."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 class OperatorProcess:
     """One operator process; stdout (JSON log lines) goes to a file the test can search."""
 
     def __init__(self, module: str, args: Sequence[str], log_path: Path) -> None:
-        self.health_port = free_port()
-        self.metrics_port = free_port()
+        self.health_port, self.metrics_port = free_ports(2)
         self.log_path = log_path
         command = [
             sys.executable,
