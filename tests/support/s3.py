@@ -69,6 +69,35 @@ class S3Endpoint:
             await asyncio.sleep(1)
 
 
+@dataclass(frozen=True)
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+
+
+def aws_client(service: str, url: str, keys: Keys) -> Any:
+    """A boto3 client of `service` at the local endpoint, signing with `keys`."""
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=keys.access_key_id,
+        aws_secret_access_key=keys.secret_access_key,
+    )
+
+
+def _moto_api(url: str, path: str, body: str = "") -> None:
+    """POST to moto's own API (/moto-api/...); moto reads a raw body, not a form."""
+    request = urllib.request.Request(
+        f"{url}/moto-api/{path}",
+        data=body.encode(),
+        headers={"Content-Type": "text/plain"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 @contextlib.contextmanager
 def running_s3(address: str, bucket: str = "dittofs-e2e") -> Iterator[S3Endpoint]:
     """moto on `address` (a free port), with `bucket` created; stopped afterwards."""
@@ -77,26 +106,12 @@ def running_s3(address: str, bucket: str = "dittofs-e2e") -> Iterator[S3Endpoint
     try:
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
-        reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(reset, timeout=10):
-            pass  # forget buckets an earlier endpoint of this process made
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
-        )
+        _moto_api(url, "reset")  # forget buckets an earlier endpoint of this process made
+        client = aws_client("s3", url, Keys(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
         client.create_bucket(Bucket=bucket)
         yield S3Endpoint(url=url, bucket=bucket, client=client)
     finally:
         server.stop()
-
-
-@dataclass(frozen=True)
-class Keys:
-    access_key_id: str
-    secret_access_key: str
 
 
 class KeyedS3:
@@ -117,23 +132,13 @@ class KeyedS3:
     )
 
     def __init__(self, endpoint: S3Endpoint) -> None:
-        self.iam = self._client("iam", endpoint.url, Keys(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+        self.iam = aws_client("iam", endpoint.url, Keys(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
         for user in ("inspector", self.USER):
             self.iam.create_user(UserName=user)
             self.iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=self.ALLOW_ALL)
         inspector = self._issue("inspector")
-        self.iam = self._client("iam", endpoint.url, inspector)
-        self.endpoint = replace(endpoint, client=self._client("s3", endpoint.url, inspector))
-
-    @staticmethod
-    def _client(service: str, url: str, keys: Keys) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id=keys.access_key_id,
-            aws_secret_access_key=keys.secret_access_key,
-        )
+        self.iam = aws_client("iam", endpoint.url, inspector)
+        self.endpoint = replace(endpoint, client=aws_client("s3", endpoint.url, inspector))
 
     def _issue(self, user: str) -> Keys:
         made = self.iam.create_access_key(UserName=user)["AccessKey"]
@@ -159,19 +164,8 @@ class KeyedS3:
 def checking_keys(endpoint: S3Endpoint) -> Iterator[KeyedS3]:
     """`endpoint` with moto's credential checks on (see KeyedS3)."""
     keyed = KeyedS3(endpoint)
-    _set_auth(endpoint.url, "0")  # every request from now on is authenticated
+    _moto_api(endpoint.url, "reset-auth", "0")  # every request from now on is authenticated
     try:
         yield keyed
     finally:
-        _set_auth(endpoint.url, "inf")
-
-
-def _set_auth(url: str, count: str) -> None:
-    request = urllib.request.Request(
-        f"{url}/moto-api/reset-auth",
-        data=count.encode(),
-        headers={"Content-Type": "text/plain"},  # moto reads the raw body, not a form
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+        _moto_api(endpoint.url, "reset-auth", "inf")
