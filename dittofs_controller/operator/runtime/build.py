@@ -263,21 +263,23 @@ def stores_revision(key: str, stores: Iterable[Store]) -> str:
     return digest(key, "stores", [f"{store.item} {store.config_text()}" for store in stores])
 
 
-def reopen_pending(revision: str | None, pod: Obj | None) -> Issue | None:
+def reopen_pending(revision: str | None, pod: Obj | None) -> list[Issue]:
     """StoresReopening while the running pod predates the stores' last change over the API."""
     if not revision or pod is None:
-        return None
+        return []
     started_for = ((pod.get("metadata") or {}).get("annotations") or {}).get(
         names.STORES_REVISION_ANNOTATION
     )
     if started_for == revision:
-        return None
-    return Issue(
-        "StoresReopening",
-        "a store changed on the server and DittoFS opens its stores only when it starts: the "
-        "pod is being replaced so the new settings (or credentials) are used",
-        NOT_RUNNING_RECHECK,
-    )
+        return []
+    return [
+        Issue(
+            "StoresReopening",
+            "a store changed on the server and DittoFS opens its stores only when it starts: "
+            "the pod is being replaced so the new settings (or credentials) are used",
+            NOT_RUNNING_RECHECK,
+        )
+    ]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -230,7 +230,7 @@ class RuntimeReconciler(ServerReconciler):
         running = await self._pod(server) if memory.stores_revision else None
         issues = [
             *converge.issues,
-            *filter(None, [build.reopen_pending(memory.stores_revision, running)]),
+            *build.reopen_pending(memory.stores_revision, running),
             *build.not_running(desired, observed),
             *build.unhealthy_stores(desired, observed, secrets),
         ]

@@ -382,12 +382,12 @@ def test_stores_reopen_until_the_running_pod_was_started_for_the_revision() -> N
         annotations = {names.STORES_REVISION_ANNOTATION: revision} if revision else {}
         return {"metadata": {"annotations": annotations}}
 
-    assert build.reopen_pending(None, pod(None)) is None  # never changed over the API
-    assert build.reopen_pending("r2", None) is None  # no pod: Available says so
-    assert build.reopen_pending("r2", pod("r2")) is None
+    assert build.reopen_pending(None, pod(None)) == []  # never changed over the API
+    assert build.reopen_pending("r2", None) == []  # no pod: Available says so
+    assert build.reopen_pending("r2", pod("r2")) == []
     for started_for in (None, "r1"):
-        issue = build.reopen_pending("r2", pod(started_for))
-        assert issue is not None and issue.reason == "StoresReopening"
+        (issue,) = build.reopen_pending("r2", pod(started_for))
+        assert issue.reason == "StoresReopening"
 
 
 def test_user_updates() -> None:
