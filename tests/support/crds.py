@@ -7,7 +7,7 @@ from typing import Any
 
 from dittofs_controller.api import crd
 from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
-from dittofs_controller.kube.resources import CRDS, DITTOSERVERS
+from dittofs_controller.kube.resources import CRDS, DITTOSERVERS, SERVICE_MONITORS, Resource
 
 SERVICE_MONITOR_CRD_NAME = "servicemonitors.monitoring.coreos.com"
 # No Prometheus Operator runs in the tests: a stand-in CRD (structural, spec kept as sent)
@@ -44,25 +44,26 @@ SERVICE_MONITOR_CRD: dict[str, Any] = {
 }
 
 
-async def install_crd(kube: KubeClient, timeout: float = 30) -> None:
-    """Server-side apply the generated CRD (idempotent) and wait until DittoServers are served."""
+async def apply_crd(
+    kube: KubeClient, body: dict[str, Any], served: Resource, timeout: float = 30
+) -> None:
+    """Server-side apply a CRD (idempotent) and wait until its resource is served.
+
+    A CRD's Established condition can precede its handler serving the resource by a moment, and
+    a CRD deleted a moment ago can still answer 404: only a list that answers proves a create
+    (even a dry run) will not fail.
+    """
     await kube.request(
         "PATCH",
-        CRDS.path(name=crd.NAME),
+        CRDS.path(name=body["metadata"]["name"]),
         query={"fieldManager": "dittofs-tests", "force": "true"},
-        body=crd.crd(),
+        body=body,
         content_type=APPLY_PATCH,
     )
     async with asyncio.timeout(timeout):
         while True:
-            status = (await kube.get(CRDS, crd.NAME)).get("status") or {}
-            conditions = status.get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                break
-            await asyncio.sleep(0.1)
-        while True:  # Established can precede the handler serving the resource by a moment
             try:
-                await kube.request("GET", DITTOSERVERS.path("default"), query={"limit": 1})
+                await kube.request("GET", served.path("default"), query={"limit": 1})
                 return
             except ApiError as error:
                 if error.status != 404:
@@ -70,12 +71,11 @@ async def install_crd(kube: KubeClient, timeout: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
+async def install_crd(kube: KubeClient, timeout: float = 30) -> None:
+    """The operator's CRD, served."""
+    await apply_crd(kube, crd.crd(), DITTOSERVERS, timeout)
+
+
 async def install_service_monitor_crd(kube: KubeClient) -> None:
-    """Server-side apply the stand-in ServiceMonitor CRD (the operator waits until it is served)."""
-    await kube.request(
-        "PATCH",
-        CRDS.path(name=SERVICE_MONITOR_CRD_NAME),
-        query={"fieldManager": "dittofs-tests", "force": "true"},
-        body=SERVICE_MONITOR_CRD,
-        content_type=APPLY_PATCH,
-    )
+    """The stand-in ServiceMonitor CRD, served."""
+    await apply_crd(kube, SERVICE_MONITOR_CRD, SERVICE_MONITORS)

@@ -23,8 +23,9 @@ from urllib.parse import quote
 
 import yaml
 
-from dittofs_controller.kube.client import APPLY_PATCH, ApiError, KubeClient
-from dittofs_controller.kube.resources import CRDS, PERCONA_PG_CLUSTERS, SECRETS
+from dittofs_controller.kube.client import ApiError, KubeClient
+from dittofs_controller.kube.resources import PERCONA_PG_CLUSTERS, SECRETS
+from tests.support.crds import apply_crd
 from tests.support.postgres import PostgresServer
 from tests.testbed.provisioner import list_watch
 
@@ -40,23 +41,8 @@ USER_LABEL = "postgres-operator.crunchydata.com/pguser"
 
 
 async def install_crd(kube: KubeClient, timeout: float = 30) -> None:
-    """Server-side apply the stand-in PerconaPGCluster CRD and wait until it is served."""
-    await kube.request(
-        "PATCH",
-        CRDS.path(name=CRD_NAME),
-        query={"fieldManager": "dittofs-e2e", "force": "true"},
-        body=yaml.safe_load(CRD_FILE.read_text()),
-        content_type=APPLY_PATCH,
-    )
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                await kube.request("GET", PERCONA_PG_CLUSTERS.path("default"), query={"limit": 1})
-                return
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-            await asyncio.sleep(0.1)
+    """The stand-in PerconaPGCluster CRD, served."""
+    await apply_crd(kube, yaml.safe_load(CRD_FILE.read_text()), PERCONA_PG_CLUSTERS, timeout)
 
 
 def user_secret_name(cluster: str, user: str) -> str:
