@@ -30,7 +30,8 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the operator until it is told to stop; the manager owns signals and the exit code."""
+    """Run the operator (its controllers wired onto the runtime's manager) until it is told to
+    stop; the manager owns signals and the exit code."""
     try:
         settings = load_settings(args, os.environ)
     except SettingsError as error:
@@ -43,11 +44,12 @@ def _run(args: argparse.Namespace) -> int:
         version=dittofs_controller.__version__,
         settings=attrs.asdict(settings),
     )
-    # Imported here: the manager pulls in the Kubernetes client, which `version` does not need.
-    from dittofs_controller import manager
+    # Imported here: both pull in the Kubernetes client, which `version` does not need.
+    from dittofs_controller.operator import setup
+    from dittofs_controller.runtime import manager
 
     try:
-        return asyncio.run(manager.run(settings))
+        return asyncio.run(manager.run(settings, setup))
     finally:
         tracing.shutdown_tracing()
 

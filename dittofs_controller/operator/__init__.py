@@ -12,12 +12,12 @@ DittoServer ─┬─ config   -> ConfigMap, generated Secrets         -> Config
 from __future__ import annotations
 
 from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
-from dittofs_controller.manager import Manager
 from dittofs_controller.operator import config, database, network, runtime, storage, workload
 from dittofs_controller.operator.base import Context, server_controller
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
 from dittofs_controller.operator.summary import SummaryReconciler
+from dittofs_controller.runtime.manager import Manager
 
 
 def setup(manager: Manager) -> None:

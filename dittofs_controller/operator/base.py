@@ -54,7 +54,7 @@ from dittofs_controller.runtime.store import controller_owner
 from dittofs_controller.settings import Settings
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 log = structlog.get_logger("dittofs_controller.operator")
 

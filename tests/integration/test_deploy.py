@@ -37,7 +37,7 @@ from dittofs_controller.kube.resources import (
     PODS,
     ObjectKey,
 )
-from dittofs_controller.manager import Manager
+from dittofs_controller.runtime.manager import Manager
 from dittofs_controller.settings import LeaderElectionSettings, Settings
 from tests.support import incluster
 from tests.support.crds import install_crd

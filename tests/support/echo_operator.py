@@ -16,10 +16,10 @@ import sys
 
 import attrs
 
-from dittofs_controller import manager
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, ObjectKey
 from dittofs_controller.logs import configure_logging
+from dittofs_controller.runtime import manager
 from dittofs_controller.runtime.controller import DONE, Controller, Result
 from dittofs_controller.runtime.informer import ResourceCache
 from dittofs_controller.settings import add_arguments, load_settings

@@ -14,7 +14,8 @@ import attrs
 import pytest
 
 import dittofs_controller
-from dittofs_controller import cli, logs, settings, tracing
+import dittofs_controller.runtime
+from dittofs_controller import cli, logs, operator, settings, tracing
 from dittofs_controller.settings import (
     ENV_PREFIX,
     LeaderElectionSettings,
@@ -329,23 +330,24 @@ def test_cli_crd_prints_the_committed_crd() -> None:
 
 
 class FakeManager(types.ModuleType):
-    """Stands in for dittofs_controller.manager, which tests of the CLI must not depend on."""
+    """Stands in for dittofs_controller.runtime.manager, which tests of the CLI must not
+    depend on."""
 
     def __init__(self, exit_code: int) -> None:
-        super().__init__("dittofs_controller.manager")
+        super().__init__("dittofs_controller.runtime.manager")
         self.exit_code = exit_code
-        self.calls: list[Settings] = []
+        self.calls: list[tuple[Settings, object]] = []
 
-    async def run(self, settings: Settings) -> int:
-        self.calls.append(settings)
+    async def run(self, settings: Settings, setup: object) -> int:
+        self.calls.append((settings, setup))
         return self.exit_code
 
 
 @pytest.fixture
 def fake_manager(monkeypatch: pytest.MonkeyPatch) -> FakeManager:
     manager = FakeManager(exit_code=3)
-    monkeypatch.setitem(sys.modules, "dittofs_controller.manager", manager)
-    monkeypatch.setattr(dittofs_controller, "manager", manager, raising=False)
+    monkeypatch.setitem(sys.modules, "dittofs_controller.runtime.manager", manager)
+    monkeypatch.setattr(dittofs_controller.runtime, "manager", manager, raising=False)
     return manager
 
 
@@ -364,7 +366,7 @@ def setup_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
 
 
 @pytest.mark.parametrize("argv", [["--workers", "4"], ["run", "--workers", "4"]])
-def test_cli_run_builds_settings_and_runs_the_manager(
+def test_cli_run_builds_settings_and_runs_the_operator_on_the_manager(
     argv: list[str],
     fake_manager: FakeManager,
     setup_calls: list[tuple[str, object]],
@@ -373,7 +375,8 @@ def test_cli_run_builds_settings_and_runs_the_manager(
     monkeypatch.setenv("DITTOFS_CONTROLLER_LOG_FORMAT", "console")
     monkeypatch.setenv("DITTOFS_CONTROLLER_OTLP_ENDPOINT", "http://collector:4318")
     assert cli.main(argv) == 3
-    [settings_used] = fake_manager.calls
+    [(settings_used, setup_used)] = fake_manager.calls
+    assert setup_used is operator.setup
     assert settings_used.workers == 4
     assert settings_used.log_format == "console"
     assert setup_calls == [

@@ -38,7 +38,7 @@ from dittofs_controller.runtime.controller import KeyMapper
 from dittofs_controller.runtime.informer import ResourceCache
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 log = structlog.get_logger("dittofs_controller.operator.config")
 

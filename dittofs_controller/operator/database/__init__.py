@@ -16,7 +16,7 @@ from dittofs_controller.operator.database.reconciler import (
 )
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 
 def setup(manager: Manager, ctx: Context) -> None:

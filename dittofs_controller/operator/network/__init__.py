@@ -16,7 +16,7 @@ from dittofs_controller.operator.children import MANAGED_SELECTOR
 from dittofs_controller.operator.network.reconciler import NetworkReconciler, monitoring_servers
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 
 def setup(manager: Manager, ctx: Context) -> None:

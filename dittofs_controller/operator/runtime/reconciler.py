@@ -90,7 +90,7 @@ from dittofs_controller.operator.runtime.build import (
 from dittofs_controller.runtime.controller import DONE, Result
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 log = structlog.get_logger("dittofs_controller.operator.runtime")
 

@@ -9,7 +9,7 @@ from dittofs_controller.operator.base import Context, owned_children, server_con
 from dittofs_controller.operator.storage.reconciler import StorageReconciler
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 
 def setup(manager: Manager, ctx: Context) -> None:

@@ -41,7 +41,7 @@ from dittofs_controller.operator.workload import build
 from dittofs_controller.runtime.informer import ResourceCache
 
 if TYPE_CHECKING:
-    from dittofs_controller.manager import Manager
+    from dittofs_controller.runtime.manager import Manager
 
 
 class WorkloadReconciler(ServerReconciler):

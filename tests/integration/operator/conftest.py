@@ -18,8 +18,8 @@ import yaml
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, SERVICES, ObjectKey
-from dittofs_controller.manager import Manager
 from dittofs_controller.operator import setup
+from dittofs_controller.runtime.manager import Manager
 from dittofs_controller.settings import LeaderElectionSettings, Settings
 from tests.support.crds import install_crd
 

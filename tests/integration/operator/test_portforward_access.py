@@ -20,8 +20,8 @@ from kubernetes_asyncio import client as k8s_client
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, DITTOSERVERS, SECRETS, ObjectKey, Resource
-from dittofs_controller.manager import Manager
 from dittofs_controller.operator import setup
+from dittofs_controller.runtime.manager import Manager
 from dittofs_controller.settings import LeaderElectionSettings, Settings
 from tests.integration.operator.conftest import SAMPLES, RunningOperator, condition, wait_for
 from tests.support.incluster import request_token

@@ -30,11 +30,11 @@ from dittofs_controller.kube.resources import (
     ObjectKey,
     Resource,
 )
-from dittofs_controller.manager import Manager
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.children import needs_apply
 from dittofs_controller.operator.workload import build
 from dittofs_controller.runtime.controller import Controller
+from dittofs_controller.runtime.manager import Manager
 from tests.integration.operator.conftest import (
     RunningOperator,
     StartOperator,

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from dittofs_controller import manager
+from dittofs_controller.runtime import manager
 from dittofs_controller.runtime.health import HealthServer
 from dittofs_controller.runtime.metrics import REGISTRY
 from dittofs_controller.settings import Settings

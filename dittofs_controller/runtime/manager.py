@@ -1,5 +1,8 @@
 """The manager: supervises caches, leader election, controllers and the health server.
 
+It runs whatever controllers its caller registers (see `run`'s `setup`) and knows nothing of
+what they reconcile, so the runtime stays a library below the operator.
+
 Lifecycle:
 - Caches start on every replica (a standby keeps them warm for a fast takeover) and /readyz
   turns ready once they have synced.
@@ -34,7 +37,7 @@ from dittofs_controller.runtime.metrics import REGISTRY
 from dittofs_controller.runtime.optional import OptionalCache
 from dittofs_controller.settings import Settings
 
-log = structlog.get_logger("dittofs_controller.manager")
+log = structlog.get_logger("dittofs_controller.runtime.manager")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -216,8 +219,8 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run(settings: Settings, setup: Setup | None = None) -> int:
-    """Connect, register the operator's controllers (or `setup`'s), serve health, and run."""
+async def run(settings: Settings, setup: Setup) -> int:
+    """Connect, let `setup` register its caches and controllers, serve health, and run."""
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     try:
@@ -226,10 +229,6 @@ async def run(settings: Settings, setup: Setup | None = None) -> int:
         log.error("cannot connect to Kubernetes", error=str(error), kubeconfig=settings.kubeconfig)
         return EXIT_FAILED
     manager = Manager(client, settings)
-    if setup is None:
-        from dittofs_controller.operator import setup as operator_setup
-
-        setup = operator_setup
     setup(manager)
     health = HealthServer(
         host=settings.bind_address,
