@@ -1,18 +1,29 @@
 """The DittoServer operator: one sub-reconciler per concern, wired onto the runtime.
 
-DittoServer ─┬─ config   -> ConfigMap, generated Secrets         -> ConfigReady
-             ├─ storage  -> PersistentVolumeClaims                -> StorageReady
-             ├─ database -> PerconaPGCluster / external Secret   -> DatabaseReady
-             ├─ network  -> Services, Ingress, NetworkPolicies    -> NetworkReady
-             ├─ server   -> StatefulSet (once the above are True) -> Available, Progressing
-             ├─ runtime  -> stores, shares, users over REST       -> ServerConfigured
-             └─ summary  -> Ready, phase, observedGeneration
+DittoServer ─┬─ config       -> ConfigMap, generated Secrets         -> ConfigReady
+             ├─ storage      -> PersistentVolumeClaims                -> StorageReady
+             ├─ database     -> PerconaPGCluster / external Secret   -> DatabaseReady
+             ├─ network      -> Services, Ingress, NetworkPolicies    -> NetworkReady
+             ├─ workload     -> StatefulSet (once the above are True) -> Available, Progressing
+             ├─ serverconfig -> stores, shares, users over REST       -> ServerConfigured
+             └─ summary      -> Ready, phase, observedGeneration
+
+(In logs, metrics and field managers the workload controller is named `server` and the
+serverconfig one `runtime`.)
+The command line (cli.py) hands `setup` to the runtime's manager, which never imports this.
 """
 
 from __future__ import annotations
 
 from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
-from dittofs_controller.operator import config, database, network, runtime, storage, workload
+from dittofs_controller.operator import (
+    config,
+    database,
+    network,
+    serverconfig,
+    storage,
+    workload,
+)
 from dittofs_controller.operator.base import Context, server_controller
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
@@ -38,5 +49,5 @@ def setup(manager: Manager) -> None:
     workload.setup(manager, ctx)
     storage.setup(manager, ctx)
     database.setup(manager, ctx)
-    runtime.setup(manager, ctx)
+    serverconfig.setup(manager, ctx)
     server_controller(manager, SummaryReconciler(ctx))

@@ -17,7 +17,7 @@ operator never rewrites a Secret that exists). Left out, the operator generates 
 
 The `dittofs.io/applied-hash` annotations hash the object as rendered, placeholders included,
 so they differ from the cluster's. The REST-side state (stores, shares, users) is not an
-object: the runtime reconciler sends it to DittoFS over its API.
+object: the serverconfig reconciler sends it to DittoFS over its API.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import structlog
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, EVENTS, SECRETS
-from dittofs_controller.operator.runtime import build
+from dittofs_controller.operator.serverconfig import build
 from tests.support import leaks
 
 PLANTED = "planted-Secret-value-42"

@@ -26,7 +26,7 @@ from dittofs_controller.operator import conditions
 from dittofs_controller.operator.config import ConfigReconciler
 from dittofs_controller.operator.database.reconciler import DatabaseReconciler
 from dittofs_controller.operator.network.reconciler import NetworkReconciler
-from dittofs_controller.operator.runtime.reconciler import RuntimeReconciler
+from dittofs_controller.operator.serverconfig.reconciler import ServerConfigReconciler
 from dittofs_controller.operator.storage.reconciler import StorageReconciler
 from dittofs_controller.operator.workload import WorkloadReconciler
 
@@ -44,7 +44,7 @@ REASON_ARGUMENT = {
     "api_problem": 0,
     "Issue": 0,
     "Verdict": 1,
-    "_attempt": 0,  # runtime: one REST change, its refusal reported under this reason
+    "_attempt": 0,  # serverconfig: one REST change, its refusal reported under this reason
     "record": 2,  # EventRecorder.record(obj, type, reason, ...)
 }
 # Reasons made at run time: the network reconciler reports an API refusal as `<Kind>Rejected`
@@ -62,7 +62,7 @@ CONDITIONS = {
     "database": {DatabaseReconciler.condition},
     "network": {NetworkReconciler.condition},
     "workload": {WorkloadReconciler.condition, conditions.PROGRESSING},
-    "runtime": {RuntimeReconciler.condition},
+    "serverconfig": {ServerConfigReconciler.condition},
     "summary.py": {conditions.READY},
 }
 STATUSES = {"True", "False", "Unknown"}
@@ -79,7 +79,7 @@ NOT_REASONS = frozenset(
         # condition types and statuses, phases, Event actions, spec values, exported names
         "ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady", "Available",
         "Progressing", "ServerConfigured", "Degraded", "Failed", "Summarise", "Delete",
-        "ConfigReconciler", "WorkloadReconciler", "RuntimeReconciler",
+        "ConfigReconciler", "WorkloadReconciler", "ServerConfigReconciler",
     }
 )  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 Owns ConfigReady. It checks that every Secret the pod will read exists with its keys (so a
 missing one is a condition naming it, not a crash-looping pod), generates the JWT and admin
-Secrets the spec does not reference and the key of the runtime reconciler's credential digests,
+Secrets the spec does not reference and the key of the serverconfig reconciler's credential digests,
 and writes the ConfigMap whose restart-hash annotation the server reconciler copies onto the pod
 template.
 """

@@ -57,7 +57,7 @@ DEPENDENCIES = (conditions.CONFIG_READY, conditions.STORAGE_READY, conditions.DA
 def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
     """Stamped with a hash of itself, so a field the spec stops setting is applied away too.
 
-    The pod is started for the stores revision the runtime reconciler published, if any: a
+    The pod is started for the stores revision the serverconfig reconciler published, if any: a
     store changed over the API is used only by a DittoFS started after the change.
     """
     name = server["metadata"]["name"]

@@ -25,7 +25,7 @@ from dittofs_controller.kube.portforward import (
 )
 from dittofs_controller.operator import names
 from dittofs_controller.operator.problems import Problem
-from dittofs_controller.operator.runtime import build
+from dittofs_controller.operator.serverconfig import build
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"

@@ -149,7 +149,7 @@ def waiting(why: str) -> Outcome:
 def judged(server: Obj) -> bool:
     """Whether the server reconciler has published Available for the current generation.
 
-    Until it has, the runtime reconciler publishes nothing: a verdict for a generation whose
+    Until it has, the serverconfig reconciler publishes nothing: a verdict for a generation whose
     pod template may still change would flap ServerConfigured (and Ready) on every edit.
     """
     available = conditions.find(server, conditions.AVAILABLE)

@@ -1,4 +1,4 @@
-"""The runtime reconciler: DittoFS's own state (adapters, groups, users, stores, shares) made
+"""The serverconfig reconciler: DittoFS's own state (adapters, groups, users, stores, shares) made
 to match the spec over its REST API -> ServerConfigured and status.server.
 
 It starts once Available is True for the current generation (a pod is ready) and logs in as
@@ -78,8 +78,8 @@ from dittofs_controller.operator.config.build import TLS_CERT_KEY
 from dittofs_controller.operator.config.reconciler import percona_user_servers
 from dittofs_controller.operator.problems import Problem, api_problem
 from dittofs_controller.operator.references import servers_referencing
-from dittofs_controller.operator.runtime import build
-from dittofs_controller.operator.runtime.build import (
+from dittofs_controller.operator.serverconfig import build
+from dittofs_controller.operator.serverconfig.build import (
     STORE_KINDS,
     STORE_PATHS,
     Desired,
@@ -92,7 +92,7 @@ from dittofs_controller.runtime.controller import DONE, Result
 if TYPE_CHECKING:
     from dittofs_controller.runtime.manager import Manager
 
-log = structlog.get_logger("dittofs_controller.operator.runtime")
+log = structlog.get_logger("dittofs_controller.operator.serverconfig")
 
 # Answers that reject what was sent (a bad store config, a duplicate uid, a store in use):
 # reported, and retried only when something changes. Anything else is transient.
@@ -143,7 +143,8 @@ class Memory:
         return attrs.evolve(self.synced, requeue_after=self.until - now)
 
 
-class RuntimeReconciler(ServerReconciler):
+class ServerConfigReconciler(ServerReconciler):
+    # Its former name, kept: it is the field manager of ServerConfigured and status.server.
     name = "runtime"
     condition = conditions.SERVER_CONFIGURED
     reads = (conditions.AVAILABLE, conditions.PROGRESSING)
@@ -578,10 +579,10 @@ class Converge:
 
 
 def setup(manager: Manager, ctx: Context) -> None:
-    """The runtime controller: DittoServers (Available above all) and every Secret whose value
+    """The serverconfig controller: DittoServers (Available above all) and every Secret whose value
     it sends or keys its digests with: referenced ones, the generated admin Secret and digest key,
     Percona's user Secret."""
-    controller = server_controller(manager, RuntimeReconciler(ctx))
+    controller = server_controller(manager, ServerConfigReconciler(ctx))
     controller.owns(ctx.secrets, DITTOSERVERS)
     controller.watch(ctx.secrets, servers_referencing(ctx.servers))
     controller.watch(ctx.secrets, percona_user_servers(ctx.servers))

@@ -1,4 +1,4 @@
-"""The runtime reconciler against the real DittoFS: the operator runs in-process, the testbed
+"""The serverconfig reconciler against the real DittoFS: the operator runs in-process, the testbed
 node runs the pods it writes (the real `dfs` v0.29.0), real NFS and SMB clients use the shares.
 
 The operator runs out of the cluster here, so it reaches each REST API through a port-forward
@@ -23,7 +23,7 @@ from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_c
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
-from dittofs_controller.operator.runtime import build
+from dittofs_controller.operator.serverconfig import build
 from tests.integration.operator.conftest import (
     SAMPLES,
     RunningOperator,
