@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from dittofs_controller.kube.resources import SECRETS
-from dittofs_controller.operator.serverconfig import build as serverconfig_build
+from dittofs_controller.operator.serverconfig import report
 from tests.e2e.conftest import (
     SAMPLES_DIR,
     Deployment,
@@ -36,7 +36,7 @@ async def test_rotated_s3_keys_are_used_and_revoked_ones_are_reported(
     deployment: Deployment, timings: Timings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Compare a converged server every 5 s instead of 5 min, to see the revocation soon.
-    monkeypatch.setattr(serverconfig_build, "DRIFT_INTERVAL", 5.0)
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 5.0)
     scratch, kube, namespace = deployment.scratch, deployment.kube, deployment.namespace
     with running_s3(deployment.node.address) as s3, checking_keys(s3) as keyed:
         first = keyed.issue()

@@ -12,7 +12,7 @@ import structlog
 
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import CONFIGMAPS, EVENTS, SECRETS
-from dittofs_controller.operator.serverconfig import build
+from dittofs_controller.operator.serverconfig import credentials
 from tests.support import leaks
 
 PLANTED = "planted-Secret-value-42"
@@ -128,7 +128,7 @@ def test_unkeyed_digests_in_status_are_leaks_keyed_ones_are_not() -> None:
     found = leaks.unkeyed_digests([former], secrets)
     assert sorted(leak.secret for leak in found) == ["alice/password", "s3/id", "s3/secret"]
     assert "status.server.applied[user/alice]" in str(found[0])
-    keyed = server({"user/alice": build.digest("k" * 43, "user/alice", ["Alice-Passw0rd"])})
+    keyed = server({"user/alice": credentials.digest("k" * 43, "user/alice", ["Alice-Passw0rd"])})
     assert leaks.unkeyed_digests([keyed], secrets) == []
 
 

@@ -23,7 +23,7 @@ from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_c
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
-from dittofs_controller.operator.serverconfig import build
+from dittofs_controller.operator.serverconfig import credentials, report
 from tests.integration.operator.conftest import (
     SAMPLES,
     RunningOperator,
@@ -166,7 +166,7 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Compare a converged server every 2 s instead of 5 min, to see drift repaired.
-    monkeypatch.setattr(build, "DRIFT_INTERVAL", 2.0)
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
     key = await create(
         kube,
         namespace,
@@ -488,7 +488,7 @@ async def test_credential_digests_are_keyed_and_unkeyed_ones_are_replaced_once(
     assert [owner["uid"] for owner in key_secret["metadata"]["ownerReferences"]] == [uid]
     digest_key = await secret_value(kube, namespace, key_secret["metadata"]["name"], "key")
     applied = (await server_status(kube, key))["applied"]
-    assert applied == {"user/alice": build.digest(digest_key, "user/alice", [ALICE_OLD])}
+    assert applied == {"user/alice": credentials.digest(digest_key, "user/alice", [ALICE_OLD])}
     unkeyed = unkeyed_digest(uid, "user/alice", ALICE_OLD)
     assert not applied["user/alice"].startswith(unkeyed)
 

@@ -1,4 +1,5 @@
-"""The runtime state a DittoServer declares and how it differs from what DittoFS reports.
+"""The pure builders of operator/serverconfig: the DittoFS state a DittoServer declares, and
+how it differs from what DittoFS reports.
 
 Reported objects below have the shapes DittoFS v0.29.0's handlers answer with (ids, configs
 as objects with secrets shown as ********, share stores by UUID)."""
@@ -25,7 +26,15 @@ from dittofs_controller.kube.portforward import (
 )
 from dittofs_controller.operator import names
 from dittofs_controller.operator.problems import Problem
-from dittofs_controller.operator.serverconfig import build
+from dittofs_controller.operator.serverconfig import (
+    access,
+    credentials,
+    gates,
+    memory,
+    model,
+    payloads,
+    report,
+)
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
@@ -71,12 +80,12 @@ def values_for(name: str, spec: DittoServerSpec) -> dict[tuple[str, str], str]:
     """A made-up value for every Secret key the spec needs (ports must be numbers)."""
     return {
         (ref.name, ref.key): "5432" if ref.key == "port" else f"{ref.name}:{ref.key}:value"
-        for ref in build.secret_keys(name, spec)
+        for ref in credentials.secret_keys(name, spec)
     }
 
 
 TEAMS = spec_of(manifest(VALID / "users-and-permissions.yaml"))
-TEAMS_STATE = build.desired("teams", TEAMS, values_for("teams", TEAMS))
+TEAMS_STATE = model.desired("teams", TEAMS, values_for("teams", TEAMS))
 
 
 # --- desired state --------------------------------------------------------------------------
@@ -84,16 +93,16 @@ TEAMS_STATE = build.desired("teams", TEAMS, values_for("teams", TEAMS))
 
 def test_badger_filesystem_sample() -> None:
     spec = spec_of(manifest(SAMPLES / "badger-filesystem.yaml"))
-    state = build.desired("badger-filesystem", spec, values_for("badger-filesystem", spec))
+    state = model.desired("badger-filesystem", spec, values_for("badger-filesystem", spec))
     assert [(s.kind, s.name, s.type, dict(s.config)) for s in state.stores] == [
         ("metadata", "meta", "badger", {"path": "/data/metadata/meta"}),
         ("local", "blocks", "fs", {"path": "/data/blocks/blocks"}),
     ]
     assert state.adapters == (
-        build.Adapter("nfs", True, 12049),
-        build.Adapter("smb", True, 12445),  # DittoFS starts SMB on 1445: this moves it
+        model.Adapter("nfs", True, 12049),
+        model.Adapter("smb", True, 12445),  # DittoFS starts SMB on 1445: this moves it
     )
-    assert state.portmapper == build.Portmapper(False, 10111)
+    assert state.portmapper == model.Portmapper(False, 10111)
     assert state.smb_guest is False
     (share,) = state.shares
     assert (share.name, share.path, share.squash, share.default_permission) == (
@@ -104,7 +113,7 @@ def test_badger_filesystem_sample() -> None:
     )
     assert share.stores == [("metadata", "meta"), ("local", "blocks")]
     assert share.permissions == {("user", "alice"): "read-write"}
-    assert build.share_create_body(share) == {
+    assert payloads.share_create_body(share) == {
         "name": "/export",
         "metadata_store_id": "meta",
         "local_block_store": "blocks",
@@ -126,7 +135,7 @@ def test_badger_cache_sizes_go_into_the_store_config() -> None:
     document = manifest(SAMPLES / "badger-filesystem.yaml")
     document["spec"]["metadataStores"][0]["badger"].update(blockCacheMB=256, indexCacheMB=0)
     spec = spec_of(document)
-    store = build.desired("b", spec, values_for("b", spec)).stores[0]
+    store = model.desired("b", spec, values_for("b", spec)).stores[0]
     assert dict(store.config) == {
         "path": "/data/metadata/meta",
         "block_cache_mb": 256,
@@ -139,7 +148,7 @@ def test_s3_store_carries_its_keys_from_the_secret() -> None:
     values = values_for("postgres-s3", spec)
     values[("s3-credentials", "accessKeyId")] = "AKIA-TEST"
     values[("s3-credentials", "secretAccessKey")] = "s3-secret-value"
-    state = build.desired("postgres-s3", spec, values)
+    state = model.desired("postgres-s3", spec, values)
     remote = next(s for s in state.stores if s.kind == "remote")
     assert (remote.type, remote.path) == ("s3", "/store/block/remote/s3")
     assert dict(remote.config) == {
@@ -156,16 +165,16 @@ def test_s3_store_carries_its_keys_from_the_secret() -> None:
     assert "s3-secret-value" in state.credentials()
     assert "s3-secret-value" not in repr(remote)
     (share,) = state.shares
-    assert build.share_create_body(share)["remote_block_store"] == "s3"
+    assert payloads.share_create_body(share)["remote_block_store"] == "s3"
 
 
 def test_percona_postgres_store() -> None:
     spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
-    keys = build.secret_keys("postgres-s3", spec)
+    keys = credentials.secret_keys("postgres-s3", spec)
     pguser = [k for k in keys if k.name == "postgres-s3-pg-pguser-dittofs"]
     assert [k.key for k in pguser] == ["host", "port", "user", "password"]
     values = values_for("postgres-s3", spec)
-    store = build.desired("postgres-s3", spec, values).stores[0]
+    store = model.desired("postgres-s3", spec, values).stores[0]
     assert dict(store.config) == {
         "host": "postgres-s3-pg-pguser-dittofs:host:value",
         "port": 5432,
@@ -180,19 +189,19 @@ def test_percona_postgres_store() -> None:
 def test_external_postgres_store_uses_the_renamed_keys() -> None:
     spec = spec_of(manifest(VALID / "external-postgres.yaml"))
     values = values_for("external-pg", spec)
-    store = build.desired("external-pg", spec, values).stores[0]
+    store = model.desired("external-pg", spec, values).stores[0]
     assert store.config["host"] == "rds-credentials:endpoint:value"
     assert store.config["user"] == "rds-credentials:username:value"
     assert (store.config["database"], store.config["sslmode"]) == ("dittofs_pg", "verify-full")
     values[("rds-credentials", "port")] = "five"
     with pytest.raises(Problem) as raised:
-        build.desired("external-pg", spec, values)
+        model.desired("external-pg", spec, values)
     assert raised.value.reason == "SecretValueInvalid"
     assert "five" not in raised.value.message and "'port'" in raised.value.message
 
 
 def test_secret_keys_name_what_they_are_for() -> None:
-    keys = build.secret_keys("teams", TEAMS)
+    keys = credentials.secret_keys("teams", TEAMS)
     assert [(k.name, k.key) for k in keys] == [
         ("teams-admin", "password"),  # generated: no adminPasswordSecretRef
         ("teams-digest-key", "key"),  # generated: keys status.server.applied
@@ -207,7 +216,7 @@ def test_users_groups_and_permissions() -> None:
     assert (alice.uid, alice.gid, alice.groups) == (1000, 2000, ("engineering",))
     assert bob.groups == ("engineering", "users")
     assert "alice-password:password:value" not in repr(alice)
-    assert build.user_create_body(alice) == {
+    assert payloads.user_create_body(alice) == {
         "username": "alice",
         "password": "alice-password:password:value",
         "role": "user",
@@ -215,7 +224,7 @@ def test_users_groups_and_permissions() -> None:
         "gid": 2000,
         "groups": ["engineering"],
     }
-    assert TEAMS_STATE.groups == (build.Group("engineering", 2000), build.Group("auditors", None))
+    assert TEAMS_STATE.groups == (model.Group("engineering", 2000), model.Group("auditors", None))
     engineering = TEAMS_STATE.shares[0]
     assert engineering.owner == "alice"
     assert dict(engineering.permissions) == {
@@ -245,26 +254,26 @@ def test_users_groups_and_permissions() -> None:
 
 def test_access_auto_is_the_service_in_a_pod_and_a_port_forward_outside() -> None:
     in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
-    assert build.resolve_access("auto", None, in_pod) == "service"
-    assert build.resolve_access("auto", "/home/me/.kube/config", in_pod) == "port-forward"
-    assert build.resolve_access("auto", None, {}) == "port-forward"
-    assert build.resolve_access("service", "/kubeconfig", {}) == "service"
-    assert build.resolve_access("pod", None, in_pod) == "pod"
-    assert build.resolve_access("port-forward", None, in_pod) == "port-forward"
+    assert access.resolve_access("auto", None, in_pod) == "service"
+    assert access.resolve_access("auto", "/home/me/.kube/config", in_pod) == "port-forward"
+    assert access.resolve_access("auto", None, {}) == "port-forward"
+    assert access.resolve_access("service", "/kubeconfig", {}) == "service"
+    assert access.resolve_access("pod", None, in_pod) == "pod"
+    assert access.resolve_access("port-forward", None, in_pod) == "port-forward"
 
 
 def test_api_url() -> None:
     obj = server()
     spec = TEAMS
-    assert build.api_url(obj, spec, "service", None) == "http://files-api.team.svc:8080"
-    assert build.api_url(obj, spec, "pod", "10.233.0.7") == "http://10.233.0.7:8080"
-    assert build.api_url(obj, spec, "pod", "fd00::7") == "http://[fd00::7]:8080"
+    assert access.api_url(obj, spec, "service", None) == "http://files-api.team.svc:8080"
+    assert access.api_url(obj, spec, "pod", "10.233.0.7") == "http://10.233.0.7:8080"
+    assert access.api_url(obj, spec, "pod", "fd00::7") == "http://[fd00::7]:8080"
     # Through a port-forward: the pod's name (stable across tunnels), and the tunnel's address.
-    assert build.api_url(obj, spec, "port-forward", None) == "port-forward://team/files-0:8080"
-    assert build.forwarded_url(spec, 40123) == "http://127.0.0.1:40123"
+    assert access.api_url(obj, spec, "port-forward", None) == "port-forward://team/files-0:8080"
+    assert access.forwarded_url(spec, 40123) == "http://127.0.0.1:40123"
     tls = spec_of(manifest(VALID / "api-loadbalancer-tls.yaml"))
-    assert build.api_url(obj, tls, "service", None).startswith("https://files-api.team.svc:")
-    assert build.forwarded_url(tls, 40123) == "https://127.0.0.1:40123"
+    assert access.api_url(obj, tls, "service", None).startswith("https://files-api.team.svc:")
+    assert access.forwarded_url(tls, 40123) == "https://127.0.0.1:40123"
 
 
 @pytest.mark.parametrize(
@@ -279,23 +288,23 @@ def test_api_url() -> None:
     ],
 )
 def test_forward_problem_names_the_cause(error: PortForwardError, reason: str, words: str) -> None:
-    found, message = build.forward_problem(error)
+    found, message = access.forward_problem(error)
     assert found == reason
     assert words in message
 
 
 def test_nothing_is_judged_before_available_is_published_for_this_generation() -> None:
-    assert not build.judged(server())
-    assert not build.judged(server(Available=("True", "Running", 2)))
-    assert build.judged(server(Available=("False", "PodNotReady", 3)))
+    assert not gates.judged(server())
+    assert not gates.judged(server(Available=("True", "Running", 2)))
+    assert gates.judged(server(Available=("False", "PodNotReady", 3)))
 
 
 def test_waits_for_a_serving_pod_of_this_generation() -> None:
     running = ("True", "Running", 3)
-    assert build.waiting_for_server(server(Available=running), TEAMS) is None
+    assert gates.waiting_for_server(server(Available=running), TEAMS) is None
     done = ("False", "RolloutComplete", 3)
-    assert build.waiting_for_server(server(Available=running, Progressing=done), TEAMS) is None
-    starting = build.waiting_for_server(server(Available=("False", "PodNotReady", 3)), TEAMS)
+    assert gates.waiting_for_server(server(Available=running, Progressing=done), TEAMS) is None
+    starting = gates.waiting_for_server(server(Available=("False", "PodNotReady", 3)), TEAMS)
     assert starting is not None
     assert (starting.status, starting.reason) == ("Unknown", "WaitingForServer")
     # Named, not quoted: Available's changes while the pod starts do not rewrite this one.
@@ -303,12 +312,12 @@ def test_waits_for_a_serving_pod_of_this_generation() -> None:
     assert "Available says" not in starting.message
     # The previous template still serves: a new store's volume is not mounted yet.
     rolling = server(Available=running, Progressing=("True", "RollingOut", 3))
-    outcome = build.waiting_for_server(rolling, TEAMS)
+    outcome = gates.waiting_for_server(rolling, TEAMS)
     assert outcome is not None and "to roll out (see condition Progressing)" in outcome.message
     older = server(Available=running, Progressing=("True", "RollingOut", 2))
-    assert build.waiting_for_server(older, TEAMS) is None
+    assert gates.waiting_for_server(older, TEAMS) is None
     stopped = spec_of(manifest(VALID / "stopped.yaml"))
-    outcome = build.waiting_for_server(server(Available=("False", "Stopped", 3)), stopped)
+    outcome = gates.waiting_for_server(server(Available=("False", "Stopped", 3)), stopped)
     assert outcome is not None and outcome.reason == "ServerStopped"
 
 
@@ -316,39 +325,39 @@ def test_waits_for_a_serving_pod_of_this_generation() -> None:
 
 
 def test_adapters() -> None:
-    smb = build.Adapter("smb", True, 12445)
+    smb = model.Adapter("smb", True, 12445)
     first_boot = {"type": "smb", "enabled": True, "running": True, "port": 1445}
-    assert build.adapter_change(smb, first_boot) == (
+    assert payloads.adapter_change(smb, first_boot) == (
         "PUT",
         "/adapters/smb",
         {"enabled": True, "port": 12445},
     )
-    assert build.adapter_change(smb, {**first_boot, "port": 12445}) is None
-    assert build.adapter_change(smb, None) == (
+    assert payloads.adapter_change(smb, {**first_boot, "port": 12445}) is None
+    assert payloads.adapter_change(smb, None) == (
         "POST",
         "/adapters",
         {"type": "smb", "enabled": True, "port": 12445},
     )
-    off = build.Adapter("nfs", False, 12049)
-    assert build.adapter_change(off, None) is None
-    assert build.adapter_change(off, {"enabled": True, "port": 12049}) == (
+    off = model.Adapter("nfs", False, 12049)
+    assert payloads.adapter_change(off, None) is None
+    assert payloads.adapter_change(off, {"enabled": True, "port": 12049}) == (
         "PUT",
         "/adapters/nfs",
         {"enabled": False, "port": 12049},
     )
-    assert build.adapter_change(off, {"enabled": False, "port": 999}) is None
+    assert payloads.adapter_change(off, {"enabled": False, "port": 999}) is None
 
 
 def test_portmapper() -> None:
     defaults = {"portmapper_enabled": False, "portmapper_port": 10111}
-    assert build.portmapper_patch(build.Portmapper(False, 10111), defaults) is None
-    assert build.portmapper_patch(build.Portmapper(False, 20111), defaults) is None
-    assert build.portmapper_patch(build.Portmapper(True, 10111), defaults) == {
+    assert payloads.portmapper_patch(model.Portmapper(False, 10111), defaults) is None
+    assert payloads.portmapper_patch(model.Portmapper(False, 20111), defaults) is None
+    assert payloads.portmapper_patch(model.Portmapper(True, 10111), defaults) == {
         "portmapper_enabled": True,
         "portmapper_port": 10111,
     }
     on = {"portmapper_enabled": True, "portmapper_port": 10111}
-    assert build.portmapper_patch(build.Portmapper(True, 10112), on) == {
+    assert payloads.portmapper_patch(model.Portmapper(True, 10112), on) == {
         "portmapper_enabled": True,
         "portmapper_port": 10112,
     }
@@ -356,24 +365,24 @@ def test_portmapper() -> None:
 
 def test_smb_guests_are_refused_through_required_signing_unless_declared() -> None:
     # A fresh DittoFS reports "" (inherit the file config, which lets guests in).
-    assert build.smb_guest_patch(False, {"signing": ""}) == {"signing": "required"}
-    assert build.smb_guest_patch(False, {}) == {"signing": "required"}
-    assert build.smb_guest_patch(False, {"signing": "required"}) is None
-    assert build.smb_guest_patch(True, {"signing": "required"}) == {"signing": "enabled"}
-    assert build.smb_guest_patch(True, {"signing": "enabled"}) is None
+    assert payloads.smb_guest_patch(False, {"signing": ""}) == {"signing": "required"}
+    assert payloads.smb_guest_patch(False, {}) == {"signing": "required"}
+    assert payloads.smb_guest_patch(False, {"signing": "required"}) is None
+    assert payloads.smb_guest_patch(True, {"signing": "required"}) == {"signing": "enabled"}
+    assert payloads.smb_guest_patch(True, {"signing": "enabled"}) is None
 
 
 def test_stores_revision_follows_every_store_setting_and_credential_keyed() -> None:
     spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
-    stores = build.desired("postgres-s3", spec, values_for("postgres-s3", spec)).stores
-    revision = build.stores_revision("key", stores)
-    assert revision == build.stores_revision("key", stores)
-    assert revision != build.stores_revision("other key", stores)
+    stores = model.desired("postgres-s3", spec, values_for("postgres-s3", spec)).stores
+    revision = credentials.stores_revision("key", stores)
+    assert revision == credentials.stores_revision("key", stores)
+    assert revision != credentials.stores_revision("other key", stores)
     for index, store in enumerate(stores):
         for setting in store.config:
             changed = attrs.evolve(store, config={**store.config, setting: "changed"})
             others = (*stores[:index], changed, *stores[index + 1 :])
-            assert build.stores_revision("key", others) != revision, (store.item, setting)
+            assert credentials.stores_revision("key", others) != revision, (store.item, setting)
     assert not any(secret in revision for store in stores for secret in store.secrets)
 
 
@@ -382,86 +391,86 @@ def test_stores_reopen_until_the_running_pod_was_started_for_the_revision() -> N
         annotations = {names.STORES_REVISION_ANNOTATION: revision} if revision else {}
         return {"metadata": {"annotations": annotations}}
 
-    assert build.reopen_pending(None, pod(None)) == []  # never changed over the API
-    assert build.reopen_pending("r2", None) == []  # no pod: Available says so
-    assert build.reopen_pending("r2", pod("r2")) == []
+    assert report.reopen_pending(None, pod(None)) == []  # never changed over the API
+    assert report.reopen_pending("r2", None) == []  # no pod: Available says so
+    assert report.reopen_pending("r2", pod("r2")) == []
     for started_for in (None, "r1"):
-        (issue,) = build.reopen_pending("r2", pod(started_for))
+        (issue,) = report.reopen_pending("r2", pod(started_for))
         assert issue.reason == "StoresReopening"
 
 
 def test_user_updates() -> None:
     alice, bob = TEAMS_STATE.users
     same = {"username": "alice", "role": "user", "enabled": True, "uid": 1000, "gid": 2000}
-    assert build.user_update_body(alice, {**same, "groups": ["engineering"]}) is None
-    assert build.user_update_body(alice, {**same, "role": "admin", "enabled": False}) == {
+    assert payloads.user_update_body(alice, {**same, "groups": ["engineering"]}) is None
+    assert payloads.user_update_body(alice, {**same, "role": "admin", "enabled": False}) == {
         "role": "user",
         "enabled": True,
         "groups": ["engineering"],
     }
     # bob declares no uid/gid: whatever the server has stays; groups compare as sets.
     reported = {"username": "bob", "role": "user", "uid": 5, "groups": ["users", "engineering"]}
-    assert build.user_update_body(bob, reported) is None
-    assert build.user_update_body(bob, {**reported, "groups": None}) == {
+    assert payloads.user_update_body(bob, reported) is None
+    assert payloads.user_update_body(bob, {**reported, "groups": None}) == {
         "groups": ["engineering", "users"]
     }
 
 
 def test_groups() -> None:
     engineering, auditors = TEAMS_STATE.groups
-    assert build.group_create_body(engineering) == {"name": "engineering", "gid": 2000}
-    assert build.group_create_body(auditors) == {"name": "auditors"}
-    assert build.group_update_body(engineering, {"name": "engineering", "gid": 2001}) == {
+    assert payloads.group_create_body(engineering) == {"name": "engineering", "gid": 2000}
+    assert payloads.group_create_body(auditors) == {"name": "auditors"}
+    assert payloads.group_update_body(engineering, {"name": "engineering", "gid": 2001}) == {
         "gid": 2000
     }
-    assert build.group_update_body(auditors, {"name": "auditors", "gid": 7}) is None
+    assert payloads.group_update_body(auditors, {"name": "auditors", "gid": 7}) is None
 
 
 def test_store_config_drift_compares_credentials_by_digest() -> None:
     spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
-    state = build.desired("p", spec, values_for("p", spec))
+    state = model.desired("p", spec, values_for("p", spec))
     remote = next(s for s in state.stores if s.kind == "remote")
-    current = build.digest("key-1", remote.item, remote.secrets)
+    current = credentials.digest("key-1", remote.item, remote.secrets)
     shown = {**remote.config, "secret_access_key": "********"}
     reported = {"name": "s3", "type": "s3", "config": shown}
-    assert build.config_drift(remote, reported, current, current) is None
-    assert build.config_drift(remote, reported, None, current) == "credentials"  # not known
-    assert build.config_drift(remote, reported, "0123456789abcdef", current) == "credentials"
+    assert payloads.config_drift(remote, reported, current, current) is None
+    assert payloads.config_drift(remote, reported, None, current) == "credentials"  # not known
+    assert payloads.config_drift(remote, reported, "0123456789abcdef", current) == "credentials"
     # A digest of the former unkeyed scheme (16 characters) is sent again, once.
-    assert build.config_drift(remote, reported, current[:16], current) == "credentials"
+    assert payloads.config_drift(remote, reported, current[:16], current) == "credentials"
     moved = {**reported, "config": {**shown, "bucket": "other", "prefix": "x/"}}
-    assert build.config_drift(remote, moved, current, current) == "settings bucket, prefix"
+    assert payloads.config_drift(remote, moved, current, current) == "settings bucket, prefix"
     lost = {**reported, "config": {k: v for k, v in shown.items() if k != "secret_access_key"}}
-    assert build.config_drift(remote, lost, current, current) == "credentials"
-    memory = build.Store("local", "cache", "memory", {})
-    assert build.config_drift(memory, {"name": "cache", "type": "memory"}, None, "x") is None
+    assert payloads.config_drift(remote, lost, current, current) == "credentials"
+    memory = model.Store("local", "cache", "memory", {})
+    assert payloads.config_drift(memory, {"name": "cache", "type": "memory"}, None, "x") is None
 
 
 def test_digests_are_keyed_and_change_with_the_value() -> None:
-    one = build.digest("key-1", "user/alice", ["pw-1"])
+    one = credentials.digest("key-1", "user/alice", ["pw-1"])
     assert len(one) == 32 and "pw-1" not in one
-    assert one == build.digest("key-1", "user/alice", ["pw-1"])
-    assert one != build.digest("key-2", "user/alice", ["pw-1"])  # same value, another key
-    assert one != build.digest("key-1", "user/bob", ["pw-1"])
-    assert one != build.digest("key-1", "user/alice", ["pw-2"])
+    assert one == credentials.digest("key-1", "user/alice", ["pw-1"])
+    assert one != credentials.digest("key-2", "user/alice", ["pw-1"])  # same value, another key
+    assert one != credentials.digest("key-1", "user/bob", ["pw-1"])
+    assert one != credentials.digest("key-1", "user/alice", ["pw-2"])
     assert one == hmac.new(b"key-1", b'["user/alice", "pw-1"]', hashlib.sha256).hexdigest()[:32]
     # Nothing public is enough to compute it: neither the former uid-salted sha256 nor any
     # unkeyed sha256 of the value.
     for text in ("uid-1\0user/alice\0pw-1", "user/alice\0pw-1", '["user/alice", "pw-1"]', "pw-1"):
         assert not hashlib.sha256(text.encode()).hexdigest().startswith(one[:16])
-    assert build.digest("", "user/alice", ["pw-1"]) != one
-    assert build.is_secret_key("secret_access_key") and build.is_secret_key("password")
-    assert not build.is_secret_key("access_key_id") and not build.is_secret_key("path")
+    assert credentials.digest("", "user/alice", ["pw-1"]) != one
+    assert model.is_secret_key("secret_access_key") and model.is_secret_key("password")
+    assert not model.is_secret_key("access_key_id") and not model.is_secret_key("path")
 
 
 def test_scrub_masks_credentials_in_server_messages() -> None:
     text = "connect to db as dittofs with password hunter22 failed"
-    assert build.scrub(text, ["hunter22", "ab"]) == (
+    assert credentials.scrub(text, ["hunter22", "ab"]) == (
         "connect to db as dittofs with password *** failed"
     )
 
 
-IDS: build.StoreIds = {
+IDS: payloads.StoreIds = {
     ("metadata", "meta"): "m-uuid",
     ("local", "blocks"): "l-uuid",
     ("local", "fast"): "f-uuid",
@@ -488,48 +497,48 @@ def reported_share(**fields: Any) -> Obj:
 
 def test_share_updates() -> None:
     share = TEAMS_STATE.shares[0]
-    assert build.share_update_body(share, reported_share(), IDS) is None
+    assert payloads.share_update_body(share, reported_share(), IDS) is None
     changed = reported_share(
         local_block_store_id="f-uuid", read_only=True, remote_block_store_id="r-uuid"
     )
-    assert build.share_update_body(share, changed, IDS) == {
+    assert payloads.share_update_body(share, changed, IDS) == {
         "local_block_store_id": "blocks",
         "remote_block_store_id": "",  # clears the remote store
         "read_only": False,
     }
     with_remote = attrs.evolve(share, remote_block_store="s3")
-    assert build.share_update_body(with_remote, reported_share(), IDS) == {
+    assert payloads.share_update_body(with_remote, reported_share(), IDS) == {
         "remote_block_store_id": "s3"
     }
-    assert build.share_conflict(share, reported_share(), IDS) is None
-    elsewhere = build.share_conflict(share, reported_share(metadata_store_id="x"), IDS)
+    assert payloads.share_conflict(share, reported_share(), IDS) is None
+    elsewhere = payloads.share_conflict(share, reported_share(metadata_store_id="x"), IDS)
     assert elsewhere is not None and "another metadata store" in elsewhere
 
 
 def test_share_owner() -> None:
     alice = {"username": "alice", "uid": 1000, "gid": 2000}
-    assert build.owner_ids(alice) == (1000, 2000)
-    assert build.owner_ids({"username": "u", "uid": 7}) == (7, 7)  # DittoFS: gid = uid
-    assert build.owner_ids({"username": "u"}) is None
-    assert not build.owner_differs((1000, 2000), reported_share())
-    assert build.owner_differs((1001, 2000), reported_share())
-    assert build.owner_differs(None, reported_share())
+    assert payloads.owner_ids(alice) == (1000, 2000)
+    assert payloads.owner_ids({"username": "u", "uid": 7}) == (7, 7)  # DittoFS: gid = uid
+    assert payloads.owner_ids({"username": "u"}) is None
+    assert not payloads.owner_differs((1000, 2000), reported_share())
+    assert payloads.owner_differs((1001, 2000), reported_share())
+    assert payloads.owner_differs(None, reported_share())
     unowned = {k: v for k, v in reported_share().items() if not k.startswith("owner_")}
-    assert not build.owner_differs(None, unowned)
+    assert not payloads.owner_differs(None, unowned)
 
 
 def test_share_nfs_options() -> None:
     public = TEAMS_STATE.shares[1]
     reported = {"squash": "root_to_guest", "allow_auth_sys": True}
-    assert build.nfs_options_patch(public, reported) == {
+    assert payloads.nfs_options_patch(public, reported) == {
         "squash": "all_to_guest",
         "anonymous_uid": 65534,
         "anonymous_gid": 65534,
     }
     matching = {"squash": "all_to_guest", "anonymous_uid": 65534, "anonymous_gid": 65534}
-    assert build.nfs_options_patch(public, matching) is None
+    assert payloads.nfs_options_patch(public, matching) is None
     engineering = TEAMS_STATE.shares[0]  # no anonymous ids declared: the server's stay
-    assert build.nfs_options_patch(engineering, {"squash": "none", "anonymous_uid": 5}) is None
+    assert payloads.nfs_options_patch(engineering, {"squash": "none", "anonymous_uid": 5}) is None
 
 
 def test_share_permissions_are_the_whole_list_but_sid_grants() -> None:
@@ -540,34 +549,34 @@ def test_share_permissions_are_the_whole_list_but_sid_grants() -> None:
         {"type": "user", "name": "mallory", "level": "read-write"},
         {"type": "sid", "name": "DOMAIN\\ops", "level": "admin", "sid": "S-1-5-21-1"},
     ]
-    sets, removals = build.permission_changes(share, reported)
+    sets, removals = payloads.permission_changes(share, reported)
     assert sets == [
         ("group", "admins", "admin"),
         ("group", "auditors", "read"),
         ("group", "engineering", "read-write"),
     ]
     assert removals == [("user", "mallory")]
-    assert build.permission_path(share, "group", "admins") == (
+    assert payloads.permission_path(share, "group", "admins") == (
         "/shares/engineering/permissions/groups/admins"
     )
-    none_yet, _ = build.permission_changes(share, None)  # DittoFS answers null for none
+    none_yet, _ = payloads.permission_changes(share, None)  # DittoFS answers null for none
     assert len(none_yet) == 4
 
 
 def test_prune_paths() -> None:
-    assert build.object_path("shares", "/old") == "/shares/old"
-    assert build.object_path("remote", "s3") == "/store/block/remote/s3"
-    assert build.object_path("users", "bob") == "/users/bob"
-    assert build.listing_path("metadata") == "/store/metadata"
-    assert build.listing_path("groups") == "/groups"
-    assert build.listed_name("users", {"username": "bob", "name": "x"}) == "bob"
-    assert next(category for category, _ in build.PRUNE_ORDER) == "shares"
+    assert payloads.object_path("shares", "/old") == "/shares/old"
+    assert payloads.object_path("remote", "s3") == "/store/block/remote/s3"
+    assert payloads.object_path("users", "bob") == "/users/bob"
+    assert payloads.listing_path("metadata") == "/store/metadata"
+    assert payloads.listing_path("groups") == "/groups"
+    assert payloads.listed_name("users", {"username": "bob", "name": "x"}) == "bob"
+    assert next(category for category, _ in payloads.PRUNE_ORDER) == "shares"
 
 
 # --- status and verdict ---------------------------------------------------------------------
 
 
-def observed(**overrides: Any) -> build.Observed:
+def observed(**overrides: Any) -> report.Observed:
     fields: dict[str, Any] = {
         "adapters": [
             {"type": "nfs", "enabled": True, "running": True, "port": 12049, "config": {}},
@@ -591,12 +600,12 @@ def observed(**overrides: Any) -> build.Observed:
         "groups": [{"name": "users"}, {"name": "admins"}],
     }
     fields.update(overrides)
-    return build.Observed(**fields)
+    return report.Observed(**fields)
 
 
 def test_status_reports_state_names_and_digests_never_configs() -> None:
     managed = {"shares": {"/engineering"}, "users": {"bob"}, "metadata": set()}
-    status = build.server_status(observed(), managed, {"user/bob": "0123456789abcdef"})
+    status = report.server_status(observed(), managed, {"user/bob": "0123456789abcdef"})
     assert status["adapters"] == {
         "nfs": {"enabled": True, "running": True, "port": 12049},
         "smb": {"enabled": True, "running": True, "port": 12445},
@@ -621,28 +630,28 @@ def test_status_reports_state_names_and_digests_never_configs() -> None:
 
 
 def test_verdict() -> None:
-    outcome, recheck = build.verdict(TEAMS_STATE, [])
+    outcome, recheck = report.verdict(TEAMS_STATE, [])
     assert (outcome.status, outcome.reason, recheck) == ("True", "Converged", 300.0)
     assert "2 stores, 2 shares, 2 users and 2 groups" in outcome.message
     assert "NFS on port 12049, SMB on port 12445" in outcome.message
     issues = [
-        build.Issue("StoreRejected", "metadata store meta: DittoFS answered 400: bad path"),
-        build.Issue("AdapterNotRunning", "smb ...", build.NOT_RUNNING_RECHECK),
+        report.Issue("StoreRejected", "metadata store meta: DittoFS answered 400: bad path"),
+        report.Issue("AdapterNotRunning", "smb ...", report.NOT_RUNNING_RECHECK),
     ]
-    outcome, recheck = build.verdict(TEAMS_STATE, issues)
+    outcome, recheck = report.verdict(TEAMS_STATE, issues)
     assert (outcome.status, outcome.reason, recheck) == ("False", "StoreRejected", 30.0)
     assert "bad path" in outcome.message and "smb ..." in outcome.message
 
 
 def test_an_enabled_adapter_that_does_not_run_is_an_issue() -> None:
-    assert build.not_running(TEAMS_STATE, observed()) == []
+    assert report.not_running(TEAMS_STATE, observed()) == []
     down = observed(adapters=[{"type": "nfs", "enabled": True, "running": True, "port": 12049}])
-    (issue,) = build.not_running(TEAMS_STATE, down)
+    (issue,) = report.not_running(TEAMS_STATE, down)
     assert issue.reason == "AdapterNotRunning" and "smb adapter" in issue.message
 
 
 def test_a_store_reported_unhealthy_is_an_issue_with_its_message_scrubbed() -> None:
-    assert build.unhealthy_stores(TEAMS_STATE, observed(), []) == []
+    assert report.unhealthy_stores(TEAMS_STATE, observed(), []) == []
     sick = {
         "id": "m-uuid",
         "name": "meta",
@@ -650,27 +659,27 @@ def test_a_store_reported_unhealthy_is_an_issue_with_its_message_scrubbed() -> N
         "status": {"status": "unhealthy", "message": "dial db:5432 as s3cr3t-pw: refused"},
     }
     stores = {"metadata": [sick], "local": [], "remote": []}
-    (issue,) = build.unhealthy_stores(TEAMS_STATE, observed(stores=stores), ["s3cr3t-pw"])
+    (issue,) = report.unhealthy_stores(TEAMS_STATE, observed(stores=stores), ["s3cr3t-pw"])
     assert issue.reason == "StoreUnhealthy"
     assert (
         issue.message
         == "metadata store meta is unhealthy on the server: dial db:5432 as ***: refused"
     )
-    assert issue.recheck_after == build.NOT_RUNNING_RECHECK
+    assert issue.recheck_after == report.NOT_RUNNING_RECHECK
     degraded = {**sick, "status": {"status": "degraded"}}
     stores = {"metadata": [degraded], "local": [], "remote": []}
-    assert build.unhealthy_stores(TEAMS_STATE, observed(stores=stores), []) == []
+    assert report.unhealthy_stores(TEAMS_STATE, observed(stores=stores), []) == []
 
 
 def test_inputs_digest_follows_what_a_pass_depends_on() -> None:
     obj = server(Available=("True", "Running", 3))
     values = {("s", "k"): "v"}
-    base = build.inputs_digest(obj, "http://a:8080", values, None)
-    assert base == build.inputs_digest(copy.deepcopy(obj), "http://a:8080", values, None)
-    assert base != build.inputs_digest(obj, "http://b:8080", values, None)
-    assert base != build.inputs_digest(obj, "http://a:8080", {("s", "k"): "w"}, None)
+    base = memory.inputs_digest(obj, "http://a:8080", values, None)
+    assert base == memory.inputs_digest(copy.deepcopy(obj), "http://a:8080", values, None)
+    assert base != memory.inputs_digest(obj, "http://b:8080", values, None)
+    assert base != memory.inputs_digest(obj, "http://a:8080", {("s", "k"): "w"}, None)
     restarted = copy.deepcopy(obj)
     restarted["status"]["conditions"][0]["lastTransitionTime"] = "2026-02-02T00:00:00Z"
-    assert base != build.inputs_digest(restarted, "http://a:8080", values, None)
+    assert base != memory.inputs_digest(restarted, "http://a:8080", values, None)
     edited = {**obj, "spec": {"replicas": 1}}
-    assert base != build.inputs_digest(edited, "http://a:8080", values, None)
+    assert base != memory.inputs_digest(edited, "http://a:8080", values, None)

@@ -1,0 +1,321 @@
+"""One pass against one DittoFS server: the REST calls that make it match the model, in
+dependency order, and what the server reports afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import structlog
+
+from dittofs_controller.dittofs import AuthenticationFailed, DittoFSClient, DittoFSError
+from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.serverconfig import credentials, payloads
+from dittofs_controller.operator.serverconfig.memory import Memory
+from dittofs_controller.operator.serverconfig.model import (
+    STORE_KINDS,
+    STORE_PATHS,
+    STORE_WHAT,
+    Desired,
+    Share,
+    StoreKind,
+)
+from dittofs_controller.operator.serverconfig.report import CATEGORIES, Issue, Observed
+
+log = structlog.get_logger("dittofs_controller.operator.serverconfig")
+
+# Answers that reject what was sent (a bad store config, a duplicate uid, a store in use):
+# reported, and retried only when something changes. Anything else is transient.
+REJECTED = (400, 409, 422)
+
+
+class Converge:
+    """One pass against one server: creates, updates and deletes, collecting what failed."""
+
+    def __init__(
+        self,
+        api: DittoFSClient,
+        desired: Desired,
+        memory: Memory,
+        *,
+        digest_key: str,
+        secrets: list[str],
+    ) -> None:
+        self.api = api
+        self.desired = desired
+        self.memory = memory
+        self.digest_key = digest_key
+        self.secrets = secrets
+        self.issues: list[Issue] = []
+        self.changed = False
+        self.failed_stores: set[tuple[StoreKind, str]] = set()
+
+    async def run(self) -> Observed:
+        # Managed from the first attempt on: removed from the spec after a failed pass, a
+        # half-made object is still deleted.
+        for category, declared in self.desired.names().items():
+            self.memory.managed[category] = self.memory.managed.get(category, set()) | declared
+        await self._adapters()
+        await self._groups()
+        users = await self._users()
+        stores = await self._stores()
+        await self._shares(stores, users)
+        await self._prune()
+        return await self._observe()
+
+    async def _attempt(self, reason: str, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
+        """Make one change; a rejection becomes an issue naming `what`, anything else raises."""
+        try:
+            result = await call
+        except DittoFSError as error:
+            if isinstance(error, AuthenticationFailed) or error.status not in REJECTED:
+                raise
+            detail = credentials.scrub(error.detail or error.title, self.secrets)
+            self.issues.append(Issue(reason, f"{what}: DittoFS answered {error.status}: {detail}"))
+            return False, None
+        self.changed = True
+        log.info("changed dittofs state", change=what, server=self.api.base_url)
+        return True, result
+
+    async def _list(self, path: str) -> list[Obj]:
+        return list(await self.api.get(path) or ())
+
+    async def _adapters(self) -> None:
+        enabled = {adapter.type for adapter in self.desired.adapters if adapter.enabled}
+        if "smb" in enabled:
+            await self._smb_guest()
+        reported = {adapter.get("type"): adapter for adapter in await self._list("/adapters")}
+        for adapter in self.desired.adapters:
+            change = payloads.adapter_change(adapter, reported.get(adapter.type))
+            if change is not None:
+                method, path, body = change
+                what = f"{adapter.type} adapter (port {adapter.port})"
+                await self._attempt("AdapterRejected", what, self.api.request(method, path, body))
+        if "nfs" in enabled:
+            await self._portmapper()
+
+    async def _smb_guest(self) -> None:
+        """Guest sessions as declared. Before the adapters: the SMB listener reads its settings
+        when it (re)starts, as it does when the operator moves it to its port, so it never
+        serves a guest; a running one picks a change up within its settings watcher's poll."""
+        settings = await self.api.get("/adapters/smb/settings") or {}
+        patch = payloads.smb_guest_patch(self.desired.smb_guest, settings)
+        if patch is not None:
+            what = f"SMB guest sessions {'on' if self.desired.smb_guest else 'off'}"
+            await self._attempt(
+                "AdapterRejected", what, self.api.patch("/adapters/smb/settings", patch)
+            )
+
+    async def _portmapper(self) -> None:
+        nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
+        settings = await self.api.get("/adapters/nfs/settings") or {}
+        patch = payloads.portmapper_patch(self.desired.portmapper, settings)
+        if patch is None:
+            return
+        what = "NFS portmapper settings"
+        done, _ = await self._attempt(
+            "AdapterRejected", what, self.api.patch("/adapters/nfs/settings", patch)
+        )
+        if done:  # the NFS adapter reads them when it starts: restart it
+            await self._attempt(
+                "AdapterRejected",
+                "NFS adapter stop",
+                self.api.put("/adapters/nfs", {"enabled": False}),
+            )
+            body = {"enabled": True, "port": nfs.port}
+            await self._attempt(
+                "AdapterRejected", "NFS adapter start", self.api.put("/adapters/nfs", body)
+            )
+
+    async def _groups(self) -> None:
+        reported = {group.get("name"): group for group in await self._list("/groups")}
+        for group in self.desired.groups:
+            found = reported.get(group.name)
+            what = f"group {group.name}"
+            if found is None:
+                body = payloads.group_create_body(group)
+                await self._attempt("GroupRejected", what, self.api.post("/groups", body))
+            elif update := payloads.group_update_body(group, found):
+                path = f"/groups/{group.name}"
+                await self._attempt("GroupRejected", what, self.api.put(path, update))
+
+    async def _users(self) -> dict[str, Obj]:
+        """Users as the server reports them once converged (for share owners)."""
+        reported = {user.get("username"): user for user in await self._list("/users")}
+        applied = self.memory.applied
+        for user in self.desired.users:
+            found = reported.get(user.name)
+            what = f"user {user.name}"
+            secret = credentials.digest(self.digest_key, user.item, [user.password])
+            if found is None:
+                body = payloads.user_create_body(user)
+                done, created = await self._attempt(
+                    "UserRejected", what, self.api.post("/users", body)
+                )
+                if done:
+                    applied[user.item] = secret
+                    reported[user.name] = created or {}
+                continue
+            if update := payloads.user_update_body(user, found):
+                path = f"/users/{user.name}"
+                done, updated = await self._attempt(
+                    "UserRejected", what, self.api.put(path, update)
+                )
+                if done and updated:
+                    reported[user.name] = updated
+            if applied.get(user.item) != secret:
+                path = f"/users/{user.name}/password"
+                body = {"new_password": user.password}
+                call = self.api.post(path, body)
+                done, _ = await self._attempt("UserRejected", f"password of {what}", call)
+                if done:
+                    applied[user.item] = secret
+        return {str(name): user for name, user in reported.items()}
+
+    async def _stores(self) -> payloads.StoreIds:
+        """Stores converged; the server's id of each (shares are reported by store id)."""
+        reported: dict[StoreKind, dict[str, Obj]] = {}
+        for kind in STORE_KINDS:
+            reported[kind] = {
+                str(store.get("name")): store for store in await self._list(STORE_PATHS[kind])
+            }
+        applied = self.memory.applied
+        for store in self.desired.stores:
+            found = reported[store.kind].get(store.name)
+            secret = credentials.digest(self.digest_key, store.item, store.secrets)
+            if found is None:
+                call = self.api.post(STORE_PATHS[store.kind], store.create_body())
+                done, created = await self._attempt("StoreRejected", store.what, call)
+                if done:
+                    reported[store.kind][store.name] = created or {}
+                    if store.secrets:
+                        applied[store.item] = secret
+                else:
+                    self.failed_stores.add((store.kind, store.name))
+                continue
+            if found.get("type") != store.type:
+                self.failed_stores.add((store.kind, store.name))
+                self.issues.append(
+                    Issue(
+                        "StoreConflict",
+                        f"{store.what} exists on the server with type {found.get('type')}, the "
+                        f"spec says {store.type}: the operator does not replace a store (its data "
+                        "would go); delete it through the DittoFS API or rename it in the spec",
+                    )
+                )
+                continue
+            drift = payloads.config_drift(store, found, applied.get(store.item), secret)
+            if drift is not None:
+                call = self.api.put(store.path, store.update_body())
+                done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
+                if done:
+                    # Saved, not in use: the running server keeps the store it opened.
+                    revision = credentials.stores_revision(self.digest_key, self.desired.stores)
+                    self.memory.stores_revision = revision
+                    if store.secrets:
+                        applied[store.item] = secret
+        return {
+            (kind, str(name)): str(store.get("id"))
+            for kind in STORE_KINDS
+            for name, store in reported[kind].items()
+        }
+
+    async def _shares(self, ids: payloads.StoreIds, users: dict[str, Obj]) -> None:
+        reported = {share.get("name"): share for share in await self._list("/shares")}
+        for share in self.desired.shares:
+            what = f"share {share.name}"
+            blocked = [
+                f"{STORE_WHAT[k]} {n}" for k, n in share.stores if (k, n) in self.failed_stores
+            ]
+            if blocked:
+                self.issues.append(
+                    Issue("ShareRejected", f"{what} waits for {', '.join(blocked)} (see above)")
+                )
+                continue
+            if share.owner and share.owner not in users:
+                self.issues.append(
+                    Issue("ShareRejected", f"{what} waits for its owner, user {share.owner}")
+                )
+                continue
+            owner = payloads.owner_ids(users.get(share.owner)) if share.owner else None
+            if share.owner and owner is None:
+                self.issues.append(
+                    Issue(
+                        "ShareRejected",
+                        f"{what}: its owner {share.owner} has no uid (set spec.users[].uid): "
+                        "DittoFS gives the share's root the owner's uid and gid",
+                    )
+                )
+                continue
+            found = reported.get(share.name)
+            if found is not None:
+                if conflict := payloads.share_conflict(share, found, ids):
+                    self.issues.append(Issue("ShareConflict", conflict))
+                    continue
+                if payloads.owner_differs(owner, found):
+                    # No API changes an owner: created again, the share keeps its files.
+                    call = self.api.delete(share.path)
+                    done, _ = await self._attempt("ShareRejected", f"{what} (new owner)", call)
+                    if not done:
+                        continue
+                    found = None
+            if found is None:
+                call = self.api.post("/shares", payloads.share_create_body(share))
+                done, found = await self._attempt("ShareRejected", what, call)
+                if not done:
+                    continue
+            elif update := payloads.share_update_body(share, found, ids):
+                await self._attempt("ShareRejected", what, self.api.put(share.path, update))
+            if found is not None and found.get("enabled") is False:
+                call = self.api.post(f"{share.path}/enable")
+                await self._attempt("ShareRejected", f"{what} (enable)", call)
+            await self._share_options(share)
+
+    async def _share_options(self, share: Share) -> None:
+        what = f"share {share.name}"
+        nfs_path = f"{share.path}/adapters/nfs/config"
+        if patch := payloads.nfs_options_patch(share, await self.api.get(nfs_path) or {}):
+            call = self.api.patch(nfs_path, patch)
+            await self._attempt("ShareRejected", f"NFS options of {what}", call)
+        permissions = await self.api.get(f"{share.path}/permissions")
+        sets, removals = payloads.permission_changes(share, permissions)
+        for kind, name, level in sets:
+            path = payloads.permission_path(share, kind, name)
+            call = self.api.put(path, {"level": level})
+            await self._attempt("ShareRejected", f"{kind} {name}'s permission on {what}", call)
+        for kind, name in removals:
+            path = payloads.permission_path(share, kind, name)
+            call = self.api.delete(path)
+            await self._attempt("ShareRejected", f"{kind} {name}'s permission on {what}", call)
+
+    async def _prune(self) -> None:
+        """Delete what the operator created and the spec no longer names (payloads.PRUNE_ORDER)."""
+        declared = self.desired.names()
+        managed = self.memory.managed
+        for category, reason in payloads.PRUNE_ORDER:
+            stale = managed.get(category, set()) - declared[category]
+            kept = set()
+            if stale:
+                listed = await self._list(payloads.listing_path(category))
+                present = {payloads.listed_name(category, item) for item in listed}
+                for name in sorted(stale & present):
+                    call = self.api.delete(payloads.object_path(category, name))
+                    what = f"{CATEGORIES[category]} entry {name} (no longer in the spec)"
+                    done, _ = await self._attempt(reason, what, call)
+                    if not done:
+                        kept.add(name)
+            managed[category] = declared[category] | kept
+        current = {user.item for user in self.desired.users} | {
+            store.item for store in self.desired.stores if store.secrets
+        }
+        for item in set(self.memory.applied) - current:
+            del self.memory.applied[item]
+
+    async def _observe(self) -> Observed:
+        return Observed(
+            adapters=await self._list("/adapters"),
+            stores={kind: await self._list(STORE_PATHS[kind]) for kind in STORE_KINDS},
+            shares=await self._list("/shares"),
+            users=await self._list("/users"),
+            groups=await self._list("/groups"),
+        )

@@ -1,0 +1,306 @@
+"""What a DittoServer declares of DittoFS's own state, as a model built from the spec and
+the Secret values it names (pure: no I/O).
+
+Stores, shares, adapters, users and groups live in DittoFS's control-plane database, not in its
+config file, and only its REST API changes them (payloads.py says how).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from dittofs_controller.api import v1alpha1
+from dittofs_controller.operator import names
+from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.config import build as config
+from dittofs_controller.operator.problems import Problem
+
+Spec = v1alpha1.DittoServerSpec
+StoreKind = Literal["metadata", "local", "remote"]
+SecretValues = Mapping[tuple[str, str], str]  # (Secret name, key) -> value
+
+STORE_KINDS: tuple[StoreKind, ...] = ("metadata", "local", "remote")
+
+
+STORE_PATHS: dict[StoreKind, str] = {
+    "metadata": "/store/metadata",
+    "local": "/store/block/local",
+    "remote": "/store/block/remote",
+}
+
+
+STORE_WHAT: dict[StoreKind, str] = {
+    "metadata": "metadata store",
+    "local": "local block store",
+    "remote": "remote block store",
+}
+
+
+def is_secret_key(key: str) -> bool:
+    """DittoFS's own rule for config values it redacts on read."""
+    lowered = key.lower()
+    return "secret" in lowered or "password" in lowered or lowered.endswith("_key")
+
+
+POSTGRES_FIELDS = ("host", "port", "user", "password")
+
+
+def postgres_source(server_name: str, spec: Spec) -> tuple[str, dict[str, str], str]:
+    """Where postgres metadata stores connect: the Secret, its keys per field, the sslmode."""
+    postgres = spec.postgres
+    if postgres is not None and postgres.external is not None:
+        ext = postgres.external
+        keys = {
+            "host": ext.host_key,
+            "port": ext.port_key,
+            "user": ext.user_key,
+            "password": ext.password_key,
+        }
+        return ext.secret_name, keys, ext.ssl_mode
+    if postgres is None or postgres.percona is None:
+        raise Problem(
+            "PostgresNotConfigured", "metadata stores of type postgres need spec.postgres"
+        )
+    secret = names.percona_user_secret(names.percona_cluster(server_name, spec))
+    keys = {field: config.PERCONA_SECRET_KEYS[field.upper()] for field in POSTGRES_FIELDS}
+    return secret, keys, config.PERCONA_SSLMODE
+
+
+@attrs.frozen
+class Adapter:
+    type: str
+    enabled: bool
+    port: int
+
+
+@attrs.frozen
+class Portmapper:
+    enabled: bool
+    port: int
+
+
+@attrs.frozen
+class Group:
+    name: str
+    gid: int | None
+
+
+@attrs.frozen
+class User:
+    name: str
+    password: str = attrs.field(repr=False)
+    uid: int | None
+    gid: int | None
+    groups: tuple[str, ...]
+
+    @property
+    def item(self) -> str:
+        return f"user/{self.name}"
+
+
+@attrs.frozen
+class Store:
+    kind: StoreKind
+    name: str
+    type: str  # the API's type name
+    config: Mapping[str, Any] = attrs.field(repr=False)
+
+    @property
+    def item(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def path(self) -> str:
+        return f"{STORE_PATHS[self.kind]}/{self.name}"
+
+    @property
+    def what(self) -> str:
+        return f"{STORE_WHAT[self.kind]} {self.name}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(str(self.config[key]) for key in sorted(self.config) if is_secret_key(key))
+
+    def create_body(self) -> Obj:
+        return {"name": self.name, "type": self.type, "config": self.config_text()}
+
+    def update_body(self) -> Obj:
+        return {"config": self.config_text()}
+
+    def config_text(self) -> str:
+        return json.dumps(dict(self.config), sort_keys=True, separators=(",", ":"))
+
+
+PermissionKey = tuple[str, str]  # ("user" | "group", name)
+
+
+@attrs.frozen
+class Share:
+    name: str
+    metadata_store: str
+    local_block_store: str
+    remote_block_store: str | None
+    read_only: bool
+    default_permission: str
+    owner: str | None
+    permissions: Mapping[PermissionKey, str]
+    squash: str
+    anonymous_uid: int | None
+    anonymous_gid: int | None
+
+    @property
+    def path(self) -> str:
+        """In URLs a share is named without its leading slash."""
+        return f"/shares/{self.name.lstrip('/')}"
+
+    @property
+    def stores(self) -> list[tuple[StoreKind, str]]:
+        found: list[tuple[StoreKind, str]] = [
+            ("metadata", self.metadata_store),
+            ("local", self.local_block_store),
+        ]
+        if self.remote_block_store:
+            found.append(("remote", self.remote_block_store))
+        return found
+
+
+@attrs.frozen
+class Desired:
+    adapters: tuple[Adapter, ...]
+    portmapper: Portmapper
+    smb_guest: bool
+    groups: tuple[Group, ...]
+    users: tuple[User, ...]
+    stores: tuple[Store, ...]
+    shares: tuple[Share, ...]
+
+    def names(self) -> dict[str, set[str]]:
+        """Declared names per category of status.server.managed."""
+        found: dict[str, set[str]] = {
+            "shares": {share.name for share in self.shares},
+            "users": {user.name for user in self.users},
+            "groups": {group.name for group in self.groups},
+        }
+        for kind in STORE_KINDS:
+            found[kind] = {store.name for store in self.stores if store.kind == kind}
+        return found
+
+    def credentials(self) -> list[str]:
+        """Every credential the desired state carries (to keep them out of messages)."""
+        return [user.password for user in self.users] + [
+            secret for store in self.stores for secret in store.secrets
+        ]
+
+
+def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
+    """What the server should hold, given the values of `secret_keys`."""
+    nfs, smb = spec.adapters.nfs, spec.adapters.smb
+    return Desired(
+        adapters=(
+            Adapter("nfs", nfs.enabled, nfs.port),
+            Adapter("smb", smb.enabled, smb.port),
+        ),
+        portmapper=Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
+        smb_guest=smb.guest,
+        groups=tuple(Group(group.name, group.gid) for group in spec.groups),
+        users=tuple(
+            User(
+                user.name,
+                values[(user.password_secret_ref.name, user.password_secret_ref.key)],
+                user.uid,
+                user.gid,
+                tuple(sorted(user.groups)),
+            )
+            for user in spec.users
+        ),
+        stores=tuple(_stores(server_name, spec, values)),
+        shares=tuple(_share(share) for share in spec.shares),
+    )
+
+
+def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Store]:
+    for meta in spec.metadata_stores:
+        if meta.type == "memory":
+            yield Store("metadata", meta.name, "memory", {})
+        elif meta.type == "badger":
+            badger: Obj = {"path": names.metadata_dir(meta.name)}
+            if meta.badger is not None and meta.badger.block_cache_mb is not None:
+                badger["block_cache_mb"] = meta.badger.block_cache_mb
+            if meta.badger is not None and meta.badger.index_cache_mb is not None:
+                badger["index_cache_mb"] = meta.badger.index_cache_mb
+            yield Store("metadata", meta.name, "badger", badger)
+        else:
+            yield Store(
+                "metadata", meta.name, "postgres", _postgres(server_name, spec, meta, values)
+            )
+    for local in spec.local_block_stores:
+        if local.type == "memory":
+            yield Store("local", local.name, "memory", {})
+        else:
+            yield Store("local", local.name, "fs", {"path": names.blocks_dir(local.name)})
+    for remote in spec.remote_block_stores:
+        if remote.s3 is None:
+            yield Store("remote", remote.name, "memory", {})
+            continue
+        s3 = remote.s3
+        creds = s3.credentials_secret_ref
+        s3_config: Obj = {
+            "bucket": s3.bucket,
+            "region": s3.region,
+            "endpoint": s3.endpoint,
+            "force_path_style": s3.force_path_style,
+            "allow_private_endpoint": s3.allow_private_endpoint,
+            "access_key_id": values[(creds.name, creds.access_key_id_key)],
+            "secret_access_key": values[(creds.name, creds.secret_access_key_key)],
+        }
+        if s3.prefix:
+            s3_config["prefix"] = s3.prefix
+        yield Store("remote", remote.name, "s3", s3_config)
+
+
+def _postgres(
+    server_name: str, spec: Spec, store: v1alpha1.MetadataStore, values: SecretValues
+) -> Obj:
+    secret, keys, sslmode = postgres_source(server_name, spec)
+    found = {field: values[(secret, keys[field])] for field in POSTGRES_FIELDS}
+    try:
+        port = int(found["port"])
+    except ValueError:
+        raise Problem(
+            "SecretValueInvalid",
+            f"Secret {secret!r} key {keys['port']!r} (PostgreSQL port) is not a number",
+        ) from None
+    return {
+        "host": found["host"],
+        "port": port,
+        "database": names.metadata_database(store),
+        "user": found["user"],
+        "password": found["password"],
+        "sslmode": sslmode,
+    }
+
+
+def _share(share: v1alpha1.Share) -> Share:
+    permissions: dict[PermissionKey, str] = {}
+    for permission in share.permissions:
+        if permission.user is not None:
+            permissions[("user", permission.user)] = permission.level
+        elif permission.group is not None:
+            permissions[("group", permission.group)] = permission.level
+    return Share(
+        name=share.name,
+        metadata_store=share.metadata_store,
+        local_block_store=share.local_block_store,
+        remote_block_store=share.remote_block_store,
+        read_only=share.read_only,
+        default_permission=share.default_permission,
+        owner=share.owner,
+        permissions=permissions,
+        squash=share.nfs.squash,
+        anonymous_uid=share.nfs.anon_uid,
+        anonymous_gid=share.nfs.anon_gid,
+    )

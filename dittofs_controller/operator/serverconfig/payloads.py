@@ -1,0 +1,249 @@
+"""The REST calls that make the server match the model: what differs between a declared object
+and the server's, as request bodies (pure: no I/O; the reconciler sends them).
+
+Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
+- Store configs are sent as a JSON *string* and read back as a JSON *object*, with every value
+  whose key contains "secret" or "password" or ends in "_key" shown as `********`: credentials
+  are compared through a keyed digest of the values last sent (`applied`), never read back.
+- Block store types: the API calls a filesystem store "fs"; `path` must be absolute.
+- A share's stores are named on POST (`metadata_store_id`, `local_block_store`,
+  `remote_block_store`) but reported by UUID (`*_store_id`), and PUT takes
+  `local_block_store_id`/`remote_block_store_id` (a name or UUID; "" clears the remote one).
+  There is no way to change a share's owner after creation: the share is deleted and created
+  again, which keeps its files (DELETE /shares removes the export, its permissions and
+  options, never the files in its stores: a share created again on the same metadata store
+  finds them, with the new owner applied to its root).
+- Share NFS options (squash, anonymous uid/gid) live at /shares/{name}/adapters/nfs/config.
+- Users: no UID is ever assigned by DittoFS; an owner without one is refused.
+- Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.serverconfig.model import (
+    STORE_PATHS,
+    Adapter,
+    Group,
+    PermissionKey,
+    Portmapper,
+    Share,
+    Store,
+    StoreKind,
+    User,
+    is_secret_key,
+)
+
+ROLE = "user"
+
+
+def adapter_change(adapter: Adapter, reported: Obj | None) -> tuple[str, str, Obj] | None:
+    """(method, path, body) that makes the server's adapter match, or None."""
+    body = {"enabled": adapter.enabled, "port": adapter.port}
+    if reported is None:
+        return ("POST", "/adapters", {"type": adapter.type, **body}) if adapter.enabled else None
+    if reported.get("enabled") != adapter.enabled or (
+        adapter.enabled and reported.get("port") != adapter.port
+    ):
+        return "PUT", f"/adapters/{adapter.type}", body
+    return None
+
+
+def portmapper_patch(portmapper: Portmapper, settings: Obj) -> Obj | None:
+    """PATCH /adapters/nfs/settings body when the embedded portmapper differs, or None."""
+    if settings.get("portmapper_enabled") == portmapper.enabled and (
+        not portmapper.enabled or settings.get("portmapper_port") == portmapper.port
+    ):
+        return None
+    return {"portmapper_enabled": portmapper.enabled, "portmapper_port": portmapper.port}
+
+
+def smb_guest_patch(guest: bool, settings: Obj) -> Obj | None:
+    """PATCH /adapters/smb/settings body when guest sessions are not as declared, or None.
+
+    DittoFS 0.29 refuses guest and anonymous sessions exactly when signing is required (its
+    guest switch has no API), so the signing mode carries the choice.
+    """
+    signing = "enabled" if guest else "required"
+    return None if settings.get("signing") == signing else {"signing": signing}
+
+
+def group_create_body(group: Group) -> Obj:
+    return {"name": group.name, **({"gid": group.gid} if group.gid is not None else {})}
+
+
+def group_update_body(group: Group, reported: Obj) -> Obj | None:
+    if group.gid is not None and reported.get("gid") != group.gid:
+        return {"gid": group.gid}
+    return None
+
+
+def user_create_body(user: User) -> Obj:
+    body: Obj = {"username": user.name, "password": user.password, "role": ROLE}
+    if user.uid is not None:
+        body["uid"] = user.uid
+    if user.gid is not None:
+        body["gid"] = user.gid
+    if user.groups:
+        body["groups"] = list(user.groups)
+    return body
+
+
+def user_update_body(user: User, reported: Obj) -> Obj | None:
+    """PUT /users/{name} body for what differs (the password is set on its own), or None."""
+    body: Obj = {}
+    if reported.get("role") != ROLE:
+        body["role"] = ROLE
+    if reported.get("enabled") is False:
+        body["enabled"] = True
+    if user.uid is not None and reported.get("uid") != user.uid:
+        body["uid"] = user.uid
+    if user.gid is not None and reported.get("gid") != user.gid:
+        body["gid"] = user.gid
+    if tuple(sorted(reported.get("groups") or ())) != user.groups:
+        body["groups"] = list(user.groups)
+    return body or None
+
+
+def config_drift(store: Store, reported: Obj, applied: str | None, current: str) -> str | None:
+    """What differs between a declared store's config and the server's, or None.
+
+    `current` is the digest of the declared credentials, `applied` that of the ones last sent.
+    """
+    shown = reported.get("config") or {}
+    public = {key: value for key, value in store.config.items() if not is_secret_key(key)}
+    visible = {key: value for key, value in shown.items() if not is_secret_key(key)}
+    if public != visible:
+        changed = sorted(key for key in {*public, *visible} if public.get(key) != visible.get(key))
+        return f"settings {', '.join(changed)}"
+    secret = {key for key in store.config if is_secret_key(key)}
+    if secret != {key for key in shown if is_secret_key(key)} or (secret and applied != current):
+        return "credentials"
+    return None
+
+
+StoreIds = Mapping[tuple[StoreKind, str], str]  # (kind, name) -> the server's UUID
+
+
+def share_create_body(share: Share) -> Obj:
+    body: Obj = {
+        "name": share.name,
+        "metadata_store_id": share.metadata_store,
+        "local_block_store": share.local_block_store,
+        "read_only": share.read_only,
+        "default_permission": share.default_permission,
+    }
+    if share.remote_block_store:
+        body["remote_block_store"] = share.remote_block_store
+    if share.owner:
+        body["owner"] = share.owner
+    return body
+
+
+def share_conflict(share: Share, reported: Obj, ids: StoreIds) -> str | None:
+    """Why a share of the same name on the server cannot be taken over, or None."""
+    wanted = ids.get(("metadata", share.metadata_store))
+    if reported.get("metadata_store_id") == wanted:
+        return None
+    return (
+        f"share {share.name} exists on the server on another metadata store than "
+        f"{share.metadata_store}: its files live there, so the operator does not move it; "
+        "delete the share through the DittoFS API or rename it in the spec"
+    )
+
+
+def share_update_body(share: Share, reported: Obj, ids: StoreIds) -> Obj | None:
+    """PUT /shares/{name} body for what differs, or None."""
+    body: Obj = {}
+    if reported.get("local_block_store_id") != ids.get(("local", share.local_block_store)):
+        body["local_block_store_id"] = share.local_block_store
+    remote = ids.get(("remote", share.remote_block_store)) if share.remote_block_store else None
+    if (reported.get("remote_block_store_id") or None) != remote:
+        body["remote_block_store_id"] = share.remote_block_store or ""
+    if reported.get("read_only") != share.read_only:
+        body["read_only"] = share.read_only
+    if reported.get("default_permission") != share.default_permission:
+        body["default_permission"] = share.default_permission
+    return body or None
+
+
+def owner_ids(user: Obj | None) -> tuple[int, int] | None:
+    """The root's uid/gid for a share owned by `user` (as the server reports it): DittoFS uses
+    the user's gid, else its uid; None when the user has no uid."""
+    if user is None or user.get("uid") is None:
+        return None
+    uid = int(user["uid"])
+    gid = user.get("gid")
+    return uid, int(gid) if gid is not None else uid
+
+
+def owner_differs(wanted: tuple[int, int] | None, reported: Obj) -> bool:
+    found = (reported.get("owner_uid"), reported.get("owner_gid"))
+    return found != (wanted if wanted is not None else (None, None))
+
+
+def nfs_options_patch(share: Share, reported: Obj) -> Obj | None:
+    """PATCH /shares/{name}/adapters/nfs/config body for what differs, or None. Anonymous ids
+    left unset in the spec keep whatever the server has (the API cannot unset them)."""
+    body: Obj = {}
+    if reported.get("squash") != share.squash:
+        body["squash"] = share.squash
+    if share.anonymous_uid is not None and reported.get("anonymous_uid") != share.anonymous_uid:
+        body["anonymous_uid"] = share.anonymous_uid
+    if share.anonymous_gid is not None and reported.get("anonymous_gid") != share.anonymous_gid:
+        body["anonymous_gid"] = share.anonymous_gid
+    return body or None
+
+
+def permission_changes(
+    share: Share, reported: Sequence[Obj] | None
+) -> tuple[list[tuple[str, str, str]], list[PermissionKey]]:
+    """Permissions to set (kind, name, level) and to remove (kind, name). The spec's list is
+    the share's whole list of user and group permissions; grants to Windows SIDs (made
+    through the API for directory principals) are left alone."""
+    found = {
+        (str(entry.get("type")), str(entry.get("name"))): entry.get("level")
+        for entry in reported or ()
+        if entry.get("type") in ("user", "group")
+    }
+    wanted = share.permissions
+    sets = [
+        (kind, name, level)
+        for (kind, name), level in wanted.items()
+        if found.get((kind, name)) != level
+    ]
+    removals = [key for key in found if key not in wanted]
+    return sorted(sets), sorted(removals)
+
+
+def permission_path(share: Share, kind: str, name: str) -> str:
+    return f"{share.path}/permissions/{kind}s/{name}"
+
+
+# Deleting what the spec no longer names: shares first (a store in use cannot go), then
+# stores, users, groups; with the reason a refusal is reported under.
+PRUNE_ORDER: tuple[tuple[str, str], ...] = (
+    ("shares", "ShareRejected"),
+    ("metadata", "StoreInUse"),
+    ("local", "StoreInUse"),
+    ("remote", "StoreInUse"),
+    ("users", "UserRejected"),
+    ("groups", "GroupRejected"),
+)
+
+
+def listing_path(category: str) -> str:
+    paths: dict[str, str] = {kind: path for kind, path in STORE_PATHS.items()}
+    return paths.get(category) or f"/{category}"
+
+
+def object_path(category: str, name: str) -> str:
+    if category == "shares":
+        return f"/shares/{name.lstrip('/')}"
+    return f"{listing_path(category)}/{name}"
+
+
+def listed_name(category: str, item: Obj) -> str:
+    return str(item.get("username" if category == "users" else "name"))

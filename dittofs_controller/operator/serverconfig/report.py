@@ -1,0 +1,194 @@
+"""What the server reports after a pass, judged: status.server, the issues that keep it from
+matching the spec, and ServerConfigured with when to look again (pure: no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from dittofs_controller.operator import names
+from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.conditions import Outcome
+from dittofs_controller.operator.serverconfig.credentials import scrub
+from dittofs_controller.operator.serverconfig.model import STORE_KINDS, Desired, StoreKind
+
+# How often a converged server is compared again, to notice changes made through its API.
+DRIFT_INTERVAL = 300.0
+
+
+# An enabled adapter that does not run (its port is taken...) is looked at again this often.
+NOT_RUNNING_RECHECK = 30.0
+
+
+# Keys of status.server.managed (and of the store lists in status.server).
+CATEGORIES: dict[str, str] = {
+    "metadata": "metadataStores",
+    "local": "localBlockStores",
+    "remote": "remoteBlockStores",
+    "shares": "shares",
+    "users": "users",
+    "groups": "groups",
+}
+
+
+@attrs.frozen
+class Issue:
+    """One thing that keeps the server from matching the spec."""
+
+    reason: str
+    message: str
+    recheck_after: float = DRIFT_INTERVAL
+
+
+@attrs.frozen
+class Observed:
+    """What the server reports after a pass."""
+
+    adapters: Sequence[Obj]
+    stores: Mapping[StoreKind, Sequence[Obj]]
+    shares: Sequence[Obj]
+    users: Sequence[Obj]
+    groups: Sequence[Obj]
+
+
+def _health(obj: Obj) -> str:
+    return str((obj.get("status") or {}).get("status") or "unknown")
+
+
+def server_status(
+    observed: Observed,
+    managed: Mapping[str, Iterable[str]],
+    applied: Mapping[str, str],
+    stores_revision: str | None = None,
+) -> Obj:
+    """status.server: the server's state as it reports it (never a credential or a config),
+    the names the operator manages there, keyed digests of the credentials it applied, and the
+    stores revision the pod must be started for (once a store was changed over the API)."""
+    store_names = {
+        store.get("id"): store.get("name")
+        for kind in STORE_KINDS
+        for store in observed.stores[kind]
+    }
+    status: Obj = {
+        "adapters": {
+            str(adapter.get("type")): {
+                "enabled": bool(adapter.get("enabled")),
+                "running": bool(adapter.get("running")),
+                "port": adapter.get("port"),
+            }
+            for adapter in observed.adapters
+        },
+        "shares": [
+            {
+                "name": share.get("name"),
+                "enabled": bool(share.get("enabled", True)),
+                "readOnly": bool(share.get("read_only")),
+                "health": _health(share),
+                "metadataStore": store_names.get(share.get("metadata_store_id")),
+                "localBlockStore": store_names.get(share.get("local_block_store_id")),
+                **(
+                    {"remoteBlockStore": store_names.get(share.get("remote_block_store_id"))}
+                    if share.get("remote_block_store_id")
+                    else {}
+                ),
+            }
+            for share in sorted(observed.shares, key=lambda s: str(s.get("name")))
+        ],
+        "users": sorted(str(user.get("username")) for user in observed.users),
+        "groups": sorted(str(group.get("name")) for group in observed.groups),
+        "managed": {
+            CATEGORIES[category]: sorted(found) for category, found in managed.items() if found
+        },
+        "applied": dict(sorted(applied.items())),
+        **({"storesRevision": stores_revision} if stores_revision else {}),
+    }
+    for kind in STORE_KINDS:
+        status[CATEGORIES[kind]] = [
+            {"name": store.get("name"), "type": store.get("type"), "health": _health(store)}
+            for store in sorted(observed.stores[kind], key=lambda s: str(s.get("name")))
+        ]
+    return status
+
+
+def not_running(desired_state: Desired, observed: Observed) -> list[Issue]:
+    """Enabled adapters whose listener does not run (a port in use, a bind failure)."""
+    reported = {adapter.get("type"): adapter for adapter in observed.adapters}
+    issues = []
+    for adapter in desired_state.adapters:
+        found = reported.get(adapter.type) or {}
+        if adapter.enabled and not found.get("running"):
+            issues.append(
+                Issue(
+                    "AdapterNotRunning",
+                    f"the {adapter.type} adapter is enabled on port {adapter.port} but DittoFS "
+                    "does not run it (it could not listen: see the DittoFS pod's log)",
+                    NOT_RUNNING_RECHECK,
+                )
+            )
+    return issues
+
+
+def unhealthy_stores(
+    desired_state: Desired, observed: Observed, secrets: Iterable[str]
+) -> list[Issue]:
+    """Declared stores the server reports unhealthy: it accepted them, but cannot reach what
+    they point at (an S3 endpoint, a PostgreSQL), so the shares on them fail. DittoFS probes
+    a store's backend each time it lists the store; a degraded one still serves."""
+    issues = []
+    for store in desired_state.stores:
+        found = next((s for s in observed.stores[store.kind] if s.get("name") == store.name), None)
+        report = (found or {}).get("status") or {}
+        if report.get("status") == "unhealthy":
+            detail = scrub(str(report.get("message") or "no detail given"), secrets)
+            issues.append(
+                Issue(
+                    "StoreUnhealthy",
+                    f"{store.what} is unhealthy on the server: {detail}",
+                    NOT_RUNNING_RECHECK,
+                )
+            )
+    return issues
+
+
+def reopen_pending(revision: str | None, pod: Obj | None) -> list[Issue]:
+    """StoresReopening while the running pod predates the stores' last change over the API."""
+    if not revision or pod is None:
+        return []
+    started_for = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        names.STORES_REVISION_ANNOTATION
+    )
+    if started_for == revision:
+        return []
+    return [
+        Issue(
+            "StoresReopening",
+            "a store changed on the server and DittoFS opens its stores only when it starts: "
+            "the pod is being replaced so the new settings (or credentials) are used",
+            NOT_RUNNING_RECHECK,
+        )
+    ]
+
+
+def verdict(desired_state: Desired, issues: Sequence[Issue]) -> tuple[Outcome, float]:
+    """ServerConfigured, and when to compare again."""
+    if issues:
+        message = "; ".join(issue.message for issue in issues)
+        return Outcome.false(issues[0].reason, message), min(i.recheck_after for i in issues)
+    listening = ", ".join(
+        f"{adapter.type.upper()} on port {adapter.port}"
+        for adapter in desired_state.adapters
+        if adapter.enabled
+    )
+    counts = (
+        f"{_count(desired_state.stores, 'store')}, {_count(desired_state.shares, 'share')}, "
+        f"{_count(desired_state.users, 'user')} and {_count(desired_state.groups, 'group')}"
+    )
+    served = f"; {listening}" if listening else "; no protocol adapter enabled"
+    return Outcome.true(
+        "Converged", f"the server matches the spec: {counts}{served}"
+    ), DRIFT_INTERVAL
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
