@@ -3,7 +3,7 @@ dependency order, and what the server reports afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +18,9 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_WHAT,
     Desired,
     Share,
+    Store,
     StoreKind,
+    User,
 )
 from dittofs_controller.operator.serverconfig.report import CATEGORIES, Issue, Observed
 
@@ -142,35 +144,44 @@ class Converge:
     async def _users(self) -> dict[str, Obj]:
         """Users as the server reports them once converged (for share owners)."""
         reported = {user.get("username"): user for user in await self._list("/users")}
-        applied = self.memory.applied
         for user in self.desired.users:
             found = reported.get(user.name)
-            what = f"user {user.name}"
-            secret = credentials.digest(self.digest_key, user.item, [user.password])
             if found is None:
-                body = payloads.user_create_body(user)
-                done, created = await self._attempt(
-                    "UserRejected", what, self.api.post("/users", body)
-                )
-                if done:
-                    applied[user.item] = secret
-                    reported[user.name] = created or {}
-                continue
-            if update := payloads.user_update_body(user, found):
-                path = f"/users/{user.name}"
-                done, updated = await self._attempt(
-                    "UserRejected", what, self.api.put(path, update)
-                )
-                if done and updated:
-                    reported[user.name] = updated
-            if applied.get(user.item) != secret:
-                path = f"/users/{user.name}/password"
-                body = {"new_password": user.password}
-                call = self.api.post(path, body)
-                done, _ = await self._attempt("UserRejected", f"password of {what}", call)
-                if done:
-                    applied[user.item] = secret
+                found = await self._create_user(user)
+            else:
+                found = await self._update_user(user, found)
+            if found is not None:
+                reported[user.name] = found
         return {str(name): user for name, user in reported.items()}
+
+    async def _create_user(self, user: User) -> Obj | None:
+        """The new user as the server reports it, or None when it was refused."""
+        call = self.api.post("/users", payloads.user_create_body(user))
+        done, created = await self._attempt("UserRejected", f"user {user.name}", call)
+        if not done:
+            return None
+        self.memory.applied[user.item] = self._digest(user.item, [user.password])
+        return created or {}
+
+    async def _update_user(self, user: User, found: Obj) -> Obj:
+        """The user updated where it differs, its password sent again when that changed."""
+        what = f"user {user.name}"
+        if update := payloads.user_update_body(user, found):
+            path = f"/users/{user.name}"
+            done, updated = await self._attempt("UserRejected", what, self.api.put(path, update))
+            if done and updated:
+                found = updated
+        secret = self._digest(user.item, [user.password])
+        if self.memory.applied.get(user.item) != secret:
+            path = f"/users/{user.name}/password"
+            call = self.api.post(path, {"new_password": user.password})
+            done, _ = await self._attempt("UserRejected", f"password of {what}", call)
+            if done:
+                self.memory.applied[user.item] = secret
+        return found
+
+    def _digest(self, item: str, values: Sequence[str]) -> str:
+        return credentials.digest(self.digest_key, item, values)
 
     async def _stores(self) -> payloads.StoreIds:
         """Stores converged; the server's id of each (shares are reported by store id)."""
@@ -179,21 +190,13 @@ class Converge:
             reported[kind] = {
                 str(store.get("name")): store for store in await self._list(STORE_PATHS[kind])
             }
-        applied = self.memory.applied
         for store in self.desired.stores:
             found = reported[store.kind].get(store.name)
-            secret = credentials.digest(self.digest_key, store.item, store.secrets)
             if found is None:
-                call = self.api.post(STORE_PATHS[store.kind], store.create_body())
-                done, created = await self._attempt("StoreRejected", store.what, call)
-                if done:
-                    reported[store.kind][store.name] = created or {}
-                    if store.secrets:
-                        applied[store.item] = secret
-                else:
-                    self.failed_stores.add((store.kind, store.name))
-                continue
-            if found.get("type") != store.type:
+                created = await self._create_store(store)
+                if created is not None:
+                    reported[store.kind][store.name] = created
+            elif found.get("type") != store.type:
                 self.failed_stores.add((store.kind, store.name))
                 self.issues.append(
                     Issue(
@@ -203,73 +206,98 @@ class Converge:
                         "would go); delete it through the DittoFS API or rename it in the spec",
                     )
                 )
-                continue
-            drift = payloads.config_drift(store, found, applied.get(store.item), secret)
-            if drift is not None:
-                call = self.api.put(store.path, store.update_body())
-                done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
-                if done:
-                    # Saved, not in use: the running server keeps the store it opened.
-                    revision = credentials.stores_revision(self.digest_key, self.desired.stores)
-                    self.memory.stores_revision = revision
-                    if store.secrets:
-                        applied[store.item] = secret
+            else:
+                await self._update_store(store, found)
         return {
             (kind, str(name)): str(store.get("id"))
             for kind in STORE_KINDS
             for name, store in reported[kind].items()
         }
 
+    async def _create_store(self, store: Store) -> Obj | None:
+        """The new store as the server reports it, or None when it was refused."""
+        call = self.api.post(STORE_PATHS[store.kind], store.create_body())
+        done, created = await self._attempt("StoreRejected", store.what, call)
+        if not done:
+            self.failed_stores.add((store.kind, store.name))
+            return None
+        if store.secrets:
+            self.memory.applied[store.item] = self._digest(store.item, store.secrets)
+        return created or {}
+
+    async def _update_store(self, store: Store, found: Obj) -> None:
+        """Send the store's config when it drifted from the server's (settings or credentials)."""
+        applied = self.memory.applied
+        secret = self._digest(store.item, store.secrets)
+        drift = payloads.config_drift(store, found, applied.get(store.item), secret)
+        if drift is None:
+            return
+        call = self.api.put(store.path, store.update_body())
+        done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
+        if done:
+            # Saved, not in use: the running server keeps the store it opened.
+            revision = credentials.stores_revision(self.digest_key, self.desired.stores)
+            self.memory.stores_revision = revision
+            if store.secrets:
+                applied[store.item] = secret
+
     async def _shares(self, ids: payloads.StoreIds, users: dict[str, Obj]) -> None:
         reported = {share.get("name"): share for share in await self._list("/shares")}
         for share in self.desired.shares:
-            what = f"share {share.name}"
-            blocked = [
-                f"{STORE_WHAT[k]} {n}" for k, n in share.stores if (k, n) in self.failed_stores
-            ]
-            if blocked:
-                self.issues.append(
-                    Issue("ShareRejected", f"{what} waits for {', '.join(blocked)} (see above)")
-                )
-                continue
-            if share.owner and share.owner not in users:
-                self.issues.append(
-                    Issue("ShareRejected", f"{what} waits for its owner, user {share.owner}")
-                )
-                continue
             owner = payloads.owner_ids(users.get(share.owner)) if share.owner else None
-            if share.owner and owner is None:
-                self.issues.append(
-                    Issue(
-                        "ShareRejected",
-                        f"{what}: its owner {share.owner} has no uid (set spec.users[].uid): "
-                        "DittoFS gives the share's root the owner's uid and gid",
-                    )
-                )
-                continue
-            found = reported.get(share.name)
-            if found is not None:
-                if conflict := payloads.share_conflict(share, found, ids):
-                    self.issues.append(Issue("ShareConflict", conflict))
-                    continue
-                if payloads.owner_differs(owner, found):
-                    # No API changes an owner: created again, the share keeps its files.
-                    call = self.api.delete(share.path)
-                    done, _ = await self._attempt("ShareRejected", f"{what} (new owner)", call)
-                    if not done:
-                        continue
-                    found = None
-            if found is None:
-                call = self.api.post("/shares", payloads.share_create_body(share))
-                done, found = await self._attempt("ShareRejected", what, call)
+            if waits := self._share_waits(share, users, owner):
+                self.issues.append(Issue("ShareRejected", waits))
+            else:
+                await self._share(share, reported.get(share.name), owner, ids)
+
+    def _share_waits(
+        self, share: Share, users: dict[str, Obj], owner: tuple[int, int] | None
+    ) -> str | None:
+        """Why the share cannot be made yet (a store or its owner is missing), or None."""
+        what = f"share {share.name}"
+        blocked = [f"{STORE_WHAT[k]} {n}" for k, n in share.stores if (k, n) in self.failed_stores]
+        if blocked:
+            return f"{what} waits for {', '.join(blocked)} (see above)"
+        if share.owner and share.owner not in users:
+            return f"{what} waits for its owner, user {share.owner}"
+        if share.owner and owner is None:
+            return (
+                f"{what}: its owner {share.owner} has no uid (set spec.users[].uid): "
+                "DittoFS gives the share's root the owner's uid and gid"
+            )
+        return None
+
+    async def _share(
+        self,
+        share: Share,
+        found: Obj | None,
+        owner: tuple[int, int] | None,
+        ids: payloads.StoreIds,
+    ) -> None:
+        """Create or update one share (`found` is the server's), then its options."""
+        what = f"share {share.name}"
+        if found is not None:
+            if conflict := payloads.share_conflict(share, found, ids):
+                self.issues.append(Issue("ShareConflict", conflict))
+                return
+            if payloads.owner_differs(owner, found):
+                # No API changes an owner: created again, the share keeps its files.
+                call = self.api.delete(share.path)
+                done, _ = await self._attempt("ShareRejected", f"{what} (new owner)", call)
                 if not done:
-                    continue
-            elif update := payloads.share_update_body(share, found, ids):
-                await self._attempt("ShareRejected", what, self.api.put(share.path, update))
-            if found is not None and found.get("enabled") is False:
-                call = self.api.post(f"{share.path}/enable")
-                await self._attempt("ShareRejected", f"{what} (enable)", call)
-            await self._share_options(share)
+                    return
+                found = None
+        if found is None:
+            call = self.api.post("/shares", payloads.share_create_body(share))
+            done, found = await self._attempt("ShareRejected", what, call)
+            if not done:
+                return
+        elif update := payloads.share_update_body(share, found, ids):
+            await self._attempt("ShareRejected", what, self.api.put(share.path, update))
+        if found is not None and found.get("enabled") is False:
+            call = self.api.post(f"{share.path}/enable")
+            await self._attempt("ShareRejected", f"{what} (enable)", call)
+        await self._share_options(share)
 
     async def _share_options(self, share: Share) -> None:
         what = f"share {share.name}"
