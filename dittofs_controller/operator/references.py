@@ -15,6 +15,7 @@ from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import SECRETS, ObjectKey
 from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.names import PERCONA_USER, percona_cluster, percona_user_secret
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.runtime.controller import KeyMapper
@@ -60,6 +61,29 @@ def servers_referencing(servers: ResourceCache) -> KeyMapper:
             ObjectKey.of(server)
             for server in servers.by_index(BY_SECRET, f"{meta['namespace']}/{meta['name']}")
         ]
+
+    return mapper
+
+
+def percona_user_servers(servers: ResourceCache) -> KeyMapper:
+    """A key mapper: a Percona user Secret -> the DittoServers whose pod reads it."""
+    suffix = f"-pguser-{PERCONA_USER}"
+
+    def mapper(secret: Obj) -> Iterable[ObjectKey]:
+        meta = secret["metadata"]
+        if not meta["name"].endswith(suffix):
+            return ()
+        keys = []
+        for server in servers.objects(meta["namespace"]):
+            try:
+                spec = server_spec(server)
+            except ParseError:
+                continue
+            if spec.postgres and spec.postgres.percona:
+                cluster = percona_cluster(server["metadata"]["name"], spec)
+                if percona_user_secret(cluster) == meta["name"]:
+                    keys.append(ObjectKey.of(server))
+        return keys
 
     return mapper
 

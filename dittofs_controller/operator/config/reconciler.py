@@ -10,16 +10,14 @@ template.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import structlog
 
-from dittofs_controller.api.schema import ParseError
 from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.kube.client import ApiError
 from dittofs_controller.kube.resources import CONFIGMAPS, DITTOSERVERS, SECRETS, ObjectKey
-from dittofs_controller.operator import conditions, names
+from dittofs_controller.operator import conditions
 from dittofs_controller.operator.base import (
     Context,
     ServerReconciler,
@@ -32,9 +30,7 @@ from dittofs_controller.operator.children import Obj, adoption_problem, owner_re
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.config import build
 from dittofs_controller.operator.problems import UNWATCHED_RECHECK, Problem, api_problem
-from dittofs_controller.operator.references import servers_referencing
-from dittofs_controller.operator.specs import server_spec
-from dittofs_controller.runtime.controller import KeyMapper
+from dittofs_controller.operator.references import percona_user_servers, servers_referencing
 from dittofs_controller.runtime.informer import ResourceCache
 
 if TYPE_CHECKING:
@@ -200,29 +196,6 @@ def _invalid(ref: SecretKeySelector, what: str, expected: str) -> Problem:
     return Problem(
         "SecretValueInvalid", f"Secret {ref.name!r} ({what}) key {ref.key!r} must hold {expected}"
     )
-
-
-def percona_user_servers(servers: ResourceCache) -> KeyMapper:
-    """A key mapper: a Percona user Secret -> the DittoServers whose pod reads it."""
-    suffix = f"-pguser-{names.PERCONA_USER}"
-
-    def mapper(secret: Obj) -> Iterable[ObjectKey]:
-        meta = secret["metadata"]
-        if not meta["name"].endswith(suffix):
-            return ()
-        keys = []
-        for server in servers.objects(meta["namespace"]):
-            try:
-                spec = server_spec(server)
-            except ParseError:
-                continue
-            if spec.postgres and spec.postgres.percona:
-                cluster = names.percona_cluster(server["metadata"]["name"], spec)
-                if names.percona_user_secret(cluster) == meta["name"]:
-                    keys.append(ObjectKey.of(server))
-        return keys
-
-    return mapper
 
 
 def setup(manager: Manager, ctx: Context) -> None:

@@ -72,9 +72,8 @@ from dittofs_controller.operator.base import (
 )
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.config.build import TLS_CERT_KEY
-from dittofs_controller.operator.config.reconciler import percona_user_servers
 from dittofs_controller.operator.problems import Problem, api_problem
-from dittofs_controller.operator.references import servers_referencing
+from dittofs_controller.operator.references import percona_user_servers, servers_referencing
 from dittofs_controller.operator.serverconfig import access, credentials, gates, model, report
 from dittofs_controller.operator.serverconfig.converge import Converge
 from dittofs_controller.operator.serverconfig.memory import Memory, inputs_digest
