@@ -18,9 +18,6 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
 PYTHON = "3.11"
-RUFF_RULES = "E,F,W,I,B,UP,ASYNC,SIM,RUF"
-RUFF_IGNORE = "ASYNC109"  # explicit timeout parameters are clearer than asyncio.timeout here
-LINE_LENGTH = "100"
 
 
 # Debian packages the tests use: real NFS/SMB clients, and ip/nsenter/unshare for running pods.
@@ -53,17 +50,11 @@ def build_binaries(session: nox.Session, *components: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) on everything, mypy --strict on the package."""
+    """ruff (lint + format check, settings in pyproject.toml) on everything, mypy --strict on
+    the package."""
     session.install("-e", ".[lint,test]")
-    session.run(
-        "ruff",
-        "check",
-        f"--line-length={LINE_LENGTH}",
-        f"--select={RUFF_RULES}",
-        f"--ignore={RUFF_IGNORE}",
-        ".",
-    )
-    session.run("ruff", "format", f"--line-length={LINE_LENGTH}", "--check", ".")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy", "dittofs_controller")
 
 
