@@ -50,12 +50,14 @@ def build_binaries(session: nox.Session, *components: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check, settings in pyproject.toml) on everything, mypy --strict on
-    the package."""
+    """ruff (lint + format check) on everything, mypy --strict on the package, and the import
+    contracts that keep the layers one-way (ruff's and import-linter's settings are in
+    pyproject.toml, mypy's in setup.cfg)."""
     session.install("-e", ".[lint,test]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "dittofs_controller")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
