@@ -24,15 +24,11 @@ StoreKind = Literal["metadata", "local", "remote"]
 SecretValues = Mapping[tuple[str, str], str]  # (Secret name, key) -> value
 
 STORE_KINDS: tuple[StoreKind, ...] = ("metadata", "local", "remote")
-
-
 STORE_PATHS: dict[StoreKind, str] = {
     "metadata": "/store/metadata",
     "local": "/store/block/local",
     "remote": "/store/block/remote",
 }
-
-
 STORE_WHAT: dict[StoreKind, str] = {
     "metadata": "metadata store",
     "local": "local block store",

@@ -16,10 +16,8 @@ from dittofs_controller.operator.serverconfig.model import STORE_KINDS, Desired,
 # How often a converged server is compared again, to notice changes made through its API.
 DRIFT_INTERVAL = 300.0
 
-
 # An enabled adapter that does not run (its port is taken...) is looked at again this often.
 NOT_RUNNING_RECHECK = 30.0
-
 
 # Keys of status.server.managed (and of the store lists in status.server).
 CATEGORIES: dict[str, str] = {
