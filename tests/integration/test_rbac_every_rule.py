@@ -148,7 +148,10 @@ MANIFEST: Obj = {
             "nfs": {"type": "ClusterIP"},
             "smb": {"type": "ClusterIP"},
             "ingress": {"enabled": True, "host": "files.example.com", "tlsSecretName": "tls"},
-            "networkPolicy": {"enabled": True},
+            "networkPolicy": {
+                "enabled": True,
+                "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+            },
         },
     },
 }

@@ -110,6 +110,7 @@ def expected_children(server: str) -> dict[Resource, set[str]]:
         SERVICES: {names.service(server, purpose) for purpose in ("nfs", "smb", "api")},
         PVCS: {names.controlplane_claim(server)},
         STATEFULSETS: {names.statefulset(server)},
+        NETWORKPOLICIES: {names.network_policy(server, p) for p in ("api", "files")},
     }
 
 
