@@ -1515,6 +1515,12 @@ class DittoServerSpec:
         ),
     )
 
+    def needs_postgres(self) -> bool:
+        """The control plane or a metadata store lives in PostgreSQL."""
+        return self.control_plane.database.type == "postgres" or any(
+            store.type == "postgres" for store in self.metadata_stores
+        )
+
     image: str = field("DittoFS server image.", default=DEFAULT_IMAGE, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = field(
         "Pull policy of the DittoFS image.", default="IfNotPresent"

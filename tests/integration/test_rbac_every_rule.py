@@ -435,15 +435,19 @@ class Scenario:
         await self.until(pod_read, "Available never said why the pod is not ready")
 
     async def play_percona(self, cluster: str) -> None:
-        """What the Percona operator would do: the user Secret, then status ready."""
+        """What the Percona operator would do: the user and CA Secrets, then status ready."""
         data = {key: base64.b64encode(key.encode()).decode() for key in USER_SECRET_KEYS}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": names.percona_user_secret(cluster), "namespace": self.ns},
-            "data": data,
-        }
-        await retried(lambda: self.kube.create(SECRETS, secret, self.ns))
+        for name, values in (
+            (names.percona_user_secret(cluster), data),
+            (names.percona_ca_secret(cluster), {names.PERCONA_CA_KEY: "Y2E="}),
+        ):
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": self.ns},
+                "data": values,
+            }
+            await retried(lambda secret=secret: self.kube.create(SECRETS, secret, self.ns))
         status = {"status": {"state": READY_STATE}}
         await retried(
             lambda: self.kube.merge_patch(
