@@ -1276,8 +1276,8 @@ class ApiServiceSpec(ServiceSpec):
     """The Service of the REST API: cluster-internal unless you decide otherwise."""
 
     type: ServiceType = field(
-        "Service type. LoadBalancer requires controlPlane.tls: the admin REST API must never "
-        "be reachable over plain HTTP from outside the cluster.",
+        "Service type. LoadBalancer and NodePort require controlPlane.tls: the admin REST API "
+        "must never be reachable over plain HTTP from outside the cluster.",
         default="ClusterIP",
     )
 
@@ -1340,8 +1340,11 @@ class NetworkPolicy:
     """NetworkPolicies restricting who reaches the DittoFS pod."""
 
     enabled: bool = field(
-        "Create NetworkPolicies for the pod (the operator is always allowed to reach the API).",
-        default=False,
+        "Create NetworkPolicies for the pod: the REST API and metrics ports admit only the "
+        "operator's namespace and apiFrom, NFS and SMB admit fileFrom. On by default, so the "
+        "admin API is not open to every pod; they hold only where the network plugin enforces "
+        "NetworkPolicies.",
+        default=True,
     )
     api_from: list[JSON] = field(
         "Peers allowed to reach the REST API and the metrics port, each a networking/v1 "
@@ -1356,6 +1359,12 @@ class NetworkPolicy:
         "allows everyone.",
         factory=list,
     )
+
+
+def _api_peers_listed(policy: str) -> str:
+    """CEL: the API NetworkPolicy at `policy` admits more than the operator, or there is none
+    (an Ingress controller or a Prometheus it does not list could not reach the pod)."""
+    return f"!{policy}.enabled || (has({policy}.apiFrom) && size({policy}.apiFrom) > 0)"
 
 
 def _sources_chosen(protocol: str) -> Rule:
@@ -1379,7 +1388,17 @@ def _sources_chosen(protocol: str) -> Rule:
 class Expose:
     """How NFS, SMB and the REST API are reached."""
 
-    __cel__: ClassVar[tuple[Rule, ...]] = (_sources_chosen("nfs"), _sources_chosen("smb"))
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        _sources_chosen("nfs"),
+        _sources_chosen("smb"),
+        Rule(
+            f"!self.ingress.enabled || {_api_peers_listed('self.networkPolicy')}",
+            "expose.ingress: the API NetworkPolicy (networkPolicy.enabled, the default) admits "
+            "only the operator's namespace, so the ingress controller could not reach the API; "
+            "list its namespace in networkPolicy.apiFrom, or set networkPolicy.enabled: false",
+            field_path=".networkPolicy.apiFrom",
+        ),
+    )
 
     nfs: ServiceSpec = field("The NFS Service.", factory=ServiceSpec)
     smb: ServiceSpec = field("The SMB Service.", factory=ServiceSpec)
@@ -1479,12 +1498,28 @@ class DittoServerSpec:
             field_path=".controlPlane.metrics.port",
         ),
         Rule(
-            "self.expose.api.type != 'LoadBalancer' || has(self.controlPlane.tls)",
-            "expose.api.type LoadBalancer requires controlPlane.tls: the admin REST API must "
-            "not be exposed over plain HTTP",
+            "self.expose.api.type == 'ClusterIP' || has(self.controlPlane.tls)",
+            "expose.api.type LoadBalancer or NodePort requires controlPlane.tls: the admin REST "
+            "API must not be exposed over plain HTTP",
             field_path=".expose.api.type",
         ),
+        Rule(
+            "!self.controlPlane.metrics.enabled || "
+            "!self.controlPlane.metrics.serviceMonitor.enabled || "
+            f"{_api_peers_listed('self.expose.networkPolicy')}",
+            "controlPlane.metrics.serviceMonitor: the API NetworkPolicy (expose.networkPolicy."
+            "enabled, the default) admits only the operator's namespace to the metrics port, so "
+            "Prometheus could not scrape it; list Prometheus' namespace in "
+            "expose.networkPolicy.apiFrom, or set expose.networkPolicy.enabled: false",
+            field_path=".expose.networkPolicy.apiFrom",
+        ),
     )
+
+    def needs_postgres(self) -> bool:
+        """The control plane or a metadata store lives in PostgreSQL."""
+        return self.control_plane.database.type == "postgres" or any(
+            store.type == "postgres" for store in self.metadata_stores
+        )
 
     image: str = field("DittoFS server image.", default=DEFAULT_IMAGE, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = field(

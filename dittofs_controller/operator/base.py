@@ -38,7 +38,7 @@ from dittofs_controller.operator.children import (
 )
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.events import EventRecorder
-from dittofs_controller.operator.problems import Problem
+from dittofs_controller.operator.problems import Problem, owner_references_explained
 from dittofs_controller.operator.references import SecretReader
 from dittofs_controller.operator.specs import server_spec
 from dittofs_controller.operator.unseen import UnseenWrites
@@ -128,7 +128,12 @@ class ServerReconciler(abc.ABC):
         finalizers = server["metadata"].get("finalizers") or ()
         if server["metadata"].get("deletionTimestamp"):
             if self.finalizer in finalizers:
-                await self.release(server, spec)
+                try:
+                    with owner_references_explained():
+                        await self.release(server, spec)
+                except Problem as problem:  # said, and retried: the finalizer stays meanwhile
+                    await self.publish(server, Outcome.false(problem.reason, problem.message))
+                    raise
                 await self._set_finalizer(server, present=False)
             return DONE
         if spec is None:
@@ -137,7 +142,8 @@ class ServerReconciler(abc.ABC):
         if self.finalizer and self.finalizer not in finalizers:
             await self._set_finalizer(server, present=True)
         try:
-            synced = await self.sync(server, spec)
+            with owner_references_explained():
+                synced = await self.sync(server, spec)
         except Problem as problem:
             await self.publish(server, Outcome.false(problem.reason, problem.message))
             if problem.retry:

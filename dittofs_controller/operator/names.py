@@ -98,6 +98,14 @@ def percona_user_secret(cluster: str) -> str:
     return f"{cluster}-pguser-{PERCONA_USER}"
 
 
+def percona_ca_secret(cluster: str) -> str:
+    """The Secret holding the root CA the Percona operator (2.5+) makes for each cluster."""
+    return f"{cluster}-cluster-ca-cert"
+
+
+PERCONA_CA_KEY = "root.crt"
+
+
 def metadata_database(store: v1alpha1.MetadataStore) -> str:
     """The PostgreSQL database of a postgres metadata store: its override or `dittofs_<name>`."""
     if store.postgres and store.postgres.database:

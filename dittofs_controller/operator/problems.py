@@ -32,6 +32,39 @@ class Problem(ExpectedError):
         self.requeue_after = requeue_after
 
 
+# How the OwnerReferencesPermissionEnforcement admission plugin words its refusals (setting
+# blockOwnerDeletion; changing an existing object's ownerReferences).
+OWNER_REFERENCE_DENIALS = (
+    "cannot set blockOwnerDeletion",
+    "cannot set an ownerRef on a resource you can't delete",
+)
+
+
+def owner_reference_problem(error: ApiError) -> Problem | None:
+    """The plugin's refusal as a Problem that names the chart value granting what it checks,
+    or None for any other error. RBAC refusals look alike, hence the wording test."""
+    if error.status != 403 or not any(denial in str(error) for denial in OWNER_REFERENCE_DENIALS):
+        return None
+    return Problem(
+        "OwnerReferencesForbidden",
+        f"{error}: this cluster runs the OwnerReferencesPermissionEnforcement admission "
+        "plugin; install the operator's chart with rbac.ownerReferencesPermissionEnforcement="
+        "true, which grants what it checks",
+        retry=True,
+    )
+
+
+@contextlib.contextmanager
+def owner_references_explained() -> Iterator[None]:
+    """Turn the plugin's refusal into its Problem; other errors pass through as they are."""
+    try:
+        yield
+    except ApiError as error:
+        if (problem := owner_reference_problem(error)) is None:
+            raise
+        raise problem from error
+
+
 @contextlib.contextmanager
 def api_problem(reason: str, what: str) -> Iterator[None]:
     """Report an API answer users must act on as a Problem naming `what` was being done.
@@ -44,6 +77,8 @@ def api_problem(reason: str, what: str) -> Iterator[None]:
     try:
         yield
     except ApiError as error:
+        if owner_references := owner_reference_problem(error):
+            raise owner_references from error
         if error.status in (400, 422):
             raise Problem(reason, f"{what}: {error}") from error
         if error.status in (401, 403, 404):

@@ -28,7 +28,10 @@ case") fails this test: nothing is denied and nothing breaks.
 The control planes are this test's own, with the OwnerReferencesPermissionEnforcement admission
 plugin on (as on OpenShift and hardened clusters): only there are update on
 dittoservers/finalizers (blockOwnerDeletion on children) and delete on the children whose
-ownerReferences the operator changes (Retain, adoption) needed, and the chart supports them.
+ownerReferences the operator changes (Retain, adoption) needed, and the chart grants them with
+rbac.ownerReferencesPermissionEnforcement, which every case sets. One more case runs the
+chart's default (the value unset) on that plugin: it must break, with a condition that says
+OwnerReferencesForbidden and names the value.
 """
 
 from __future__ import annotations
@@ -148,7 +151,10 @@ MANIFEST: Obj = {
             "nfs": {"type": "ClusterIP"},
             "smb": {"type": "ClusterIP"},
             "ingress": {"enabled": True, "host": "files.example.com", "tlsSecretName": "tls"},
-            "networkPolicy": {"enabled": True},
+            "networkPolicy": {
+                "enabled": True,
+                "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+            },
         },
     },
 }
@@ -195,11 +201,21 @@ class Case:
 
     removed: Permission | None
     namespace: str
+    # The chart value rbac.ownerReferencesPermissionEnforcement.
+    owner_reference_grants: bool = True
     operator: InClusterOperator | None = None
     broke: str | None = None
+    # The DittoServer's conditions (type, reason, message) when a step broke.
+    conditions: list[tuple[str, str, str]] = attrs.Factory(list)
+
+    @property
+    def baseline(self) -> bool:
+        return self.removed is None and self.owner_reference_grants
 
     @property
     def label(self) -> str:
+        if not self.owner_reference_grants:
+            return "(none, but rbac.ownerReferencesPermissionEnforcement unset)"
         if self.removed is None:
             return "(none: the shipped RBAC)"
         group, resource, verb = self.removed
@@ -227,13 +243,14 @@ async def hardened_plane() -> AsyncIterator[KubeClient]:
         await asyncio.to_thread(plane.stop)
 
 
-def render(namespace: str) -> list[Obj]:
+def render(namespace: str, owner_reference_grants: bool = True) -> list[Obj]:
     """The chart in namespace-scoped mode for `namespace`, released into it."""
     health, metrics = free_ports(2)  # the chart refuses one port for both
     values = {
         "healthPort": health,
         "metrics": {"port": metrics},
         "watchNamespaces": [namespace],
+        "rbac": {"ownerReferencesPermissionEnforcement": owner_reference_grants},
     }
     return incluster.render_chart(values, release=RELEASE, namespace=namespace)
 
@@ -252,7 +269,7 @@ async def create_namespace(kube: KubeClient, name: str) -> None:
 
 async def install_case(kube: KubeClient, case: Case, scratch: Path) -> Callable[[Path], None]:
     """Apply the (reduced) chart into the case's namespace; return what starts its operator."""
-    docs = render(case.namespace)
+    docs = render(case.namespace, case.owner_reference_grants)
     if case.removed is not None:
         docs = incluster.without_verb(docs, *case.removed)
     await create_namespace(kube, case.namespace)
@@ -265,7 +282,7 @@ async def install_case(kube: KubeClient, case: Case, scratch: Path) -> Callable[
 
     def start(python: Path) -> None:
         # Rendered again now: the ports it picks are free at this moment (a pod has its own IP).
-        (deployment,) = find(render(case.namespace), "Deployment")
+        (deployment,) = find(render(case.namespace, case.owner_reference_grants), "Deployment")
         case.operator = InClusterOperator(
             python=python,
             deployment=deployment,
@@ -301,7 +318,7 @@ class Scenario:
         than the baseline took to see the same thing, so a loaded machine slows the verdicts
         down instead of faking breakage.
         """
-        baseline = self.case.removed is None
+        baseline = self.case.baseline
         start = time.monotonic()
         while True:
             with contextlib.suppress(*TRANSIENT):  # an overloaded apiserver: ask again
@@ -330,6 +347,11 @@ class Scenario:
             await body()
         except Broke as broke:
             self.case.broke = f"{name}: {broke}"
+            server = await retried(self.server) or {}
+            self.case.conditions = [
+                (c["type"], c.get("reason", ""), c.get("message", ""))
+                for c in (server.get("status") or {}).get("conditions") or ()
+            ]
 
     async def server(self) -> Obj | None:
         return await self.kube.get_or_none(DITTOSERVERS, SERVER, self.ns)
@@ -432,15 +454,19 @@ class Scenario:
         await self.until(pod_read, "Available never said why the pod is not ready")
 
     async def play_percona(self, cluster: str) -> None:
-        """What the Percona operator would do: the user Secret, then status ready."""
+        """What the Percona operator would do: the user and CA Secrets, then status ready."""
         data = {key: base64.b64encode(key.encode()).decode() for key in USER_SECRET_KEYS}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": names.percona_user_secret(cluster), "namespace": self.ns},
-            "data": data,
-        }
-        await retried(lambda: self.kube.create(SECRETS, secret, self.ns))
+        for name, values in (
+            (names.percona_user_secret(cluster), data),
+            (names.percona_ca_secret(cluster), {names.PERCONA_CA_KEY: "Y2E="}),
+        ):
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": self.ns},
+                "data": values,
+            }
+            await retried(lambda secret=secret: self.kube.create(SECRETS, secret, self.ns))
         status = {"status": {"state": READY_STATE}}
         await retried(
             lambda: self.kube.merge_patch(
@@ -562,6 +588,7 @@ async def test_every_permission_is_needed(runtime_python: Path, tmp_path: Path) 
         [Case(None, f"rbac-baseline-{start // WAVE}"), *removals[start : start + WAVE]]
         for start in range(0, len(removals), WAVE)
     ]
+    waves[0].append(Case(None, "rbac-no-owner-grants", owner_reference_grants=False))
     for wave in waves:
         await run_wave(wave, runtime_python, tmp_path)
     report([case for wave in waves for case in wave])
@@ -610,7 +637,20 @@ def report(cases: list[Case]) -> None:
     for case in cases:
         assert case.operator is not None
         denied = incluster.denials(case.operator)
-        if case.removed is None:
+        if not case.owner_reference_grants:
+            named = [
+                f"{kind}: {message}"
+                for kind, reason, message in case.conditions
+                if reason == "OwnerReferencesForbidden"
+                and "rbac.ownerReferencesPermissionEnforcement=true" in message
+            ]
+            verdict = f"{case.broke or 'NOTHING BROKE'}; said why: {'yes' if named else 'NO'}"
+            if not case.broke or not named:
+                failures.append(
+                    f"{case.label}: broke at {case.broke}, conditions {case.conditions}\n"
+                    + case.operator.tail(10)
+                )
+        elif case.removed is None:
             verdict = case.broke or "every step passed"
             if case.broke or denied:
                 failures.append(f"the shipped RBAC: broke at {case.broke}; denied {denied}")

@@ -4,9 +4,11 @@ No Percona operator (nor a PostgreSQL pod image) runs on the testbed. For every
 PerconaPGCluster in the test namespace this does what Percona's does, as far as DittoFS can
 tell: creates each `spec.users[]` role and its `databases` (with grantPublicSchemaAccess'
 grant) in the local server, writes the `<cluster>-pguser-<user>` Secret (keys host, port,
-user, password, dbname, uri) pointing at it, and reports `status.state: ready` through the
-status subresource. A cluster being deleted with the `percona.com/delete-pvc` finalizer loses
-its user Secrets and then the finalizer, as Percona does; without the finalizer nothing goes.
+user, password, dbname, uri) pointing at it and the cluster's root CA Secret
+`<cluster>-cluster-ca-cert` (key root.crt) that signed the server's certificate, and reports
+`status.state: ready` through the status subresource. A cluster being deleted with the
+`percona.com/delete-pvc` finalizer loses its user Secrets and then the finalizer, as Percona
+does; without the finalizer nothing goes.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ CRD_NAME = "perconapgclusters.pgv2.percona.com"
 DELETE_PVC_FINALIZER = "percona.com/delete-pvc"
 CLUSTER_LABEL = "postgres-operator.crunchydata.com/cluster"
 USER_LABEL = "postgres-operator.crunchydata.com/pguser"
+CA_KEY = "root.crt"  # beside root.key, which no client needs
 
 
 async def install_crd(kube: KubeClient, timeout: float = 30) -> None:
     """The stand-in PerconaPGCluster CRD, served."""
     await apply_crd(kube, yaml.safe_load(CRD_FILE.read_text()), PERCONA_PG_CLUSTERS, timeout)
+
+
+def ca_secret_name(cluster: str) -> str:
+    return f"{cluster}-cluster-ca-cert"
 
 
 def user_secret_name(cluster: str, user: str) -> str:
@@ -76,6 +83,7 @@ class PerconaPlayer:
         meta = cluster["metadata"]
         key = (meta["uid"], meta.get("generation", 0))
         if key not in self._done:
+            await self._ca(meta["name"])
             for user in (cluster.get("spec") or {}).get("users") or ():
                 await self._user(meta["name"], user)
             self._done.add(key)
@@ -89,6 +97,17 @@ class PerconaPlayer:
                 subresource="status",
             )
         self.served.add(meta["name"])
+
+    async def _ca(self, cluster: str) -> None:
+        """The cluster's root CA Secret (Percona 2.5+): what verifies the server's certificate."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": ca_secret_name(cluster), "namespace": self.namespace},
+            "type": "Opaque",
+            "stringData": {CA_KEY: self.postgres.ca.decode()},
+        }
+        await self.kube.apply(SECRETS, body, field_manager="percona-player")
 
     async def _user(self, cluster: str, user: Obj) -> None:
         name: str = user["name"]

@@ -3,8 +3,8 @@
 Debian's `postgresql` package provides the binaries (/usr/lib/postgresql/<major>/bin). The
 cluster is created with initdb in a fresh directory owned by the `postgres` OS user (PostgreSQL
 refuses to run as root) and listens on 127.0.0.1, for the harness, and on the node's bridge
-address, for pods. Like a Percona cluster it only lets pods in over TLS (`hostssl`, a
-self-signed certificate: DittoFS connects with sslmode require), with SCRAM passwords.
+address, for pods. Like a Percona cluster it only lets pods in over TLS (`hostssl`, with a
+certificate from a CA of its own that DittoFS verifies), with SCRAM passwords.
 The harness logs in over TCP as a password-authenticated superuser and runs SQL with psql.
 """
 
@@ -67,6 +67,7 @@ class PostgresServer:
     password: str  # of SUPERUSER
     bin: Path
     log: Path
+    ca: bytes  # PEM of the CA that signed the server's certificate
     superuser: str = SUPERUSER
 
     async def sql(self, statement: str, database: str = "postgres") -> str:
@@ -118,22 +119,41 @@ class PostgresServer:
             return f"(no log: {error})"
 
 
-def _self_signed(directory: Path, address: str, owner: pwd.struct_passwd) -> None:
-    """server.crt/server.key for ssl=on; nobody verifies it (sslmode require), as with Percona."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dittofs-e2e-postgres")])
+def _certificates(directory: Path, address: str, owner: pwd.struct_passwd) -> bytes:
+    """server.crt/server.key for ssl=on, signed by a CA of their own, whose PEM is returned:
+    like Percona's cluster CA, which DittoFS verifies the server against (verify-full, so the
+    certificate names the address pods dial)."""
     now = dt.datetime.now(dt.UTC)
+
+    def certificate(
+        subject: str,
+        public: ec.EllipticCurvePublicKey,
+        issuer: str,
+        signer: ec.EllipticCurvePrivateKey,
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=7))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = "dittofs-e2e-postgres-ca"
+    ca = (
+        certificate(ca_name, ca_key.public_key(), ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(address))]
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
+        certificate("dittofs-e2e-postgres", key.public_key(), ca_name, ca_key)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
     pem_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -146,6 +166,7 @@ def _self_signed(directory: Path, address: str, owner: pwd.struct_passwd) -> Non
         path.write_bytes(data)
         path.chmod(mode)
         os.chown(path, owner.pw_uid, owner.pw_gid)
+    return ca.public_bytes(serialization.Encoding.PEM)
 
 
 def _as_postgres(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
@@ -208,9 +229,9 @@ async def running_postgres(address: str, pod_network: str) -> AsyncIterator[Post
             "host    all      all  127.0.0.1/32 scram-sha-256\n"
             f"hostssl all      all  {pod_network} scram-sha-256\n"
         )
-        _self_signed(data, address, owner)
+        ca = _certificates(data, address, owner)
         server = PostgresServer(
-            host=address, port=free_port(), password=password, bin=binaries, log=log
+            host=address, port=free_port(), password=password, bin=binaries, log=log, ca=ca
         )
         settings = {
             "listen_addresses": f"127.0.0.1,{address}",

@@ -211,6 +211,25 @@ def test_both_scoping_modes_grant_the_same_rules(default: list[Doc]) -> None:
     assert env_value(default, "DITTOFS_CONTROLLER_NAMESPACES") is None
 
 
+def test_owner_reference_enforcement_rules_come_only_with_their_value(default: list[Doc]) -> None:
+    extra = yaml.safe_load(RULES.read_text())["ownerReferencesPermissionEnforcement"]
+    extra_verbs = granted(extra)
+    assert extra_verbs == {
+        ("dittofs.io", "dittoservers/finalizers", "update"),
+        ("", "secrets", "delete"),
+        ("", "persistentvolumeclaims", "delete"),
+        ("pgv2.percona.com", "perconapgclusters", "delete"),
+    }
+    assert not extra_verbs & granted(rules_of(operator_cluster_role(default)))
+    value = {"rbac": {"ownerReferencesPermissionEnforcement": True}}
+    everywhere = render_chart(value)
+    assert extra_verbs <= granted(rules_of(operator_cluster_role(everywhere)))
+    scoped = render_chart({**value, "watchNamespaces": ["team-a"]})
+    (role,) = [r for r in find(scoped, "Role") if "leader-election" not in r["metadata"]["name"]]
+    assert extra_verbs <= granted(rules_of(role))
+    assert not extra_verbs & granted(rules_of(operator_cluster_role(scoped)))
+
+
 def test_the_lease_is_the_only_one_the_operator_may_touch(default: list[Doc]) -> None:
     (role,) = [r for r in find(default, "Role") if r["metadata"]["name"].endswith("-election")]
     assert role["metadata"]["namespace"] == "dittofs-system"

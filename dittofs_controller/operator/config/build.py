@@ -51,7 +51,7 @@ PERCONA_SECRET_KEYS = {
 }
 # Percona's PostgreSQL only accepts TLS connections (hostssl); its certificate is self-issued,
 # so require encryption without verifying the chain.
-PERCONA_SSLMODE = "require"
+PERCONA_SSLMODE = "verify-full"  # against the cluster's own CA (postgres_ca)
 
 
 def jwt_secret_ref(server_name: str, spec: Spec) -> SecretKeySelector:
@@ -136,15 +136,34 @@ def _database(spec: Spec) -> dict[str, Any]:
     assert spec.postgres is not None
     external = spec.postgres.external
     postgres: dict[str, Any] = {"sslmode": external.ssl_mode if external else PERCONA_SSLMODE}
-    if external is not None and external.ssl_root_cert_secret_ref is not None:
-        postgres["ssl_root_cert"] = postgres_ca_file(external.ssl_root_cert_secret_ref)
+    if (ca_file := postgres_ca_file(spec)) is not None:
+        postgres["ssl_root_cert"] = ca_file
     # host, port, user, password and database come from a Secret as environment variables.
     return {"type": "postgres", "postgres": postgres}
 
 
-def postgres_ca_file(ref: SecretKeySelector) -> str:
-    """Path of the PostgreSQL CA certificate, mounted from its Secret key."""
-    return f"{names.POSTGRES_CA_DIR}/{ref.key}"
+def postgres_ca_file(spec: Spec) -> str | None:
+    """Where the pod finds the CA certificate that verifies PostgreSQL's: the external
+    sslRootCertSecretRef's key, or the root CA the Percona operator makes for its cluster.
+    None without PostgreSQL, or for an external one without a CA."""
+    if not spec.needs_postgres() or spec.postgres is None:
+        return None
+    external = spec.postgres.external
+    if external is None:
+        return f"{names.POSTGRES_CA_DIR}/{names.PERCONA_CA_KEY}"
+    if external.ssl_root_cert_secret_ref is None:
+        return None
+    return f"{names.POSTGRES_CA_DIR}/{external.ssl_root_cert_secret_ref.key}"
+
+
+def postgres_ca(server_name: str, spec: Spec) -> SecretKeySelector | None:
+    """The Secret key mounted at postgres_ca_file."""
+    if postgres_ca_file(spec) is None or spec.postgres is None:
+        return None
+    if spec.postgres.external is not None:
+        return spec.postgres.external.ssl_root_cert_secret_ref
+    cluster = names.percona_cluster(server_name, spec)
+    return SecretKeySelector(name=names.percona_ca_secret(cluster), key=names.PERCONA_CA_KEY)
 
 
 def render(spec: Spec) -> str:

@@ -34,15 +34,8 @@ PGBOUNCER_IMAGE = "docker.io/percona/percona-pgbouncer:1.25.0-1"
 PGBACKREST_IMAGE = "docker.io/percona/percona-pgbackrest:2.57.0-1"
 
 
-def needs_postgres(spec: v1alpha1.DittoServerSpec) -> bool:
-    """The control plane or a metadata store lives in PostgreSQL."""
-    return spec.control_plane.database.type == "postgres" or any(
-        store.type == "postgres" for store in spec.metadata_stores
-    )
-
-
 def uses_percona(spec: v1alpha1.DittoServerSpec) -> bool:
-    return needs_postgres(spec) and spec.postgres is not None and spec.postgres.percona is not None
+    return spec.needs_postgres() and spec.postgres is not None and spec.postgres.percona is not None
 
 
 def databases(spec: v1alpha1.DittoServerSpec) -> list[str]:

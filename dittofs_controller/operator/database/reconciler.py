@@ -42,7 +42,7 @@ from dittofs_controller.runtime.store import BY_CONTROLLER_UID
 
 # How long a pass waits for the PerconaPGCluster kind to be served after its CRD appeared.
 SERVED_TIMEOUT = 10.0
-BY_PERCONA_SECRET = "percona-user-secret"
+BY_PERCONA_SECRET = "percona-secrets"
 
 
 class DatabaseReconciler(ServerReconciler):
@@ -74,7 +74,7 @@ class DatabaseReconciler(ServerReconciler):
         return Synced(outcome)
 
     async def _judge(self, server: Obj, spec: Spec) -> Outcome:
-        if not build.needs_postgres(spec):
+        if not spec.needs_postgres():
             return Outcome.true(
                 "NotRequired",
                 "no PostgreSQL needed: the control plane uses SQLite and no metadata store is of "
@@ -153,13 +153,16 @@ class DatabaseReconciler(ServerReconciler):
                 f"operator sets status.state ready once PostgreSQL serves); see kubectl describe "
                 f"perconapgcluster {name} -n {namespace}",
             )
-        secret = names.percona_user_secret(name)
-        await self.ctx.secret_values.require_keys(
-            namespace, secret, build.USER_SECRET_KEYS, what=f"written by Percona for cluster {name}"
-        )
+        secret, ca = names.percona_user_secret(name), names.percona_ca_secret(name)
+        reader = self.ctx.secret_values
+        written = f"written by Percona for cluster {name}"
+        await reader.require_keys(namespace, secret, build.USER_SECRET_KEYS, what=written)
+        # DittoFS verifies the server's certificate (verify-full) against the cluster's root CA.
+        await reader.require_keys(namespace, ca, (names.PERCONA_CA_KEY,), what=written)
         return Outcome.true(
             "PerconaClusterReady",
-            f"PerconaPGCluster {name} is ready; Secret {secret} holds the connection settings",
+            f"PerconaPGCluster {name} is ready; Secret {secret} holds the connection settings, "
+            f"Secret {ca} the CA that verifies the server",
         )
 
     async def _require_percona(self) -> None:
@@ -188,7 +191,8 @@ class DatabaseReconciler(ServerReconciler):
 
 
 def percona_secret_index(server: Obj) -> Iterable[str]:
-    """Index DittoServers by `<namespace>/<name>` of the Percona user Secret they wait for."""
+    """Index DittoServers by `<namespace>/<name>` of the Percona Secrets they wait for: the
+    user's and the cluster's root CA."""
     try:
         spec = server_spec(server)
     except ParseError:
@@ -196,11 +200,15 @@ def percona_secret_index(server: Obj) -> Iterable[str]:
     if spec.postgres is None or spec.postgres.percona is None:
         return ()
     cluster = names.percona_cluster(server["metadata"]["name"], spec)
-    return (f"{server['metadata']['namespace']}/{names.percona_user_secret(cluster)}",)
+    namespace = server["metadata"]["namespace"]
+    return (
+        f"{namespace}/{names.percona_user_secret(cluster)}",
+        f"{namespace}/{names.percona_ca_secret(cluster)}",
+    )
 
 
 def secret_mapper(servers: ResourceCache) -> KeyMapper:
-    """Secret -> the DittoServers that reference it or wait for it as their Percona user Secret."""
+    """Secret -> the DittoServers that reference it or wait for it as a Percona Secret."""
     referencing = servers_referencing(servers)
 
     def mapper(secret: Obj) -> Iterable[ObjectKey]:

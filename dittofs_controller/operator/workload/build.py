@@ -43,6 +43,7 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.config import build as config
 
 COMPONENT = "server"
+ENV_PGSSLROOTCERT = "PGSSLROOTCERT"
 CONTAINER = "dittofs"
 BINARY = "/app/dfs"  # the image's entrypoint
 UID = 65532  # the image's non-root user and group
@@ -190,6 +191,10 @@ def env(server_name: str, spec: Spec) -> list[Obj]:
             for variable, ref in config.postgres_env(server_name, spec).items()
         ),
     ]
+    if (ca_file := config.postgres_ca_file(spec)) is not None:
+        # The config file gives the control plane its CA; the metadata stores' connections
+        # (pgx, and lib/pq for migrations) find it through libpq's variable.
+        ours.append({"name": ENV_PGSSLROOTCERT, "value": ca_file})
     overridden = {variable.get("name") for variable in spec.pod.env}
     return [v for v in ours if v["name"] not in overridden] + list(spec.pod.env)
 
@@ -222,9 +227,7 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
     if cp.tls is not None:
         source = secret_keys(cp.tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
         add("tls", source, names.TLS_DIR, read_only=True)
-    external = spec.postgres.external if spec.postgres else None
-    if config.uses_postgres(spec) and external and external.ssl_root_cert_secret_ref:
-        ca = external.ssl_root_cert_secret_ref
+    if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
     if not config.uses_postgres(spec):
         add("controlplane", claim(names.controlplane_claim(server_name)), names.CONTROLPLANE_DIR)

@@ -110,6 +110,7 @@ def expected_children(server: str) -> dict[Resource, set[str]]:
         SERVICES: {names.service(server, purpose) for purpose in ("nfs", "smb", "api")},
         PVCS: {names.controlplane_claim(server)},
         STATEFULSETS: {names.statefulset(server)},
+        NETWORKPOLICIES: {names.network_policy(server, p) for p in ("api", "files")},
     }
 
 
@@ -321,6 +322,7 @@ class NamespaceView:
     """
 
     def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self.kube = kube
         self.namespace = namespace
         self.servers = ResourceCache(kube, DITTOSERVERS, namespaces=[namespace])
         self.caches = {
@@ -373,7 +375,11 @@ class NamespaceView:
         try:
             await self.until(lambda state: not check(state), what, timeout)
         except AssertionError as error:
-            raise AssertionError(f"{error}; still: {check(self.state())[:20]}") from None
+            # A fresh read tells a lagging watch of this view from a stuck controller.
+            fresh = check(await fresh_state(self.kube, self.namespace))
+            raise AssertionError(
+                f"{error}; still: {check(self.state())[:20]}; the API server now: {fresh[:20]}"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[NamespaceView]:

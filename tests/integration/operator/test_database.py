@@ -151,6 +151,7 @@ USER_SECRET = {
     "password": "not-a-real-one",
     "dbname": "dittofs",
 }
+CA_SECRET = {"root.crt": "not-a-real-certificate"}  # beside it, Percona's root.key
 
 
 def retries(controller: str) -> float:
@@ -240,9 +241,14 @@ async def test_percona_absent_then_installed_recovers_without_a_restart(
         assert "files-pg-pguser-dittofs" in no_secret["message"]
 
         await create_secret(kube, namespace, "files-pg-pguser-dittofs", **USER_SECRET)
+        no_ca = await wait_reason(kube, key, "SecretNotFound")  # the server is verified with it
+        assert "files-pg-cluster-ca-cert" in no_ca["message"]
+
+        await create_secret(kube, namespace, "files-pg-cluster-ca-cert", **CA_SECRET)
         ready = await wait_reason(kube, key, "PerconaClusterReady")
         assert ready["status"] == "True"
         assert "files-pg-pguser-dittofs" in ready["message"]
+        assert "files-pg-cluster-ca-cert" in ready["message"]
     finally:
         await install_percona_crd(kube)
 
@@ -250,8 +256,9 @@ async def test_percona_absent_then_installed_recovers_without_a_restart(
 async def test_the_pguser_secret_alone_is_not_enough(
     kube: KubeClient, namespace: str, percona_crd: KubeClient, operator: RunningOperator
 ) -> None:
-    """Percona writes the Secret before the database is ready."""
+    """Percona writes the Secrets before the database is ready."""
     await create_secret(kube, namespace, "files-pg-pguser-dittofs", **USER_SECRET)
+    await create_secret(kube, namespace, "files-pg-cluster-ca-cert", **CA_SECRET)
     await kube.create(DITTOSERVERS, server(namespace), namespace)
     key = ObjectKey(namespace, "files")
     await wait_for(lambda: cluster(kube, namespace), "the PerconaPGCluster")
@@ -279,6 +286,7 @@ async def test_a_renamed_cluster_is_created_and_the_old_one_kept_and_mentioned(
     await wait_for(lambda: cluster(kube, namespace, "renamed"), "the renamed cluster")
     await set_state(kube, namespace, "ready", "renamed")
     await create_secret(kube, namespace, "renamed-pguser-dittofs", **USER_SECRET)
+    await create_secret(kube, namespace, "renamed-cluster-ca-cert", **CA_SECRET)
     ready = await wait_reason(kube, key, "PerconaClusterReady")
     assert "PerconaPGCluster renamed is ready" in ready["message"]
     assert (

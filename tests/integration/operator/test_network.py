@@ -350,7 +350,14 @@ async def test_ingress_with_cluster_issuer(
         "clusterIssuer": "letsencrypt-prod",
         "annotations": {"example.com/extra": "yes"},
     }
-    key = await create_server(kube, namespace, expose={"ingress": ingress_spec})
+    ingress_controller = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ic"}}
+    }
+    key = await create_server(
+        kube,
+        namespace,
+        expose={"ingress": ingress_spec, "networkPolicy": {"apiFrom": [ingress_controller]}},
+    )
     found = await child_where(
         kube, INGRESSES, key, "files-api", lambda obj: obj is not None, "created"
     )
@@ -386,15 +393,14 @@ async def _endpoint_is(kube: KubeClient, key: ObjectKey, name: str, value: str) 
     return (await endpoints(kube, key)).get(name) == value
 
 
-async def test_network_policies_on_and_off(
+async def test_network_policies_by_default_then_with_peers_then_off(
     kube: KubeClient, namespace: str, operator: RunningOperator
 ) -> None:
-    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
-    key = await create_server(
-        kube,
-        namespace,
-        expose={"networkPolicy": {"enabled": True, "apiFrom": [monitoring]}},
-    )
+    operator_namespace = operator.manager.settings.leader_election.lease_namespace
+    operator_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}}
+    }
+    key = await create_server(kube, namespace)  # nothing said about NetworkPolicies
     api = await child_where(
         kube, NETWORKPOLICIES, key, "files-api", lambda obj: obj is not None, "created"
     )
@@ -402,15 +408,24 @@ async def test_network_policies_on_and_off(
         kube, NETWORKPOLICIES, key, "files-files", lambda obj: obj is not None, "created"
     )
     assert api is not None and files is not None
-    operator_namespace = operator.manager.settings.leader_election.lease_namespace
     assert api["spec"]["policyTypes"] == ["Ingress"]
-    assert api["spec"]["ingress"][0]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}}},
-        monitoring,
-    ]
+    assert api["spec"]["ingress"][0]["from"] == [operator_peer]  # the operator only
     assert [p["port"] for p in api["spec"]["ingress"][0]["ports"]] == [8080, 9090]
     assert [p["port"] for p in files["spec"]["ingress"][0]["ports"]] == [12049, 12445]
     assert "from" not in files["spec"]["ingress"][0]
+
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    await patch_spec(kube, key, {"expose": {"networkPolicy": {"apiFrom": [monitoring]}}})
+    await child_where(
+        kube,
+        NETWORKPOLICIES,
+        key,
+        "files-api",
+        lambda obj: (
+            obj is not None and obj["spec"]["ingress"][0]["from"] == [operator_peer, monitoring]
+        ),
+        "admitting the declared peer",
+    )
 
     await patch_spec(kube, key, {"expose": {"networkPolicy": {"enabled": False}}})
     await gone(kube, NETWORKPOLICIES, key, "files-api")
@@ -458,6 +473,7 @@ async def test_nothing_is_written_when_nothing_changed(
             "networkPolicy": {
                 "enabled": True,
                 "fileFrom": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": []}}],
+                "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ic"}}}],
             },
         },
     )

@@ -154,7 +154,8 @@ async def _children(kube: KubeClient, namespace: str, server: str) -> dict[tuple
 
 
 async def _play_percona(kube: KubeClient, namespace: str, cluster: str) -> None:
-    """What the Percona operator does once its cluster serves: the user Secret, state ready."""
+    """What the Percona operator does once its cluster serves: the user and CA Secrets, state
+    ready (no pod runs here: no value is used)."""
     await wait_for(
         lambda: kube.get_or_none(PERCONA_PG_CLUSTERS, cluster, namespace),
         f"PerconaPGCluster {cluster}",
@@ -168,6 +169,13 @@ async def _play_percona(kube: KubeClient, namespace: str, cluster: str) -> None:
         "stringData": {**values, "password": "test-only-password"},
     }
     await kube.create(SECRETS, secret, namespace)
+    ca = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": percona.ca_secret_name(cluster)},
+        "stringData": {percona.CA_KEY: "test-only-ca"},
+    }
+    await kube.create(SECRETS, ca, namespace)
     status = {"status": {"state": "ready"}}
     await kube.merge_patch(PERCONA_PG_CLUSTERS, cluster, status, namespace, subresource="status")
 

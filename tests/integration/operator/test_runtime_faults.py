@@ -231,6 +231,9 @@ def faults(kube: KubeClient, namespace: str, node_port: int) -> list[Fault]:
                         "host": "files.example.com",
                         "tlsSecretName": "files-tls",
                     },
+                    "networkPolicy": {
+                        "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]
+                    },
                 }
             ),
             before=refuse_ingresses,

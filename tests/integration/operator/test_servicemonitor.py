@@ -79,7 +79,12 @@ async def test_service_monitor_skipped_without_crd_then_created_and_deleted(
             }
         }
         cluster_ip = {"type": "ClusterIP"}  # no load balancer to wait for: NetworkReady True
-        server["spec"]["expose"] = {"nfs": cluster_ip, "smb": cluster_ip}
+        prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+        server["spec"]["expose"] = {
+            "nfs": cluster_ip,
+            "smb": cluster_ip,
+            "networkPolicy": {"apiFrom": [prometheus]},
+        }
         await kube.create(DITTOSERVERS, server, namespace)
         key = ObjectKey(namespace, "files")
 

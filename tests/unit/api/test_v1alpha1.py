@@ -151,7 +151,7 @@ def test_minimal_manifest_gets_every_default() -> None:
     assert spec.expose.api == ApiServiceSpec(type="ClusterIP")
     assert not spec.expose.ingress.enabled
     assert (spec.expose.ingress.class_name, spec.expose.ingress.path) == ("nginx", "/")
-    assert not spec.expose.network_policy.enabled
+    assert spec.expose.network_policy.enabled  # the admin API admits the operator only
     (share,) = spec.shares
     assert (share.read_only, share.default_permission, share.nfs.squash) == (
         False,

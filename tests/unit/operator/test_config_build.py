@@ -100,7 +100,10 @@ def test_postgres_settings_from_secrets_stay_out_of_the_file() -> None:
         },
     }
     percona = yaml.safe_load(build.render(sample("percona.yaml")))["database"]
-    assert percona == {"type": "postgres", "postgres": {"sslmode": "require"}}
+    assert percona == {
+        "type": "postgres",
+        "postgres": {"sslmode": "verify-full", "ssl_root_cert": "/postgres-ca/root.crt"},
+    }
 
 
 @pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")), ids=lambda p: p.stem)

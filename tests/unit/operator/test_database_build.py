@@ -40,10 +40,10 @@ def cluster(spec: DittoServerSpec) -> dict[str, Any]:
 
 
 def test_postgres_is_needed_for_a_postgres_control_plane_or_metadata_store() -> None:
-    assert not build.needs_postgres(sample("minimal.yaml"))
-    assert build.needs_postgres(sample("percona.yaml"))  # both
-    assert build.needs_postgres(sample("percona-pg16-backups.yaml"))  # a metadata store only
-    assert build.needs_postgres(sample("external-postgres.yaml"))
+    assert not sample("minimal.yaml").needs_postgres()
+    assert sample("percona.yaml").needs_postgres()  # both
+    assert sample("percona-pg16-backups.yaml").needs_postgres()  # a metadata store only
+    assert sample("external-postgres.yaml").needs_postgres()
 
 
 def test_percona_is_used_only_when_postgres_is_needed_and_comes_from_percona() -> None:
@@ -184,6 +184,9 @@ def test_servers_are_indexed_by_the_percona_user_secret_they_wait_for() -> None:
         "metadata": {"name": "files", "namespace": "team"},
         "spec": yaml.safe_load((VALID / "percona.yaml").read_text())["spec"],
     }
-    assert list(percona_secret_index(server)) == ["team/files-pg-pguser-dittofs"]
+    assert list(percona_secret_index(server)) == [
+        "team/files-pg-pguser-dittofs",
+        "team/files-pg-cluster-ca-cert",
+    ]
     server["spec"] = yaml.safe_load((VALID / "external-postgres.yaml").read_text())["spec"]
     assert list(percona_secret_index(server)) == []

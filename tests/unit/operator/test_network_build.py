@@ -294,8 +294,16 @@ def test_ingress_adds_no_controller_specific_annotations_for_a_tls_backend() -> 
 # --- NetworkPolicies ------------------------------------------------------------------------
 
 
-def test_network_policies_are_absent_unless_enabled() -> None:
-    assert build.network_policies(SERVER, spec_of(), "ops") == {"api": None, "files": None}
+def test_network_policies_are_absent_when_disabled() -> None:
+    spec = spec_of(expose={"networkPolicy": {"enabled": False}})
+    assert build.network_policies(SERVER, spec, "ops") == {"api": None, "files": None}
+
+
+def test_network_policies_are_made_by_default() -> None:
+    policies = build.network_policies(SERVER, spec_of(), "ops")
+    api = policies["api"]
+    assert api and policies["files"]
+    assert api["spec"]["ingress"][0]["from"] == [build.operator_peer("ops")]
 
 
 def test_network_policies_from_the_sample() -> None:
@@ -333,9 +341,7 @@ def test_network_policies_from_the_sample() -> None:
 
 
 def test_empty_file_from_allows_everyone_and_empty_api_from_only_the_operator() -> None:
-    spec = spec_of(
-        expose={"networkPolicy": {"enabled": True}}, controlPlane={"metrics": {"enabled": False}}
-    )
+    spec = spec_of(controlPlane={"metrics": {"enabled": False}})
     policies = build.network_policies(SERVER, spec, "dittofs-system")
     api, files = policies["api"], policies["files"]
     assert api and files
@@ -352,10 +358,7 @@ def test_empty_file_from_allows_everyone_and_empty_api_from_only_the_operator() 
 
 def test_no_files_policy_without_file_protocols() -> None:
     """A rule without ports would open every port: no policy at all then."""
-    spec = spec_of(
-        adapters={"nfs": {"enabled": False}, "smb": {"enabled": False}},
-        expose={"networkPolicy": {"enabled": True}},
-    )
+    spec = spec_of(adapters={"nfs": {"enabled": False}, "smb": {"enabled": False}})
     policies = build.network_policies(SERVER, spec, "ops")
     assert policies["files"] is None
     assert policies["api"] is not None

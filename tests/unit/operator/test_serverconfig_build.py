@@ -181,7 +181,7 @@ def test_percona_postgres_store() -> None:
         "database": "dittofs_meta",
         "user": "postgres-s3-pg-pguser-dittofs:user:value",
         "password": "postgres-s3-pg-pguser-dittofs:password:value",
-        "sslmode": "require",
+        "sslmode": "verify-full",  # with Percona's CA, which the pod names in PGSSLROOTCERT
     }
     assert store.secrets == ("postgres-s3-pg-pguser-dittofs:password:value",)
 

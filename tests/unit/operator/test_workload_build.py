@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +159,20 @@ def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
     assert names.TLS_DIR not in mounts(spec_of())
 
 
+def test_percona_root_ca_is_mounted_and_named_to_libpq() -> None:
+    spec = sample("percona.yaml")
+    ca = mounts(spec)[names.POSTGRES_CA_DIR]
+    cluster = names.percona_cluster("files", spec)
+    assert ca["readOnly"] is True
+    assert ca["secret"] == {  # root.crt only: the Secret's root.key stays out of the pod
+        "secretName": f"{cluster}-cluster-ca-cert",
+        "items": [{"key": "root.crt", "path": "root.crt"}],
+    }
+    variables = {e["name"]: e.get("value") for e in container(spec)["env"]}
+    assert variables["PGSSLROOTCERT"] == f"{names.POSTGRES_CA_DIR}/root.crt"
+    assert names.POSTGRES_CA_DIR not in mounts(sample("minimal.yaml"))  # no PostgreSQL, no CA
+
+
 def test_volume_names_are_dns_labels() -> None:
     long = "s" * 32
     spec = spec_of(
@@ -220,8 +233,10 @@ def test_spec_env_is_appended_and_replaces_ours_by_name() -> None:
 
 
 def test_no_secret_value_in_the_pod_template() -> None:
-    text = json.dumps(pod(sample("external-postgres.yaml")))
-    assert '"value"' not in text  # every operator variable is a secretKeyRef
+    entries = container(sample("external-postgres.yaml"))["env"]
+    plain = {e["name"]: e["value"] for e in entries if "value" in e}
+    # Every operator variable is a secretKeyRef but the CA's path (and spec.pod.env, none here).
+    assert plain == {"PGSSLROOTCERT": f"{names.POSTGRES_CA_DIR}/ca.pem"}
 
 
 # --- ports and probes -----------------------------------------------------------------------
