@@ -6,6 +6,9 @@ made over the API with that role must change their password before they may call
 Errors: the handlers answer `application/problem+json` ({type, title, status, detail, code});
 the authentication middleware answers `text/plain` 401/403. Both become a DittoFSError. A
 server that cannot be reached (connection refused, DNS, TLS, timeout) is DittoFSUnreachable.
+A call that fails in a way both safe and likely to pass on a second try (a refused
+connection; for GET, PUT, DELETE and the login also a dropped one or 502/503/504) is tried
+again within the call, ATTEMPTS in all, with jittered backoff (tenacity).
 
 Tokens: a login returns an access token valid `expires_in` seconds (900 by default) and a
 refresh token. The client refreshes shortly before expiry, logs in again when the refresh is
@@ -29,6 +32,13 @@ from typing import Any
 import aiohttp
 import attrs
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 log = structlog.get_logger("dittofs_controller.dittofs")
 
@@ -39,6 +49,17 @@ ADMIN = "admin"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=5)
 # Refresh this long before the access token expires, so a call never races its expiry.
 REFRESH_MARGIN = 60.0
+# A request that fails for a moment (a proxy or port-forward without a backend yet, a server
+# restarting) is tried again within the same pass, up to ATTEMPTS in all, when that is safe:
+# methods that mean the same however often they arrive (and the login, which only issues a
+# token), answers that say "not now".
+ATTEMPTS = 3
+RETRY_WAIT = wait_exponential(multiplier=0.2, max=2) + wait_random(0, 0.2)
+REPEATABLE_METHODS = frozenset({"GET", "PUT", "DELETE"})
+REPEATABLE_POSTS = frozenset({"/auth/login", "/auth/refresh"})
+NOT_NOW = frozenset(
+    {HTTPStatus.BAD_GATEWAY, HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.GATEWAY_TIMEOUT}
+)
 
 
 class DittoFSError(Exception):
@@ -75,7 +96,15 @@ class AuthenticationFailed(DittoFSError):
 
 
 class DittoFSUnreachable(Exception):
-    """No answer from the server: connection refused, name not resolved, TLS, timeout."""
+    """No answer from the server: connection refused, name not resolved, TLS, timeout.
+
+    `repeatable`: trying again cannot do anything twice (the request never left, or repeating
+    it is harmless) and is not bound to wait as long again (not a timeout).
+    """
+
+    def __init__(self, message: str, *, repeatable: bool) -> None:
+        super().__init__(message)
+        self.repeatable = repeatable
 
 
 def _reason(status: int) -> str:
@@ -215,6 +244,35 @@ class DittoFSClient:
         self.tokens.expires_at = self.clock() + float(reply.get("expires_in") or 0)
 
     async def _send(self, method: str, path: str, body: Any, token: str | None) -> Any:
+        """One call, tried again (ATTEMPTS in all) while it fails in a way that is safe and
+        likely to pass on a second try."""
+        repeatable = method in REPEATABLE_METHODS or (method == "POST" and path in REPEATABLE_POSTS)
+
+        def transient(error: BaseException) -> bool:
+            if isinstance(error, DittoFSUnreachable):
+                return error.repeatable
+            return repeatable and isinstance(error, DittoFSError) and error.status in NOT_NOW
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(transient),
+            stop=stop_after_attempt(ATTEMPTS),
+            wait=RETRY_WAIT,
+            before_sleep=lambda state: log.info(
+                "dittofs request retried",
+                method=method,
+                path=path,
+                attempt=state.attempt_number,
+                error=str(state.outcome.exception()) if state.outcome else None,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._send_once(method, path, body, token, repeatable=repeatable)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _send_once(
+        self, method: str, path: str, body: Any, token: str | None, *, repeatable: bool
+    ) -> Any:
         url = f"{self.base_url}{API_PREFIX}{path}"
         headers = {"Accept": "application/json"}
         if token is not None:
@@ -227,10 +285,17 @@ class DittoFSClient:
                 status, content_type = response.status, response.content_type
         except TimeoutError:
             raise DittoFSUnreachable(
-                f"{method} {url}: no answer within {self.timeout.total:g} s"
+                f"{method} {url}: no answer within {self.timeout.total:g} s", repeatable=False
             ) from None
         except aiohttp.ClientError as error:
-            raise DittoFSUnreachable(f"{method} {url}: {error or type(error).__name__}") from None
+            # A refused connection never carried the request; a refused certificate is refused
+            # again.
+            never_sent = isinstance(error, aiohttp.ClientConnectorError)
+            refused_tls = isinstance(error, aiohttp.ClientSSLError)
+            raise DittoFSUnreachable(
+                f"{method} {url}: {error or type(error).__name__}",
+                repeatable=(never_sent or repeatable) and not refused_tls,
+            ) from None
         log.debug("dittofs request", method=method, path=path, status=status)
         if status >= 400:
             raise DittoFSError.from_response(status, content_type, text)

@@ -37,6 +37,13 @@ from typing import Self
 import aiohttp
 import attrs
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import PODS
@@ -50,7 +57,18 @@ PORT_PREAMBLE = struct.Struct("<H")
 # Opening a tunnel (TLS to the API server, upgrade through it to the kubelet) must end well
 # before the caller's own request timeout, so a hung tunnel surfaces as a tunnel failure.
 OPEN_TIMEOUT = 10.0
+# A dial the API server refused (restarting, or its endpoint just moved) is tried again within
+# OPEN_TIMEOUT, DIAL_ATTEMPTS in all: it never reached the kubelet, so nothing happens twice.
+DIAL_ATTEMPTS = 3
+DIAL_WAIT = wait_exponential(multiplier=0.1, max=1) + wait_random(0, 0.1)
 CHUNK = 64 * 1024
+
+
+def _refused_dial(error: BaseException) -> bool:
+    """The connection to the API server failed before carrying the request (not its TLS)."""
+    return isinstance(error, aiohttp.ClientConnectorError) and not isinstance(
+        error, aiohttp.ClientSSLError
+    )
 
 
 class PortForwardError(Exception):
@@ -232,9 +250,17 @@ class PortForward:
         path = PODS.path(self.namespace, self.pod, "portforward")
         try:
             async with asyncio.timeout(self.open_timeout):
-                return await self.kube.websocket(
-                    path, query={"ports": str(self.port)}, protocols=(SUBPROTOCOL,)
-                )
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(_refused_dial),
+                    stop=stop_after_attempt(DIAL_ATTEMPTS),
+                    wait=DIAL_WAIT,
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self.kube.websocket(
+                            path, query={"ports": str(self.port)}, protocols=(SUBPROTOCOL,)
+                        )
+                raise AssertionError("unreachable: tenacity reraises the last error")
         except aiohttp.WSServerHandshakeError as error:
             raise await self._rejection(error.status) from None
         except TimeoutError:

@@ -30,6 +30,7 @@ from dittofs_controller.dittofs import (
     Tokens,
     pinned_ssl_context,
 )
+from dittofs_controller.dittofs.client import ATTEMPTS
 
 PASSWORD = "Admin-Passw0rd-unit"
 PROBLEM = "application/problem+json"
@@ -62,6 +63,10 @@ class FakeDittoFS:
         self.app.router.add_get("/api/v1/settings", self.forbidden)
         self.app.router.add_delete("/api/v1/shares/export", self.no_content)
         self.app.router.add_get("/api/v1/slow", self.slow)
+        self.app.router.add_get("/api/v1/flaky", self.flaky)
+        self.app.router.add_post("/api/v1/flaky", self.flaky)
+        self.unavailable = 0  # how many more calls of /flaky answer 503
+        self.flaky_calls = 0
 
     def issue(self) -> dict[str, Any]:
         n = self.logins + self.refreshes
@@ -118,6 +123,13 @@ class FakeDittoFS:
 
     async def no_content(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        self.flaky_calls += 1
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            return web.Response(status=503, text="no backend yet\n")
+        return web.json_response({"ok": True})
 
     async def slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(5)
@@ -282,6 +294,48 @@ async def test_unreachable_and_slow_servers(
     quick = aiohttp.ClientTimeout(total=0.3)
     with pytest.raises(DittoFSUnreachable, match=r"no answer within 0\.3 s"):
         await DittoFSClient(http, url, PASSWORD, timeout=quick).get("/slow")
+
+
+async def test_not_now_answers_are_tried_again_for_repeatable_calls_only(
+    fake: tuple[FakeDittoFS, str], http: aiohttp.ClientSession
+) -> None:
+    dittofs, url = fake
+    client = DittoFSClient(http, url, PASSWORD)
+    dittofs.unavailable = ATTEMPTS - 1
+    assert await client.get("/flaky") == {"ok": True}
+    assert dittofs.flaky_calls == ATTEMPTS
+
+    dittofs.unavailable, dittofs.flaky_calls = ATTEMPTS, 0
+    with pytest.raises(DittoFSError, match="503"):
+        await client.get("/flaky")
+    assert dittofs.flaky_calls == ATTEMPTS  # then it gives up, with the last answer
+
+    dittofs.unavailable, dittofs.flaky_calls = 1, 0
+    with pytest.raises(DittoFSError, match="503"):
+        await client.post("/flaky", {})  # a create might have happened: never twice
+    assert dittofs.flaky_calls == 1
+
+
+async def test_a_server_that_starts_listening_between_attempts_is_reached(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A refused connection never carried the request, whatever the method: tried again."""
+    port = await _closed_port()
+    dittofs = FakeDittoFS()
+    server = TestServer(dittofs.app, host="127.0.0.1", port=port)
+    refused = DittoFSClient(http, f"http://127.0.0.1:{port}", PASSWORD)
+
+    async def start_soon() -> None:
+        await asyncio.sleep(0.05)  # before the first retry waits out (0.2 s at least)
+        await server.start_server()
+
+    starting = asyncio.create_task(start_soon())
+    try:
+        assert await refused.post("/flaky", {}) == {"ok": True}
+        assert dittofs.logins == 1 and dittofs.flaky_calls == 1
+    finally:
+        await starting
+        await server.close()
 
 
 async def _closed_port() -> int:

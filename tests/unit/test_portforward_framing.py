@@ -1,12 +1,23 @@
 """The port-forward framing: channel bytes and port preambles as kube-apiserver and the kubelet
-(pkg/kubelet/cri/streaming/portforward/websocket.go) write them."""
+(pkg/kubelet/cri/streaming/portforward/websocket.go) write them; the dial's retries against a
+local stand-in for the API server's upgrade."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import socket
 
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client as k8s_client
+
+from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.portforward import (
+    SUBPROTOCOL,
     Inbound,
+    PortForward,
+    PortForwardError,
     PortForwardProtocolError,
     data_frame,
     rejection_message,
@@ -70,3 +81,52 @@ def test_refusals_are_explained_by_their_status() -> None:
     assert rejection_message(403) == "forbidden: pods/portforward needs get and create"
     assert rejection_message(404) == "no such pod"
     assert "node" in rejection_message(502)
+
+
+# --- the dial -------------------------------------------------------------------------------
+
+
+async def test_a_refused_dial_is_tried_again_until_the_api_server_listens() -> None:
+    """The WebSocket of a port-forward reaches an API server that starts listening late."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there: the first dial is refused
+    upgrades: list[str] = []
+
+    async def portforward(request: web.Request) -> web.WebSocketResponse:
+        upgrades.append(request.query["ports"])
+        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,))
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/pods/p/portforward", portforward)
+    server = TestServer(app, host="127.0.0.1", port=port)
+
+    async def start_soon() -> None:
+        await asyncio.sleep(0.02)  # before the first retry's wait ends (0.1 s at least)
+        await server.start_server()
+
+    configuration = k8s_client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    starting = asyncio.create_task(start_soon())
+    async with k8s_client.ApiClient(configuration) as api:
+        ws = await PortForward(KubeClient(api), "ns", "p", 8080).open()
+        await ws.close()
+    await starting
+    await server.close()
+    assert upgrades == ["8080"]
+
+
+async def test_a_dial_that_keeps_being_refused_fails_naming_the_api_server() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    configuration = k8s_client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    async with k8s_client.ApiClient(configuration) as api:
+        with pytest.raises(PortForwardError, match="cannot reach the API server"):
+            await PortForward(KubeClient(api), "ns", "p", 8080).open()
