@@ -15,7 +15,7 @@ The command line (cli.py) hands `setup` to the runtime's manager, which never im
 
 from __future__ import annotations
 
-from dittofs_controller.kube.resources import DITTOSERVERS, SECRETS
+from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS
 from dittofs_controller.operator import (
     config,
     database,
@@ -25,6 +25,7 @@ from dittofs_controller.operator import (
     workload,
 )
 from dittofs_controller.operator.base import Context, server_controller
+from dittofs_controller.operator.children import POD_SELECTOR
 from dittofs_controller.operator.events import EventRecorder
 from dittofs_controller.operator.references import BY_SECRET, SecretReader, secret_index
 from dittofs_controller.operator.summary import SummaryReconciler
@@ -40,6 +41,7 @@ def setup(manager: Manager) -> None:
         client=manager.client,
         servers=servers,
         secrets=secrets,
+        pods=manager.cache(PODS, POD_SELECTOR),
         secret_values=SecretReader(manager.client, secrets),
         events=EventRecorder(manager.client, manager.settings.leader_election.identity),
         settings=manager.settings,

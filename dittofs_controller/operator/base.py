@@ -28,7 +28,7 @@ from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey, Resource
-from dittofs_controller.operator import conditions
+from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.children import (
     LABEL_INSTANCE,
     MANAGED_SELECTOR,
@@ -82,6 +82,7 @@ class Context:
     client: KubeClient
     servers: ResourceCache
     secrets: ResourceCache  # metadata only
+    pods: ResourceCache  # the DittoFS pods (POD_SELECTOR): watched, never polled
     secret_values: SecretReader
     events: EventRecorder
     settings: Settings
@@ -369,3 +370,23 @@ def server_controller(manager: Manager, reconciler: ServerReconciler | Any) -> C
 def owned_children(manager: Manager, resource: Resource) -> ResourceCache:
     """The shared cache of the operator's children of one kind (selected by the managed label)."""
     return manager.cache(resource, MANAGED_SELECTOR)
+
+
+def server_pod(pods: ResourceCache, server: Obj) -> Obj | None:
+    """The server's pod as the cache holds it: `<statefulset>-0`, controlled by the server's
+    StatefulSet (a pod of that name made otherwise is not the server's)."""
+    meta = server["metadata"]
+    pod = pods.get(ObjectKey(meta["namespace"], names.pod(meta["name"])))
+    owner = controller_owner(pod) if pod is not None else None
+    if owner is None or (owner.get("kind"), owner.get("name")) != (
+        "StatefulSet",
+        names.statefulset(meta["name"]),
+    ):
+        return None
+    return pod
+
+
+def pod_server(pod: Obj) -> list[ObjectKey]:
+    """A pod's change -> its DittoServer (named by the pod's instance label)."""
+    server = (pod["metadata"].get("labels") or {}).get(LABEL_INSTANCE)
+    return [ObjectKey(pod["metadata"]["namespace"], server)] if server else []

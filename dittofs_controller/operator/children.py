@@ -30,6 +30,12 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
+# Selects the DittoFS pods. They carry the StatefulSet template's labels, which must not change
+# (that would restart every server), so not the managed label: a pod is the operator's only
+# when its controller is the server's StatefulSet (see server_pod).
+POD_SELECTOR = f"{LABEL_NAME}=dittofs"
+
+
 def field_manager(controller: str) -> str:
     """Each reconciler applies with its own field manager, so ownership of fields is explicit."""
     return f"{FIELD_MANAGER}/{controller}"

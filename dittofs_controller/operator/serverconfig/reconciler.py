@@ -61,18 +61,20 @@ from dittofs_controller.dittofs import (
     pinned_ssl_context,
 )
 from dittofs_controller.kube.portforward import PortForward
-from dittofs_controller.kube.resources import DITTOSERVERS, PODS, ObjectKey
+from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
 from dittofs_controller.operator import conditions, names
 from dittofs_controller.operator.base import (
     Context,
     ServerReconciler,
     Spec,
     Synced,
+    pod_server,
     server_controller,
+    server_pod,
 )
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.config.build import TLS_CERT_KEY
-from dittofs_controller.operator.problems import Problem, api_problem
+from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import percona_user_servers, servers_referencing
 from dittofs_controller.operator.serverconfig import access, credentials, gates, model, report
 from dittofs_controller.operator.serverconfig.converge import Converge
@@ -119,7 +121,7 @@ class ServerConfigReconciler(ServerReconciler):
         meta = server["metadata"]
         values = await self._secret_values(server, spec)
         tls = await self._tls(server, spec)
-        pod_ip = await self._pod_ip(server) if self.access == "pod" else None
+        pod_ip = self._pod_ip(server) if self.access == "pod" else None
         if self.access == "pod" and not pod_ip:
             pod = names.pod(meta["name"])
             return Synced(gates.waiting(f"pod {pod} has no IP address yet"))
@@ -176,7 +178,7 @@ class ServerConfigReconciler(ServerReconciler):
                 f"DittoFS at {url}: {credentials.scrub(str(error), secrets)}",
                 retry=True,
             ) from None
-        running = await self._pod(server) if memory.stores_revision else None
+        running = server_pod(self.ctx.pods, server) if memory.stores_revision else None
         issues = [
             *converge.issues,
             *report.reopen_pending(memory.stores_revision, running),
@@ -221,22 +223,17 @@ class ServerConfigReconciler(ServerReconciler):
         data = await self.ctx.secret_values.data(namespace, tls.secret_name) or {}
         return certificate + "\n" + data.get(access.TLS_CA_KEY, "")
 
-    async def _pod(self, server: Obj) -> Obj | None:
-        meta = server["metadata"]
-        name = names.pod(meta["name"])
-        with api_problem("PodUnreadable", f"reading pod {name}"):
-            return await self.client.get_or_none(PODS, name, meta["namespace"])
-
-    async def _pod_ip(self, server: Obj) -> str | None:
-        ip = ((await self._pod(server) or {}).get("status") or {}).get("podIP")
+    def _pod_ip(self, server: Obj) -> str | None:
+        ip = ((server_pod(self.ctx.pods, server) or {}).get("status") or {}).get("podIP")
         return str(ip) if ip else None
 
 
 def setup(manager: Manager, ctx: Context) -> None:
     """The serverconfig controller: DittoServers (Available above all) and every Secret whose value
     it sends or keys its digests with: referenced ones, the generated admin Secret and digest key,
-    Percona's user Secret."""
+    Percona's user Secret; and the servers' pods."""
     controller = server_controller(manager, ServerConfigReconciler(ctx))
     controller.owns(ctx.secrets, DITTOSERVERS)
     controller.watch(ctx.secrets, servers_referencing(ctx.servers))
     controller.watch(ctx.secrets, percona_user_servers(ctx.servers))
+    controller.watch(ctx.pods, pod_server)  # its IP, and the stores revision it runs with

@@ -409,19 +409,9 @@ def pod_progress(pod: Obj) -> str:
     return f"pod {name} is {phase}: {'; '.join(steps)}" if steps else f"pod {name} is {phase}"
 
 
-# While the pod is not ready the server looks at it again to say why: often at first (the reason
-# changes as it is scheduled, pulls and starts), seldom once it has been stuck for long. Readiness
-# itself needs no polling: the StatefulSet's readyReplicas arrives through its watch.
-POD_POLL_MIN_SECONDS = 10.0
-POD_POLL_MAX_SECONDS = 300.0
-POD_POLL_AGE_FRACTION = 0.25
-
-
-def pod_poll_seconds(pod: Obj | None, now: datetime.datetime) -> float:
-    """When to look at a pod that is not ready again: a quarter of its age, within bounds.
-
-    A pod stuck for 20 minutes is looked at every 5 minutes instead of every 10 seconds, so a
-    thousand servers whose pods cannot start do not keep the workers busy polling.
-    """
-    age = age_seconds(pod, now) if pod is not None else 0.0
-    return min(POD_POLL_MAX_SECONDS, max(POD_POLL_MIN_SECONDS, age * POD_POLL_AGE_FRACTION))
+def startup_deadline_seconds(pod: Obj | None, now: datetime.datetime) -> float | None:
+    """When a pod on its way up turns PodNotReady by the mere passing of time (its startup
+    allowance running out), or None: every other change of the pod comes through its watch."""
+    if pod is None or pod_trouble(pod, now) is not None:
+        return None
+    return max(1.0, STARTUP_ALLOWANCE_SECONDS - age_seconds(pod, now))

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from dittofs_controller.kube.resources import (
     CONFIGMAPS,
     DITTOSERVERS,
-    PODS,
     STATEFULSETS,
     ObjectKey,
 )
@@ -30,7 +29,9 @@ from dittofs_controller.operator.base import (
     Spec,
     Synced,
     owned_children,
+    pod_server,
     server_controller,
+    server_pod,
     write_condition,
 )
 from dittofs_controller.operator.children import Obj
@@ -83,15 +84,15 @@ class WorkloadReconciler(ServerReconciler):
             )
             progressing = Outcome.true("WaitingForDependencies", waiting_message)
         else:
-            pod = await self._pod(live)
+            pod = self._pod(server, live)
             available, progressing = build.rollout(live, spec.replicas, pod, now)
             if waiting:
                 progressing = Outcome.true("WaitingForDependencies", waiting_message)
         await self._publish_progressing(server, progressing)
         if live is None or spec.replicas == 0 or available.status == "True":
             return Synced(available)
-        # Pods are not watched (the operator caches only what it labels): look again to say why.
-        return Synced(available, requeue_after=build.pod_poll_seconds(pod, now))
+        # The pod's changes arrive through its watch; only the passing of time is not a change.
+        return Synced(available, requeue_after=build.startup_deadline_seconds(pod, now))
 
     def _restart_hash(self, server: Obj, spec: Spec) -> tuple[str | None, list[str]]:
         """The restart hash to roll out, or None and what is still awaited."""
@@ -109,13 +110,12 @@ class WorkloadReconciler(ServerReconciler):
             return None, [f"ConfigMap {name!r} to hold the config of this generation"]
         return restart_hash, []
 
-    async def _pod(self, live: Obj) -> Obj | None:
+    def _pod(self, server: Obj, live: Obj) -> Obj | None:
         """The server's pod when it is not ready, to say why; None when there is nothing to say."""
         status = live.get("status") or {}
         if not status.get("replicas") or status.get("readyReplicas"):
             return None
-        meta = live["metadata"]
-        return await self.client.get_or_none(PODS, f"{meta['name']}-0", meta["namespace"])
+        return server_pod(self.ctx.pods, server)
 
     async def _publish_progressing(self, server: Obj, outcome: Outcome) -> None:
         """Apply Progressing when it changed. No Event: it flips with every rollout, and the
@@ -132,3 +132,4 @@ def setup(manager: Manager, ctx: Context) -> None:
     controller = server_controller(manager, WorkloadReconciler(ctx, statefulsets, config_maps))
     controller.owns(statefulsets, DITTOSERVERS)
     controller.owns(config_maps, DITTOSERVERS)
+    controller.watch(ctx.pods, pod_server)

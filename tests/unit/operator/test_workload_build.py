@@ -533,15 +533,19 @@ def test_replicas_zero_is_stopped_then_stopping_until_the_pod_is_gone() -> None:
     assert (progressing.status, progressing.reason) == ("True", "Stopping")
 
 
-def test_a_pod_stuck_longer_is_looked_at_less_often() -> None:
+def test_only_the_startup_allowance_running_out_wakes_the_server_up() -> None:
+    """Every change of the pod comes through its watch: no polling, one wake-up at the moment a
+    pod on its way up turns PodNotReady by time alone."""
     now = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    allowance = build.STARTUP_ALLOWANCE_SECONDS
 
-    def created(seconds_ago: int) -> dict[str, Any]:
+    def created(seconds_ago: int, **status: Any) -> dict[str, Any]:
         stamp = now - datetime.timedelta(seconds=seconds_ago)
-        return {"metadata": {"creationTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        meta = {"name": "files-0", "creationTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {"metadata": meta, "status": status}
 
-    assert build.pod_poll_seconds(None, now) == build.POD_POLL_MIN_SECONDS
-    assert build.pod_poll_seconds({"metadata": {}}, now) == build.POD_POLL_MIN_SECONDS
-    assert build.pod_poll_seconds(created(5), now) == build.POD_POLL_MIN_SECONDS
-    assert build.pod_poll_seconds(created(240), now) == 60.0
-    assert build.pod_poll_seconds(created(3600), now) == build.POD_POLL_MAX_SECONDS
+    assert build.startup_deadline_seconds(None, now) is None
+    assert build.startup_deadline_seconds(created(5), now) == allowance - 5
+    assert build.startup_deadline_seconds(created(allowance + 60), now) is None  # already late
+    failed = created(5, phase="Failed", reason="Evicted")
+    assert build.startup_deadline_seconds(failed, now) is None  # in trouble: nothing to wait for
