@@ -4,7 +4,8 @@ For each N it creates N DittoServers (memory stores, no DittoFS pods needed) in 
 namespace and reports:
 - create -> ConfigReady, StorageReady and NetworkReady each turned True: p50/p95/max;
 - API requests the operator made per DittoServer, by verb (its rest_client_requests_total);
-- writes per minute at steady state with nothing changing (target 0);
+- requests per minute at steady state with nothing changing, by verb (target 0: pods are
+  watched, not polled; the writes among them in parentheses);
 - an operator restart with nothing changed: requests until converged, writes (target 0), time;
 - the operator process's peak RSS and CPU seconds (from /proc);
 - where the work went: reconciles per DittoServer by controller, their mean wait in the queue,
@@ -184,7 +185,7 @@ class Row:
     p95: float
     max: float
     per_server: dict[str, float]
-    steady_writes_per_minute: float
+    steady_per_minute: dict[str, float]  # by verb
     restart_requests: dict[str, float]
     restart_seconds: float
     peak_rss_mib: float
@@ -290,7 +291,9 @@ async def measure(
                 steady_before = requests_by_verb(operator)
                 await asyncio.sleep(steady_seconds)
                 steady_requests = delta(requests_by_verb(operator), steady_before)
-                steady = writes(steady_requests) * 60 / steady_seconds
+                steady = {
+                    verb: count * 60 / steady_seconds for verb, count in steady_requests.items()
+                }
                 peak_rss, cpu = stats.peak_rss_mib(), stats.cpu_seconds()
 
                 one_more = []
@@ -351,7 +354,8 @@ def table(rows: list[Row]) -> str:
         )
 
     lines = [
-        "| N | create→ready p50 | p95 | max | requests per DittoServer | steady writes/min "
+        "| N | create→ready p50 | p95 | max | requests per DittoServer "
+        "| steady requests/min (writes) "
         "| restart: requests (writes) | restart time | peak RSS | CPU "
         f"| one more, settled: p50 (max of {ONE_MORE}) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -359,7 +363,8 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         lines.append(
             f"| {r.n} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s | {verbs(r.per_server, 1)} "
-            f"| {r.steady_writes_per_minute:.1f} | {verbs(r.restart_requests, 0)} "
+            f"| {verbs(r.steady_per_minute, 1) or '0'} ({writes(r.steady_per_minute):.1f}) "
+            f"| {verbs(r.restart_requests, 0)} "
             f"({writes(r.restart_requests):.0f}) | {r.restart_seconds:.1f} s "
             f"| {r.peak_rss_mib:.0f} MiB | {r.cpu_seconds:.1f} s "
             f"| {r.one_more_p50:.2f} s ({r.one_more_max:.2f} s) |"

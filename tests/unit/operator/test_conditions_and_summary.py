@@ -7,6 +7,7 @@ from typing import Any
 from dittofs_controller.operator import conditions as c
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.summary import REQUIRED, summarise
+from tests.support.conditions import Reported, status_of
 
 SPEC: dict[str, Any] = {
     "metadataStores": [{"name": "meta", "type": "memory"}],
@@ -14,23 +15,11 @@ SPEC: dict[str, Any] = {
 }
 
 
-def server(generation: int = 2, replicas: int = 1, **conds: tuple[str, str, int]) -> dict:
+def server(generation: int = 2, replicas: int = 1, **conds: Reported) -> dict:
     return {
         "metadata": {"name": "s", "namespace": "n", "generation": generation},
         "spec": {**SPEC, "replicas": replicas},
-        "status": {
-            "conditions": [
-                {
-                    "type": kind,
-                    "status": status,
-                    "reason": reason,
-                    "message": f"{kind} says",
-                    "observedGeneration": gen,
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-                for kind, (status, reason, gen) in conds.items()
-            ]
-        },
+        "status": status_of(**conds),
     }
 
 

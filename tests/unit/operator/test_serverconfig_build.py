@@ -35,6 +35,7 @@ from dittofs_controller.operator.serverconfig import (
     payloads,
     report,
 )
+from tests.support.conditions import Reported, status_of
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
@@ -51,29 +52,9 @@ def spec_of(document: Obj) -> DittoServerSpec:
     return parse(DittoServerSpec, document["spec"])
 
 
-def server(generation: int = 3, **conditions: tuple[str, str, int]) -> Obj:
-    return {
-        "metadata": {
-            "name": "files",
-            "namespace": "team",
-            "uid": "uid-1",
-            "generation": generation,
-        },
-        "spec": {},
-        "status": {
-            "conditions": [
-                {
-                    "type": kind,
-                    "status": status,
-                    "reason": reason,
-                    "message": f"{kind} says",
-                    "observedGeneration": gen,
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-                for kind, (status, reason, gen) in conditions.items()
-            ]
-        },
-    }
+def server(generation: int = 3, **conditions: Reported) -> Obj:
+    metadata = {"name": "files", "namespace": "team", "uid": "uid-1", "generation": generation}
+    return {"metadata": metadata, "spec": {}, "status": status_of(**conditions)}
 
 
 def values_for(name: str, spec: DittoServerSpec) -> dict[tuple[str, str], str]:
