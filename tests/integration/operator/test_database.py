@@ -241,8 +241,16 @@ async def test_percona_absent_then_installed_recovers_without_a_restart(
         assert "files-pg-pguser-dittofs" in no_secret["message"]
 
         await create_secret(kube, namespace, "files-pg-pguser-dittofs", **USER_SECRET)
-        no_ca = await wait_reason(kube, key, "SecretNotFound")  # the server is verified with it
-        assert "files-pg-cluster-ca-cert" in no_ca["message"]
+
+        async def says_no_ca() -> bool:  # the CA Secret, which verifies the server, is next
+            found = await database_ready(kube, key)
+            return bool(
+                found
+                and found["reason"] == "SecretNotFound"
+                and "files-pg-cluster-ca-cert" in found["message"]
+            )
+
+        await wait_for(says_no_ca, "SecretNotFound naming the CA Secret")
 
         await create_secret(kube, namespace, "files-pg-cluster-ca-cert", **CA_SECRET)
         ready = await wait_reason(kube, key, "PerconaClusterReady")
