@@ -20,6 +20,7 @@ from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import (
     CONFIGMAPS,
     DITTOSERVERS,
+    PODS,
     PVCS,
     SECRETS,
     STORAGECLASSES,
@@ -476,6 +477,7 @@ async def test_retain_keeps_children_the_cache_has_not_seen_yet(
         client=kube,
         servers=unstarted(DITTOSERVERS),
         secrets=unstarted(SECRETS),
+        pods=unstarted(PODS),
         secret_values=None,  # type: ignore[arg-type]  # release reads no Secret value
         events=None,  # type: ignore[arg-type]  # and records no Event
         settings=Settings(),
