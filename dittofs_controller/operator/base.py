@@ -306,7 +306,8 @@ async def write_condition(
     entry = conditions.desired_condition(server, condition_type, outcome)
     current = server.get("status") or {}
     stale = any((current.get(key) or None) != (fields.get(key) or None) for key in owned)
-    if not conditions.differs(server, entry) and not stale:
+    # Unchanged, unless the cache does not show a write of ours yet (see UnseenWrites.pending).
+    if not (conditions.differs(server, entry) or stale or ctx.unseen.pending(server, manager)):
         return None
     patch = status_patch(server, {**fields, "conditions": [entry]})
     if ctx.unseen.already_applied(server, manager, patch):

@@ -8,6 +8,11 @@ Event again (two "Exposed" Events for one Service change, say).
 A record holds only while the cached DittoServer is still the version the write started from.
 Once the cache moves on it is the truth again, whoever wrote last: an edit by someone else is
 not hidden. resourceVersions are compared for equality only, as the API asks.
+
+The other way round, a pass that finds the stale copy already saying what it wants must still
+write when a write of its own is on its way (`pending`): that write, not the copy, is what the
+API server holds, and nothing would queue the pass again once it shows (a reconciler is not
+woken by its own status).
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ class UnseenWrites:
             del records[manager]
             return False
         return found[1] == _fingerprint(patch)
+
+    def pending(self, server: Obj, manager: str) -> bool:
+        """Whether `manager` applied a patch the cache does not show yet: the cached status is
+        then not what the API server holds, and equal to it is not written."""
+        found = self._records.get(ObjectKey.of(server), {}).get(manager)
+        return found is not None and found[0] == server["metadata"].get("resourceVersion", "")
 
     def record(self, server: Obj, manager: str, patch: Obj) -> None:
         version = server["metadata"].get("resourceVersion", "")

@@ -80,3 +80,25 @@ async def test_a_condition_for_a_dittoserver_gone_meanwhile_is_dropped(
         cast(Context, ctx), cached, "ConfigReady", outcome, "dittofs-config"
     )
     assert written is None
+
+
+async def test_a_condition_put_back_before_the_cache_showed_its_change_is_written(
+    dittoservers: KubeClient, namespace: str
+) -> None:
+    """A pass judging from a stale copy that already shows the condition it wants must still
+    write it when its own last write, not yet in the cache, said otherwise: nothing would queue
+    the reconciler again (the soak's servers stuck on a Progressing that had been put back)."""
+    await dittoservers.create(DITTOSERVERS, dittoserver(namespace, "back"), namespace)
+    ctx = cast(Context, SimpleNamespace(client=dittoservers, unseen=UnseenWrites()))
+    stopped = Outcome.false("Stopped", "no pod runs")
+    fresh = await dittoservers.get(DITTOSERVERS, "back", namespace)
+    assert await write_condition(ctx, fresh, "Progressing", stopped, "dittofs-server") is not None
+    cached = await dittoservers.get(DITTOSERVERS, "back", namespace)  # shows Stopped
+
+    waiting = Outcome.true("WaitingForDependencies", "waiting for the ConfigMap")
+    assert await write_condition(ctx, cached, "Progressing", waiting, "dittofs-server")
+    # The next pass, from the same cached copy (the write above is not in the cache yet).
+    assert await write_condition(ctx, cached, "Progressing", stopped, "dittofs-server")
+    live = await dittoservers.get(DITTOSERVERS, "back", namespace)
+    (progressing,) = [c for c in live["status"]["conditions"] if c["type"] == "Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "Stopped")

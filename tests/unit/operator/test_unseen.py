@@ -47,3 +47,12 @@ def test_forget_drops_every_manager_of_a_deleted_server() -> None:
     unseen.record(server("3", "other"), MANAGER, patch("Exposed"))
     unseen.forget(ObjectKey("ns", "files"))
     assert len(unseen) == 1
+
+
+def test_a_write_on_its_way_is_pending_until_the_cache_moves_on() -> None:
+    unseen = UnseenWrites()
+    assert not unseen.pending(server("7"), MANAGER)
+    unseen.record(server("7"), MANAGER, patch("Exposed"))
+    assert unseen.pending(server("7"), MANAGER)
+    assert not unseen.pending(server("7"), "dittofs-operator/config")
+    assert not unseen.pending(server("9"), MANAGER)  # the cache shows the write (or a later one)
