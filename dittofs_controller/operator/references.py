@@ -96,6 +96,11 @@ class SecretReader:
         self.secrets = secrets
         self._values: dict[ObjectKey, tuple[str, dict[str, str]]] = {}
 
+    def forget(self, secret: Obj) -> None:
+        """Drop the values of a Secret that is gone (a lookup would find it missing, but a
+        deleted Secret that nothing looks up again would be kept for good)."""
+        self._values.pop(ObjectKey.of(secret), None)
+
     async def data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist."""
         key = ObjectKey(namespace, name)

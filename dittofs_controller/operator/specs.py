@@ -46,3 +46,9 @@ def server_spec(server: Obj) -> Spec:
     if isinstance(result, ParseError):
         raise result
     return result
+
+
+def forget(server: Obj) -> None:
+    """Drop the parse of a DittoServer that is gone: its uid never comes back, and keeping it
+    until MAX_ENTRIES pushed it out grew the operator with every DittoServer ever deleted."""
+    _parsed.pop(server["metadata"].get("uid"), None)

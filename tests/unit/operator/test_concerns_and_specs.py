@@ -9,9 +9,10 @@ import pytest
 
 from dittofs_controller.api.schema import ParseError
 from dittofs_controller.operator import conditions as c
-from dittofs_controller.operator import specs
+from dittofs_controller.operator import on_deletion, specs
 from dittofs_controller.operator.base import concerns
 from dittofs_controller.operator.specs import server_spec
+from dittofs_controller.runtime.informer import EventType
 
 SPEC: dict[str, Any] = {
     "metadataStores": [{"name": "meta", "type": "memory"}],
@@ -99,3 +100,16 @@ def test_an_invalid_spec_keeps_raising_its_parse_error() -> None:
     for _ in range(2):
         with pytest.raises(ParseError, match="replicas"):
             server_spec(bad)
+
+
+def test_a_deleted_servers_parse_goes_with_it() -> None:
+    gone = server(uid="spec-gone")
+    server_spec(gone)
+    kept = server(uid="spec-kept")
+    server_spec(kept)
+    handler = on_deletion(specs.forget)
+    handler(EventType.MODIFIED, gone, None)
+    assert "spec-gone" in specs._parsed  # an update keeps it
+    handler(EventType.DELETED, gone, None)
+    assert "spec-gone" not in specs._parsed
+    assert "spec-kept" in specs._parsed
