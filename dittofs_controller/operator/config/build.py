@@ -185,6 +185,17 @@ def restart_hash(config_text: str, env_values: Mapping[tuple[str, str], str]) ->
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def foreign_keys(desired: Obj, live: Obj | None) -> Obj | None:
+    """A merge patch removing the keys of the live ConfigMap that the desired one does not
+    have (its pod would see each as a file in the config directory), or None."""
+    patch: Obj = {}
+    for field in ("data", "binaryData"):
+        extra = set((live or {}).get(field) or ()) - set(desired.get(field) or ())
+        if extra:
+            patch[field] = dict.fromkeys(sorted(extra))
+    return patch or None
+
+
 def config_map(server: Obj, config_text: str, digest: str) -> Obj:
     metadata = child_metadata(
         server,

@@ -66,6 +66,11 @@ class ConfigReconciler(ServerReconciler):
         live = self.config_maps.get(ObjectKey(meta["namespace"], desired["metadata"]["name"]))
         with api_problem("ApplyFailed", f"could not write ConfigMap {desired['metadata']['name']}"):
             await self.apply_child(CONFIGMAPS, desired, live)
+            if foreign := build.foreign_keys(desired, live):
+                # Keys added by hand belong to their writer: an apply never removes them.
+                await self.client.merge_patch(
+                    CONFIGMAPS, desired["metadata"]["name"], foreign, meta["namespace"]
+                )
         return Synced(
             Outcome.true(
                 "Rendered",

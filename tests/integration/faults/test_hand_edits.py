@@ -85,10 +85,14 @@ def edits() -> list[Edit]:
     sts = names.statefulset
     return [
         Edit(
-            "ConfigMap data",
+            "ConfigMap data changed and a key added",
             CONFIGMAPS,
             names.config_map(a),
-            merge(CONFIGMAPS, names.config_map(a), {"data": {names.CONFIG_KEY: "tampered"}}),
+            merge(
+                CONFIGMAPS,
+                names.config_map(a),
+                {"data": {names.CONFIG_KEY: "tampered", "added-by-hand": "x"}},
+            ),
             ("data",),
         ),
         Edit(

@@ -323,3 +323,14 @@ def test_dfs_accepts_the_rendered_config_and_reads_our_values(name: str, tmp_pat
             "dittofs",
         )
         assert postgres["password"] == "********"  # set, from the environment
+
+
+def test_keys_added_by_hand_are_removed_by_a_merge_patch() -> None:
+    desired = {"data": {"config.yaml": "x"}}
+    assert build.foreign_keys(desired, None) is None
+    assert build.foreign_keys(desired, {"data": {"config.yaml": "tampered"}}) is None
+    live = {"data": {"config.yaml": "x", "junk": "1", "a": "2"}, "binaryData": {"b": "AA=="}}
+    assert build.foreign_keys(desired, live) == {
+        "data": {"a": None, "junk": None},
+        "binaryData": {"b": None},
+    }
