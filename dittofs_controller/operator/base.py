@@ -306,10 +306,11 @@ async def write_condition(
     entry = conditions.desired_condition(server, condition_type, outcome)
     current = server.get("status") or {}
     stale = any((current.get(key) or None) != (fields.get(key) or None) for key in owned)
-    # Unchanged, unless the cache does not show a write of ours yet (see UnseenWrites.pending).
-    if not (conditions.differs(server, entry) or stale or ctx.unseen.pending(server, manager)):
-        return None
     patch = status_patch(server, {**fields, "conditions": [entry]})
+    # Unchanged, unless our own last write said otherwise (UnseenWrites.wrote_otherwise).
+    changed = conditions.differs(server, entry) or stale
+    if not changed and not ctx.unseen.wrote_otherwise(server, manager, patch):
+        return None
     if ctx.unseen.already_applied(server, manager, patch):
         return None
     previous = conditions.find(server, condition_type)

@@ -10,9 +10,9 @@ Once the cache moves on it is the truth again, whoever wrote last: an edit by so
 not hidden. resourceVersions are compared for equality only, as the API asks.
 
 The other way round, a pass that finds the stale copy already saying what it wants must still
-write when a write of its own is on its way (`pending`): that write, not the copy, is what the
-API server holds, and nothing would queue the pass again once it shows (a reconciler is not
-woken by its own status).
+write when its own last write said otherwise (`wrote_otherwise`): that write may land after
+the copy, and nothing would queue the pass again once it shows (a reconciler is not woken by
+its own status).
 """
 
 from __future__ import annotations
@@ -60,11 +60,12 @@ class UnseenWrites:
             return False
         return found[1] == _fingerprint(patch)
 
-    def pending(self, server: Obj, manager: str) -> bool:
-        """Whether `manager` applied a patch the cache does not show yet: the cached status is
-        then not what the API server holds, and equal to it is not written."""
+    def wrote_otherwise(self, server: Obj, manager: str, patch: Obj) -> bool:
+        """Whether the last patch `manager` applied to this DittoServer differs from `patch`,
+        whatever the cache shows: that write may still be on its way (behind another manager's,
+        so no resourceVersion tells), and would then undo a cached status equal to `patch`."""
         found = self._records.get(ObjectKey.of(server), {}).get(manager)
-        return found is not None and found[0] == server["metadata"].get("resourceVersion", "")
+        return found is not None and found[1] != _fingerprint(patch)
 
     def record(self, server: Obj, manager: str, patch: Obj) -> None:
         version = server["metadata"].get("resourceVersion", "")

@@ -99,6 +99,16 @@ async def test_a_condition_put_back_before_the_cache_showed_its_change_is_writte
     assert await write_condition(ctx, cached, "Progressing", waiting, "dittofs-server")
     # The next pass, from the same cached copy (the write above is not in the cache yet).
     assert await write_condition(ctx, cached, "Progressing", stopped, "dittofs-server")
+    # Or from a copy another manager's write moved on, still without ours.
+    assert await write_condition(ctx, cached, "Progressing", waiting, "dittofs-server")
+    other = Outcome.true("Rendered", "config rendered")
+    moved = await write_condition(ctx, cached, "ConfigReady", other, "dittofs-config")
+    assert moved is not None
+    stale = await dittoservers.get(DITTOSERVERS, "back", namespace)
+    stale["status"]["conditions"] = [  # as if the cache had the other write but not ours
+        c for c in stale["status"]["conditions"] if c["type"] != "Progressing"
+    ] + [c for c in cached["status"]["conditions"] if c["type"] == "Progressing"]
+    assert await write_condition(ctx, stale, "Progressing", stopped, "dittofs-server")
     live = await dittoservers.get(DITTOSERVERS, "back", namespace)
     (progressing,) = [c for c in live["status"]["conditions"] if c["type"] == "Progressing"]
     assert (progressing["status"], progressing["reason"]) == ("False", "Stopped")

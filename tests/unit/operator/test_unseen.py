@@ -49,10 +49,14 @@ def test_forget_drops_every_manager_of_a_deleted_server() -> None:
     assert len(unseen) == 1
 
 
-def test_a_write_on_its_way_is_pending_until_the_cache_moves_on() -> None:
+def test_a_last_write_that_said_otherwise_is_known_whatever_the_cache_shows() -> None:
     unseen = UnseenWrites()
-    assert not unseen.pending(server("7"), MANAGER)
-    unseen.record(server("7"), MANAGER, patch("Exposed"))
-    assert unseen.pending(server("7"), MANAGER)
-    assert not unseen.pending(server("7"), "dittofs-operator/config")
-    assert not unseen.pending(server("9"), MANAGER)  # the cache shows the write (or a later one)
+    assert not unseen.wrote_otherwise(server("7"), MANAGER, patch("Exposed"))
+    unseen.record(server("7"), MANAGER, patch("Pending"))
+    assert unseen.wrote_otherwise(server("7"), MANAGER, patch("Exposed"))
+    # Another manager's write moved the cache on, ours may still be behind it.
+    assert unseen.wrote_otherwise(server("9"), MANAGER, patch("Exposed"))
+    assert not unseen.wrote_otherwise(
+        server("9"), MANAGER, patch("Pending", "2026-01-02T00:00:00Z")
+    )
+    assert not unseen.wrote_otherwise(server("7"), "dittofs-operator/config", patch("Exposed"))
