@@ -49,9 +49,9 @@ PERCONA_SECRET_KEYS = {
     "PASSWORD": "password",
     "DATABASE": "dbname",
 }
-# Percona's PostgreSQL only accepts TLS connections (hostssl); its certificate is self-issued,
-# so require encryption without verifying the chain.
-PERCONA_SSLMODE = "verify-full"  # against the cluster's own CA (postgres_ca)
+# Percona's PostgreSQL only accepts TLS connections (hostssl), with a certificate from the root
+# CA Percona makes for each cluster: verified against that CA (postgres_ca), host name included.
+PERCONA_SSLMODE = "verify-full"
 
 
 def jwt_secret_ref(server_name: str, spec: Spec) -> SecretKeySelector:
