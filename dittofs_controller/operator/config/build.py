@@ -41,6 +41,7 @@ JWT_MIN_LENGTH = 32  # DittoFS refuses to start with a shorter signing secret
 ENV_JWT_SECRET = "DITTOFS_CONTROLPLANE_SECRET"
 ENV_ADMIN_PASSWORD = "DITTOFS_ADMIN_INITIAL_PASSWORD"
 ENV_POSTGRES_PREFIX = "DITTOFS_DATABASE_POSTGRES_"
+ENV_POSTGRES_CA = "PGSSLROOTCERT"  # libpq's, which pgx and lib/pq read too
 # Keys of the Secret the Percona operator writes for a user.
 PERCONA_SECRET_KEYS = {
     "HOST": "host",

@@ -43,7 +43,6 @@ from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.config import build as config
 
 COMPONENT = "server"
-ENV_PGSSLROOTCERT = "PGSSLROOTCERT"
 CONTAINER = "dittofs"
 BINARY = "/app/dfs"  # the image's entrypoint
 UID = 65532  # the image's non-root user and group
@@ -194,7 +193,7 @@ def env(server_name: str, spec: Spec) -> list[Obj]:
     if (ca_file := config.postgres_ca_file(spec)) is not None:
         # The config file gives the control plane its CA; the metadata stores' connections
         # (pgx, and lib/pq for migrations) find it through libpq's variable.
-        ours.append({"name": ENV_PGSSLROOTCERT, "value": ca_file})
+        ours.append({"name": config.ENV_POSTGRES_CA, "value": ca_file})
     overridden = {variable.get("name") for variable in spec.pod.env}
     return [v for v in ours if v["name"] not in overridden] + list(spec.pod.env)
 
