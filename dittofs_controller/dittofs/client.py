@@ -107,6 +107,13 @@ class DittoFSUnreachable(Exception):
         self.repeatable = repeatable
 
 
+def _failure(error: BaseException | None) -> str:
+    """A failed call in a word: its HTTP status, or the kind of error."""
+    if isinstance(error, DittoFSError):
+        return str(error.status)
+    return type(error).__name__
+
+
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -257,12 +264,14 @@ class DittoFSClient:
             retry=retry_if_exception(transient),
             stop=stop_after_attempt(ATTEMPTS),
             wait=RETRY_WAIT,
+            # The status or the kind of failure only: an answer's text is the server's own words,
+            # which this module never logs (it may quote what a request carried).
             before_sleep=lambda state: log.info(
                 "dittofs request retried",
                 method=method,
                 path=path,
                 attempt=state.attempt_number,
-                error=str(state.outcome.exception()) if state.outcome else None,
+                failure=_failure(state.outcome.exception() if state.outcome else None),
             ),
             reraise=True,
         ):
