@@ -71,6 +71,15 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         cp.stop()
 
 
+@pytest.fixture
+def local_control_plane(control_plane: Cluster) -> ControlPlane:
+    """The testbed's own processes, for tests that restart or pause them; such a test is
+    skipped on a reused cluster, whose processes are not ours."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the testbed's own processes (not a reused kubeconfig)")
+    return control_plane
+
+
 @pytest.fixture(scope="session")
 def load_balancer(
     control_plane: Cluster, request: pytest.FixtureRequest

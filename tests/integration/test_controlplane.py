@@ -30,12 +30,6 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
         raise AssertionError(f"timed out after {POLL_TIMEOUT:.0f} s waiting for {what}") from None
 
 
-def local_control_plane(cluster: Cluster) -> ControlPlane:
-    if not isinstance(cluster, ControlPlane):
-        pytest.skip("needs the testbed's own processes (not a reused kubeconfig)")
-    return cluster
-
-
 def configmap(name: str, **kwargs: Any) -> client.V1ConfigMap:
     return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, **kwargs), data={"k": "v"})
 
@@ -259,9 +253,9 @@ async def test_restricted_pod_security_rejects_privileged_pod(
 
 
 async def test_restart_apiserver_keeps_data_and_resets_watch_cache(
-    control_plane: Cluster, namespace: str, api: client.ApiClient
+    local_control_plane: ControlPlane, namespace: str, api: client.ApiClient
 ) -> None:
-    cp = local_control_plane(control_plane)
+    cp = local_control_plane
     core = client.CoreV1Api(api)
     before = await core.create_namespaced_config_map(namespace, configmap("survivor"))
 
@@ -290,9 +284,9 @@ async def test_restart_apiserver_keeps_data_and_resets_watch_cache(
 
 
 async def test_compact_etcd_expires_old_resource_versions(
-    control_plane: Cluster, namespace: str, api: client.ApiClient
+    local_control_plane: ControlPlane, namespace: str, api: client.ApiClient
 ) -> None:
-    cp = local_control_plane(control_plane)
+    cp = local_control_plane
     core = client.CoreV1Api(api)
     created = await core.create_namespaced_config_map(namespace, configmap("churn"))
     old_rv = created.metadata.resource_version

@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -226,6 +226,21 @@ class ControlPlane:
             self._spawn(kcm, note="restart after kube-apiserver restart")
             self._wait("kube-controller-manager", kcm, self._kcm_healthy)
         self._say(f"kube-apiserver restarted in {time.monotonic() - t0:.1f} s")
+
+    @contextlib.contextmanager
+    def controller_manager_paused(self) -> Iterator[None]:
+        """Freeze kube-controller-manager (SIGSTOP) while the block runs, then let it go on.
+
+        Changes made meanwhile reach its controllers together, as one state, the way a busy
+        controller manager sees changes that land between two of its syncs.
+        """
+        kcm = self._require(self._controller_manager)
+        assert kcm.popen is not None
+        kcm.popen.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            kcm.popen.send_signal(signal.SIGCONT)
 
     def etcd_revision(self) -> int:
         """Current etcd revision (the latest resourceVersion of the whole cluster)."""
