@@ -70,7 +70,10 @@ def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
             "replicas": spec.replicas,
             "serviceName": names.service(name, "api"),
             "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "RollingUpdate"},
+            # The partition, though 0 is the default, keeps the StatefulSet controller from
+            # making a missing pod from the old revision while its status is stale, deleting it
+            # for the update and looping on that forever (kubernetes#58347).
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(name)},
             "template": pod_template(name, spec, restart_hash, revision),
         },

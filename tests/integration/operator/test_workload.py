@@ -42,6 +42,7 @@ from tests.integration.operator.conftest import (
     load_manifest,
     wait_for,
 )
+from tests.testbed import ControlPlane
 
 VALID = Path(__file__).resolve().parents[2] / "unit" / "api" / "valid"
 MINIMAL = VALID / "minimal.yaml"
@@ -429,3 +430,59 @@ async def test_applied_statefulsets_match_their_desired_state_so_nothing_is_rewr
         desired["spec"]["template"]["spec"].pop("priorityClassName", None)
         live = await kube.apply(STATEFULSETS, desired, field_manager="tests")
         assert not needs_apply(desired, live), path.name
+
+
+async def test_a_pod_made_again_over_a_stale_status_starts_from_the_latest_template(
+    kube: KubeClient, namespace: str, local_control_plane: ControlPlane
+) -> None:
+    """The StatefulSet controller makes a missing pod from the old revision while its status
+    still counts a current replica, unless the update strategy names a partition; it then
+    deletes that pod for the rolling update, fails to write currentReplicas -1, and does it all
+    again, forever (kubernetes#58347). Its own scale-down leaves such a status: it counts the
+    pod it deletes. Here the pod is gone, that status is written for it, and the scale back up
+    comes with a new template before the controller's next sync, as when the operator restores
+    a StatefulSet scaled to 0 by hand and a regenerated Secret restarts the pod.
+    """
+    server = {"metadata": {"name": "stale", "namespace": namespace, "uid": "none"}}
+    spec = parse(v1alpha1.DittoServerSpec, yaml.safe_load(MINIMAL.read_text())["spec"])
+    desired = build.statefulset(server, spec, "0" * 64)
+    del desired["metadata"]["ownerReferences"]  # no such owner: keep the collector away
+    name = desired["metadata"]["name"]
+
+    async def observed() -> Obj | None:
+        """The StatefulSet, once its controller has seen its latest generation."""
+        sts = await kube.get(STATEFULSETS, name, namespace)
+        status = sts.get("status") or {}
+        return sts if status.get("observedGeneration") == sts["metadata"]["generation"] else None
+
+    async def pod_of_latest_template() -> Obj | None:
+        sts, pod = await observed(), await kube.get_or_none(PODS, f"{name}-0", namespace)
+        if sts is None or pod is None:
+            return None
+        revision, status = pod["metadata"]["labels"].get("controller-revision-hash"), sts["status"]
+        made = revision == status.get("updateRevision") and status.get("updatedReplicas") == 1
+        return pod if made else None
+
+    await kube.apply(STATEFULSETS, desired, field_manager="tests")
+    first = await wait_for(pod_of_latest_template, "the first pod")
+    stopped = copy.deepcopy(desired)
+    stopped["spec"]["replicas"] = 0
+    await kube.apply(STATEFULSETS, stopped, field_manager="tests")
+
+    async def scaled_down() -> bool:
+        sts = await observed()
+        return bool(sts and not sts["status"].get("replicas"))
+
+    await wait_for(scaled_down, "the scale-down")
+    changed = copy.deepcopy(desired)
+    changed["spec"]["template"]["metadata"]["annotations"][names.RESTART_HASH_ANNOTATION] = "1" * 64
+    counted = {"status": {"replicas": 1, "currentReplicas": 1, "updatedReplicas": 1}}
+    with local_control_plane.controller_manager_paused():
+        await kube.merge_patch(STATEFULSETS, name, counted, namespace, subresource="status")
+        await kube.apply(STATEFULSETS, changed, field_manager="tests")
+
+    async def remade() -> Obj | None:
+        pod = await pod_of_latest_template()
+        return pod if pod and pod["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    await wait_for(remade, "a pod of the latest template, and the status caught up", 60)

@@ -73,7 +73,7 @@ def test_statefulset_shape() -> None:
     assert spec["replicas"] == 1
     assert spec["serviceName"] == "files-api"
     assert spec["podManagementPolicy"] == "Parallel"
-    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
     assert spec["selector"] == {"matchLabels": SELECTOR}
     assert "volumeClaimTemplates" not in spec  # standalone claims: resizable, addable
     assert build.statefulset(SERVER, sample("stopped.yaml"), HASH)["spec"]["replicas"] == 0
