@@ -25,6 +25,7 @@ from dittofs_controller.runtime.metrics import REGISTRY
 JSON = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 JSON_ACCEPT = "application/json"
 # Lists and watches of only the objects' metadata: an informer that must notice Secrets appear
@@ -88,6 +89,11 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def invalid(self) -> bool:
+        """The request was refused as a whole: a field's value, or a JSON patch's failed test."""
+        return self.status == 422
 
 
 class KubeClient:
@@ -284,6 +290,14 @@ class KubeClient:
             resource.path(namespace, name, subresource),
             body=patch,
             content_type=MERGE_PATCH,
+        )
+
+    async def json_patch(
+        self, resource: Resource, name: str, operations: list[JSON], namespace: str | None = None
+    ) -> JSON:
+        """RFC 6902 operations, applied all or none: a failed `test` refuses the lot (422)."""
+        return await self.request(
+            "PATCH", resource.path(namespace, name), body=operations, content_type=JSON_PATCH
         )
 
 

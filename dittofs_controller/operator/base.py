@@ -60,7 +60,7 @@ log = structlog.get_logger("dittofs_controller.operator")
 
 Spec = v1alpha1.DittoServerSpec
 
-# Finalizer writes race only the other reconcilers' at creation and deletion: a few rereads do.
+# A finalizer an older version added is removed under a test of the list: a few rereads do.
 FINALIZER_ATTEMPTS = 5
 
 
@@ -243,16 +243,40 @@ class ServerReconciler(abc.ABC):
         log.info("released child", controller=self.name, kind=resource.kind, name=meta["name"])
 
     async def _set_finalizer(self, server: Obj, *, present: bool) -> None:
-        """Add or remove this reconciler's finalizer.
+        """Add or remove this reconciler's finalizer with an apply of that one entry.
 
-        A merge patch of the whole list under the resourceVersion it was read at, not an
-        apply: an apply of a DittoServer deleted meanwhile (its last finalizer removed by
-        another reconciler) tries to create it again, where a patch finds it gone (404: done).
-        A 409 means a finalizer changed since: read the object again and redo it in this pass.
+        `metadata.finalizers` is a set: each reconciler's field manager owns its own entry, so
+        their writes never conflict with each other or with status writes (no resourceVersion).
+        The uid makes the apply conditional: for a DittoServer gone meanwhile (its last
+        finalizer removed by another reconciler) it fails, 409 "uid mismatch", instead of
+        creating the object again.
         """
+        meta = server["metadata"]
+        body: Obj = {
+            "apiVersion": v1alpha1.API_VERSION,
+            "kind": v1alpha1.KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        }
+        if present:
+            body["metadata"]["finalizers"] = [self.finalizer]
+        try:
+            live = await self.client.apply(DITTOSERVERS, body, field_manager=self.manager)
+        except ApiError as error:
+            if error.conflict or error.not_found:
+                return  # gone, or a new object of the same name: not ours to finalize
+            if present and error.invalid and "finalizers" in error.message:
+                return  # deleted meanwhile: no new finalizer may come; the deletion pass follows
+            raise
+        if not present and self.finalizer in (live["metadata"].get("finalizers") or ()):
+            await self._remove_unowned_finalizer(live)
+
+    async def _remove_unowned_finalizer(self, server: Obj) -> None:
+        """Remove the finalizer an older version added with a merge patch, which an apply does
+        not own and so cannot remove: a JSON patch of the list, tested against the list it was
+        read as (a 422 means it changed since: read it again)."""
         current: Obj | None = server
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda error: isinstance(error, ApiError) and error.conflict),
+            retry=retry_if_exception(lambda error: isinstance(error, ApiError) and error.invalid),
             stop=stop_after_attempt(FINALIZER_ATTEMPTS),
             wait=wait_random(0, 0.1),
             reraise=True,
@@ -260,8 +284,28 @@ class ServerReconciler(abc.ABC):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     current = await self._reread(server)
-                if current is not None:
-                    await self._patch_finalizers(current["metadata"], present=present)
+                if current is None:
+                    return
+                meta = current["metadata"]
+                finalizers = list(meta.get("finalizers") or ())
+                if self.finalizer not in finalizers:
+                    return
+                operations = [
+                    {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+                    {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                    {
+                        "op": "replace",
+                        "path": "/metadata/finalizers",
+                        "value": [name for name in finalizers if name != self.finalizer],
+                    },
+                ]
+                try:
+                    await self.client.json_patch(
+                        DITTOSERVERS, meta["name"], operations, meta["namespace"]
+                    )
+                except ApiError as error:
+                    if not error.not_found:
+                        raise
 
     async def _reread(self, server: Obj) -> Obj | None:
         """The DittoServer as it stands now, or None if it is gone (or is a new one)."""
@@ -270,22 +314,6 @@ class ServerReconciler(abc.ABC):
         if live is None or live["metadata"]["uid"] != meta["uid"]:
             return None
         return live
-
-    async def _patch_finalizers(self, meta: Obj, *, present: bool) -> None:
-        finalizers = list(meta.get("finalizers") or ())
-        wanted = [name for name in finalizers if name != self.finalizer]
-        if present and not meta.get("deletionTimestamp"):
-            wanted.append(str(self.finalizer))
-        if wanted == finalizers:
-            return
-        patch = {
-            "metadata": {"finalizers": wanted or None, "resourceVersion": meta["resourceVersion"]}
-        }
-        try:
-            await self.client.merge_patch(DITTOSERVERS, meta["name"], patch, meta["namespace"])
-        except ApiError as error:
-            if not error.not_found:
-                raise
 
 
 async def write_condition(
