@@ -154,7 +154,8 @@ class ServerReconciler(abc.ABC):
         return Result(synced.requeue_after)
 
     async def publish(self, server: Obj, outcome: Outcome, fields: Obj | None = None) -> None:
-        """Apply this reconciler's condition if it changed; record an Event on a transition.
+        """Apply this reconciler's condition if it changed; record an Event for a problem or
+        its end (`conditions.announced`).
 
         `fields` (values of `status_fields`) travel in the same apply. None keeps the values
         published before: an apply that omitted them would remove them.
@@ -168,10 +169,7 @@ class ServerReconciler(abc.ABC):
         if written is None:
             return
         entry, previous = written
-        if previous is None or (previous.get("status"), previous.get("reason")) != (
-            entry["status"],
-            entry["reason"],
-        ):
+        if conditions.announced(entry, previous):
             await self.ctx.events.record(
                 server,
                 conditions.event_type(entry),

@@ -44,6 +44,31 @@ def event_type(entry: Obj) -> EventType:
     return "Warning"
 
 
+def announced(entry: Obj, previous: Obj | None) -> bool:
+    """Whether a sub-reconciler's condition change gets an Event: a problem, or its end.
+
+    The steps of a normal start or change (Rendered, Bound, Exposed, Starting...) show in the
+    conditions only; an Event for each cost a write per step, and the one milestone a user
+    waits for is Ready's (see `ready_announced`).
+    """
+    if previous is not None and (previous.get("status"), previous.get("reason")) == (
+        entry.get("status"),
+        entry.get("reason"),
+    ):
+        return False
+    if event_type(entry) == "Warning":
+        return True
+    return previous is not None and event_type(previous) == "Warning"
+
+
+def ready_announced(entry: Obj, previous: Obj | None) -> bool:
+    """Whether the summary's Ready change gets an Event: each time it flips, but not its first
+    report while a new server starts (nothing happened to it yet)."""
+    if previous is None:
+        return event_type(entry) == "Warning"
+    return previous.get("status") != entry.get("status")
+
+
 @attrs.frozen
 class Outcome:
     """A reconciler's verdict on its concern: the condition it should show."""

@@ -110,7 +110,7 @@ class SummaryReconciler:
         if written is None:
             return DONE
         entry, previous = written
-        if previous is None or previous.get("status") != entry["status"]:
+        if c.ready_announced(entry, previous):
             await self.ctx.events.record(
                 server,
                 c.event_type(entry),

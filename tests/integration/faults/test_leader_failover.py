@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from dittofs_controller.kube.client import KubeClient
-from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, LEASES
+from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, LEASES, SECRETS
 from dittofs_controller.operator.events import REPORTING_CONTROLLER
 from tests.bench.operator_bench import WRITE_VERBS, requests_by_verb
 from tests.integration.faults.conftest import (
@@ -27,6 +27,11 @@ from tests.integration.faults.conftest import (
 from tests.support.process import OperatorProcess, eventually
 
 SERVERS = 20
+# Its user's password Secret is created only once the standby leads: the first leader records
+# the SecretNotFound Warning, the second the Event of its end (the steps of a normal start
+# record none).
+WAITING = "waiting"
+PASSWORD_SECRET = "waiting-alice"
 CHILDREN_PER_SERVER = sum(len(names) for names in expected_children("s").values())
 
 
@@ -63,9 +68,16 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
     second = start_operator("second", leader_elect=True)
     await second.wait_for_log("waiting for leadership", timeout=60)
     servers = [f"s{index:02d}" for index in range(SERVERS)]
-    await gather_limited(
-        kube.create(DITTOSERVERS, server_manifest(namespace, name), namespace) for name in servers
-    )
+    user = {
+        "name": "alice",
+        "uid": 1000,
+        "gid": 1000,
+        "passwordSecretRef": {"name": PASSWORD_SECRET, "key": "password"},
+    }
+    manifests = [server_manifest(namespace, name) for name in servers]
+    manifests.append(server_manifest(namespace, WAITING, users=[user]))
+    await gather_limited(kube.create(DITTOSERVERS, m, namespace) for m in manifests)
+    servers.append(WAITING)
     # Kill the leader at a random point of its work: once it made some of the children.
     threshold = rng.randint(1, SERVERS * CHILDREN_PER_SERVER // 2)
     await view.until(
@@ -74,8 +86,8 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
         CONVERGE_TIMEOUT,
     )
 
-    # The first Event can trail the first children by a status write and the summariser's
-    # coalescing delay; wait for it so the check below sees who records Events.
+    # The Warning can trail the first children by a status write; wait for it so the check
+    # below sees who records Events.
     async def any_event() -> bool:
         return bool(await reporting_instances(kube, namespace))
 
@@ -93,6 +105,16 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
     # The standby waits out the lease from the last renewal it saw, plus one retry period.
     assert takeover <= LEASE_DURATION + 2, f"takeover took {takeover:.1f} s"
 
+    await kube.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": PASSWORD_SECRET},
+            "stringData": {"password": "Alice-Passw0rd"},
+        },
+        namespace,
+    )
     await view.settle(lambda state: state.converged(servers), "convergence", CONVERGE_TIMEOUT)
     assert (await fresh_state(kube, namespace)).converged(servers) == []
     lease = await kube.get(LEASES, "dittofs-controller", namespace)

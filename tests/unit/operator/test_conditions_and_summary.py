@@ -105,13 +105,39 @@ def test_a_stopped_server_still_reports_other_failures() -> None:
     assert summary.outcome.reason == "SecretNotFound"
 
 
-def test_steps_of_a_normal_start_or_stop_are_normal_events_problems_are_warnings() -> None:
-    def entry(status: str, reason: str) -> dict[str, str]:
-        return {"type": "Available", "status": status, "reason": reason}
+def entry(status: str, reason: str) -> dict[str, str]:
+    return {"type": "Available", "status": status, "reason": reason}
 
+
+def test_steps_of_a_normal_start_or_stop_are_normal_events_problems_are_warnings() -> None:
     assert c.event_type(entry("True", "Running")) == "Normal"
     for reason in ("WaitingForDependencies", "WaitingForServer", "Starting", "Stopped"):
         assert c.event_type(entry("False", reason)) == "Normal"
     assert c.event_type(entry("Unknown", "Reconciling")) == "Normal"
     for reason in ("PodNotReady", "SecretNotFound", "ClaimPending", "InvalidSpec"):
         assert c.event_type(entry("False", reason)) == "Warning"
+
+
+def test_only_problems_and_their_end_are_announced_by_the_sub_reconcilers() -> None:
+    start = [entry("False", "WaitingForDependencies"), entry("False", "Starting")]
+    assert not c.announced(start[0], None)  # a first report that is a step
+    assert not c.announced(start[1], start[0])  # the next step
+    assert not c.announced(entry("True", "Running"), start[1])  # the goal: Ready announces it
+    problem = entry("False", "PodNotReady")
+    assert c.announced(problem, None)
+    assert c.announced(problem, start[1])
+    assert not c.announced(problem, problem)  # only once, however long it lasts
+    assert c.announced(entry("False", "SecretNotFound"), problem)  # another problem
+    assert c.announced(entry("True", "Running"), problem)  # its end
+    assert c.announced(entry("False", "Starting"), problem)
+
+
+def test_ready_is_announced_when_it_flips_but_not_on_a_new_servers_first_report() -> None:
+    waiting = {"type": "Ready", "status": "False", "reason": "WaitingForDependencies"}
+    ready = {"type": "Ready", "status": "True", "reason": "Ready"}
+    broken = {"type": "Ready", "status": "False", "reason": "SecretNotFound"}
+    assert not c.ready_announced(waiting, None)
+    assert c.ready_announced(broken, None)
+    assert c.ready_announced(ready, waiting)
+    assert c.ready_announced(waiting, ready)
+    assert not c.ready_announced({**broken, "message": "other"}, waiting)  # Ready stays False
