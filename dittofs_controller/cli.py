@@ -44,6 +44,9 @@ def _run(args: argparse.Namespace) -> int:
         version=dittofs_controller.__version__,
         settings=attrs.asdict(settings),
     )
+    from dittofs_controller.runtime import allocator
+
+    allocator.fix_thresholds()
     # Imported here: both pull in the Kubernetes client, which `version` does not need.
     from dittofs_controller.operator import setup
     from dittofs_controller.runtime import manager
