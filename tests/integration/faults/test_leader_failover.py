@@ -120,4 +120,9 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
     lease = await kube.get(LEASES, "dittofs-controller", namespace)
     assert lease["spec"]["holderIdentity"] == "second"
     assert applied_children(second) > 0, second.tail()
-    assert await reporting_instances(kube, namespace) == {"first", "second"}
+
+    # The Event of the Secret's arrival follows the ConfigReady write the convergence saw.
+    async def both_recorded() -> bool:
+        return await reporting_instances(kube, namespace) == {"first", "second"}
+
+    await eventually(both_recorded, CONVERGE_TIMEOUT, "an Event by the new leader", second)
