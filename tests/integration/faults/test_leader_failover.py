@@ -27,11 +27,11 @@ from tests.integration.faults.conftest import (
 from tests.support.process import OperatorProcess, eventually
 
 SERVERS = 20
-# Its user's password Secret is created only once the standby leads: the first leader records
-# the SecretNotFound Warning, the second the Event of its end (the steps of a normal start
-# record none).
+# Its API's TLS Secret is created only once the standby leads: the first leader records the
+# SecretNotFound Warning, the second the Event of its end (the steps of a normal start record
+# none). The config reconciler checks that Secret; others wait for a running pod.
 WAITING = "waiting"
-PASSWORD_SECRET = "waiting-alice"
+TLS_SECRET = "waiting-api-tls"
 CHILDREN_PER_SERVER = sum(len(names) for names in expected_children("s").values())
 
 
@@ -45,14 +45,19 @@ def applied_children(operator: OperatorProcess) -> int:
     return sum(entry.get("event") == "applied child" for entry in operator.logs())
 
 
-async def reporting_instances(kube: KubeClient, namespace: str) -> set[str]:
-    """The replicas that recorded the operator's Events in the namespace."""
+async def recorded(kube: KubeClient, namespace: str) -> set[tuple[str, str, str]]:
+    """(replica, object, reason) of each of the operator's Events in the namespace."""
     listed = await kube.request("GET", EVENTS.path(namespace))
     return {
-        event["reportingInstance"]
+        (event["reportingInstance"], event["regarding"]["name"], event["reason"])
         for event in listed["items"]
         if event.get("reportingController") == REPORTING_CONTROLLER
     }
+
+
+async def reporting_instances(kube: KubeClient, namespace: str) -> set[str]:
+    """The replicas that recorded the operator's Events in the namespace."""
+    return {instance for instance, _, _ in await recorded(kube, namespace)}
 
 
 @pytest.mark.timeout(LONG_TEST_TIMEOUT)
@@ -68,14 +73,12 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
     second = start_operator("second", leader_elect=True)
     await second.wait_for_log("waiting for leadership", timeout=60)
     servers = [f"s{index:02d}" for index in range(SERVERS)]
-    user = {
-        "name": "alice",
-        "uid": 1000,
-        "gid": 1000,
-        "passwordSecretRef": {"name": PASSWORD_SECRET, "key": "password"},
+    control_plane = {
+        "database": {"type": "sqlite"},
+        "tls": {"secretName": TLS_SECRET},
     }
     manifests = [server_manifest(namespace, name) for name in servers]
-    manifests.append(server_manifest(namespace, WAITING, users=[user]))
+    manifests.append(server_manifest(namespace, WAITING, controlPlane=control_plane))
     await gather_limited(kube.create(DITTOSERVERS, m, namespace) for m in manifests)
     servers.append(WAITING)
     # Kill the leader at a random point of its work: once it made some of the children.
@@ -86,12 +89,12 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
         CONVERGE_TIMEOUT,
     )
 
-    # The Warning can trail the first children by a status write; wait for it so the check
-    # below sees who records Events.
-    async def any_event() -> bool:
-        return bool(await reporting_instances(kube, namespace))
+    # The leader may reach the waiting server after the children counted above: wait for its
+    # Warning, without which the Secret's arrival would be a normal start with no Event.
+    async def waiting_warned() -> bool:
+        return ("first", WAITING, "SecretNotFound") in await recorded(kube, namespace)
 
-    await eventually(any_event, CONVERGE_TIMEOUT, "the first Event", first)
+    await eventually(waiting_warned, CONVERGE_TIMEOUT, "the waiting server's Warning", first)
     assert writes(first) > 0, first.tail()
     assert writes(second) == 0.0, second.tail()
     assert applied_children(second) == 0
@@ -110,8 +113,9 @@ async def test_only_the_leader_writes_and_a_killed_leader_is_replaced_within_the
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": PASSWORD_SECRET},
-            "stringData": {"password": "Alice-Passw0rd"},
+            "metadata": {"name": TLS_SECRET},
+            # The operator checks the keys; only DittoFS, never started here, reads the PEM.
+            "stringData": {"tls.crt": "certificate", "tls.key": "key"},
         },
         namespace,
     )
