@@ -17,7 +17,11 @@ from dittofs_controller.api.schema import openapi_schema
 
 PLURAL = "dittoservers"
 SINGULAR = "dittoserver"
-SHORT_NAMES = ["dfs", "ditto"]
+# `dfs` is the DittoFS binary's name and `ditto` the authors' Go operator's short name: either
+# would make `kubectl get` ambiguous or surprising beside them.
+SHORT_NAMES = ["dittosrv"]
+# `kubectl get dittofs` lists every DittoServer (and whatever later kinds join the category).
+CATEGORIES = ["dittofs"]
 NAME = f"{PLURAL}.{v1alpha1.GROUP}"
 REGENERATE = "python -m dittofs_controller.api.crd > crd/dittoservers.dittofs.io.yaml"
 
@@ -48,6 +52,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.endpoints.smb",
         "description": "SMB address.",
     },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why the server is or is not Ready (the Ready condition's reason).",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -74,6 +85,7 @@ def crd() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": SHORT_NAMES,
+                "categories": CATEGORIES,
             },
             "scope": "Namespaced",
             "versions": [

@@ -89,7 +89,8 @@ async def test_crd_is_stored_as_generated(dittoservers: KubeClient) -> None:
     stored = await dittoservers.get(CRDS, crd.NAME)
     (version,) = stored["spec"]["versions"]
     assert version["schema"] == crd.crd()["spec"]["versions"][0]["schema"]
-    assert stored["status"]["acceptedNames"]["shortNames"] == ["dfs", "ditto"]
+    accepted = stored["status"]["acceptedNames"]
+    assert (accepted["shortNames"], accepted["categories"]) == (["dittosrv"], ["dittofs"])
 
 
 # --- the corpus -------------------------------------------------------------------------------

@@ -71,9 +71,9 @@ def test_windows_blocks_can_only_be_checked(tmp_path: Path) -> None:
 
 
 def test_console_blocks_run_only_their_prompted_lines(tmp_path: Path) -> None:
-    text = "<!-- check: run -->\n```console\n$ kubectl get dfs \\\n  -A\nNAME READY\n$ true\n```\n"
+    text = "<!-- check: run -->\n```console\n$ kubectl get ds \\\n  -A\nNAME READY\n$ true\n```\n"
     (block,) = blocks(write(tmp_path, text))
-    assert script(block) == "kubectl get dfs \\\n  -A\ntrue\n"
+    assert script(block) == "kubectl get ds \\\n  -A\ntrue\n"
 
 
 def test_commands_are_split_like_bash() -> None:

@@ -85,7 +85,8 @@ def test_names_scope_and_version() -> None:
         "listKind": "DittoServerList",
         "plural": "dittoservers",
         "singular": "dittoserver",
-        "shortNames": ["dfs", "ditto"],
+        "shortNames": ["dittosrv"],
+        "categories": ["dittofs"],
     }
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
@@ -94,13 +95,18 @@ def test_names_scope_and_version() -> None:
 
 def test_printer_columns() -> None:
     (version,) = crd.crd()["spec"]["versions"]
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    columns = {
+        c["name"]: (c["jsonPath"], c.get("priority", 0))
+        for c in version["additionalPrinterColumns"]
+    }
     assert columns == {
-        "Ready": '.status.conditions[?(@.type=="Ready")].status',
-        "Phase": ".status.phase",
-        "NFS": ".status.endpoints.nfs",
-        "SMB": ".status.endpoints.smb",
-        "Age": ".metadata.creationTimestamp",
+        "Ready": ('.status.conditions[?(@.type=="Ready")].status', 0),
+        "Phase": (".status.phase", 0),
+        "NFS": (".status.endpoints.nfs", 0),
+        "SMB": (".status.endpoints.smb", 0),
+        # Only under -o wide.
+        "Reason": ('.status.conditions[?(@.type=="Ready")].reason', 1),
+        "Age": (".metadata.creationTimestamp", 0),
     }
 
 
