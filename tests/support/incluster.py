@@ -87,8 +87,10 @@ def render_chart_text(
     release: str = "dittofs-operator",
     namespace: str = "dittofs-system",
     include_crds: bool = False,
+    kube_version: str | None = None,
 ) -> str:
-    """`helm template` output of the chart; values go through a file so numbers keep types."""
+    """`helm template` output of the chart; values go through a file so numbers keep types.
+    Without `kube_version`, helm assumes its own client-go's Kubernetes version."""
     with tempfile.TemporaryDirectory(prefix="dittofs-chart-") as scratch:
         values_file = Path(scratch) / "values.yaml"
         values_file.write_text(json.dumps(dict(values or {})))
@@ -102,6 +104,7 @@ def render_chart_text(
             "--values",
             str(values_file),
             *(["--include-crds"] if include_crds else []),
+            *(["--kube-version", kube_version] if kube_version else []),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -142,6 +145,7 @@ KINDS: dict[str, Resource] = {
         SERVICES,
         NETWORKPOLICIES,
         CRDS,
+        Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     )
 }
 

@@ -49,7 +49,7 @@ COMPONENTS: dict[str, Component] = {
         ),
         Component("etcd", "ETCD_VERSION", "etcd", ("etcd",)),
         Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs",)),
-        Component("helm", "HELM_VERSION", "helm", ("helm",)),
+        Component("helm", "HELM_VERSION", "helm-release", ("helm",)),
         Component("coredns", "COREDNS_VERSION", "coredns", ("coredns",)),
         Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),
     )

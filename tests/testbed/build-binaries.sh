@@ -109,12 +109,22 @@ build_dfs() {
     log "dfs $DITTOFS_VERSION: built in $((SECONDS - start)) s"
 }
 
+# As helm's release Makefile builds it: the Kubernetes version `helm template` and `helm lint`
+# assume without a cluster is its client-go's minor (1.34 for v3.19), not the 1.20 a plain
+# `go install` leaves, so the chart's kubeVersion is judged as a downloaded helm judges it.
 build_helm() {
-    local out="$CACHE/helm-$HELM_VERSION"
+    local out="$CACHE/helm-release-$HELM_VERSION"
     if [[ -x $out/helm ]]; then log "helm $HELM_VERSION: cached in $out"; return; fi
-    local start=$SECONDS
+    local start=$SECONDS gomod minor flags=""
     log "helm $HELM_VERSION: building"
-    GOBIN="$out.tmp" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
+            | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+    minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$gomod")
+    [[ -n $minor ]] || { log "helm $HELM_VERSION: no k8s.io/client-go in $gomod"; exit 1; }
+    for pkg in pkg/lint/rules pkg/chartutil; do
+        flags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$minor"
+    done
+    GOBIN="$out.tmp" go install -ldflags "$flags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     rm -rf "$out" && mv "$out.tmp" "$out"
     log "helm $HELM_VERSION: built in $((SECONDS - start)) s"
 }

@@ -373,6 +373,16 @@ def _resources_named_in_code() -> dict[str, resources.Resource]:
         ({"metrics": {"bindAddress": "localhost"}}, "/metrics/bindAddress"),
         ({"networkPolicy": {"metricsFrom": [{"namespaceSelecter": {}}]}}, "namespaceSelecter"),
         ({"networkPolicy": {"metricsFrom": [{}]}}, "/networkPolicy/metricsFrom/0"),
+        ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
+        (
+            {"extraEnv": [{"name": "DITTOFS_CONTROLLER_WORKERS", "value": "8"}]},
+            "extraEnv: DITTOFS_CONTROLLER_WORKERS is set by the chart",
+        ),
+        (
+            {"extraEnv": [{"name": "HTTPS_PROXY", "value": "a"}, {"name": "HTTPS_PROXY"}]},
+            "extraEnv: HTTPS_PROXY is set by the chart or twice in extraEnv",
+        ),
+        ({"extraEnv": [{"value": "x"}]}, "/extraEnv/0"),
     ],
 )
 def test_invalid_values_fail_at_install_time(values: dict[str, Any], message: str) -> None:
@@ -380,11 +390,48 @@ def test_invalid_values_fail_at_install_time(values: dict[str, Any], message: st
         render_chart(values)
 
 
-def test_several_replicas_elect_a_leader() -> None:
+def test_several_replicas_elect_a_leader_and_keep_a_standby_through_drains() -> None:
     docs = render_chart({"replicaCount": 2})
     (deployment,) = find(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert env_value(docs, "DITTOFS_CONTROLLER_LEADER_ELECT") == "true"
+    (budget,) = find(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"replicaCount": 2, "podDisruptionBudget": {"enabled": False}}],
+    ids=["one replica", "disabled"],
+)
+def test_no_disruption_budget_that_would_block_every_drain(values: Doc) -> None:
+    assert not find(render_chart(values), "PodDisruptionBudget")
+
+
+def test_the_chart_refuses_a_cluster_older_than_the_crd_needs() -> None:
+    with pytest.raises(ChartError, match=re.escape("chart requires kubeVersion: >=1.31.0-0")):
+        render_chart(kube_version="1.30.0")
+    assert find(render_chart(kube_version="1.31.0"), "Deployment")
+
+
+def test_an_image_digest_pins_what_runs() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    docs = render_chart({"image": {"repository": "registry.example/dfo", "digest": digest}})
+    (deployment,) = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.example/dfo:{dittofs_controller.__version__}@{digest}"
+
+
+def test_extra_env_comes_after_the_chart_s_variables(default: list[Doc]) -> None:
+    extra = [
+        {"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"},
+        {"name": "DITTOFS_CONTROLLER_CACHE_SYNC_TIMEOUT", "value": "300"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]
+    env = list(operator_env(render_chart({"extraEnv": extra})).values())
+    assert env == [*operator_env(default).values(), *extra]
 
 
 def test_values_reach_the_pod() -> None:

@@ -51,8 +51,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* repository:tag, plus @digest when one is given (the runtime then pulls by digest). */}}
 {{- define "dittofs-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{/* A number for an environment variable: 15 stays "15", 0.5 stays "0.5". */}}
@@ -94,5 +96,55 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.networkPolicy.metricsFrom) }}
 {{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsFrom: list the peers Prometheus scrapes from (e.g. a namespaceSelector on its namespace), or the NetworkPolicy drops every scrape" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The variables the chart sets; extraEnv is checked against their names. */}}
+{{- define "dittofs-operator.env" -}}
+{{- $election := .Values.leaderElection -}}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: DITTOFS_CONTROLLER_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: DITTOFS_CONTROLLER_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: DITTOFS_CONTROLLER_HEALTH_PORT
+  value: {{ include "dittofs-operator.number" .Values.healthPort | quote }}
+- name: DITTOFS_CONTROLLER_METRICS_PORT
+  value: {{ include "dittofs-operator.number" .Values.metrics.port | quote }}
+{{- with .Values.metrics.bindAddress }}
+- name: DITTOFS_CONTROLLER_METRICS_BIND_ADDRESS
+  value: {{ . | quote }}
+{{- end }}
+- name: DITTOFS_CONTROLLER_WORKERS
+  value: {{ include "dittofs-operator.number" .Values.workers | quote }}
+- name: DITTOFS_CONTROLLER_RECONCILE_TIMEOUT
+  value: {{ include "dittofs-operator.number" .Values.reconcileTimeout | quote }}
+- name: DITTOFS_CONTROLLER_SHUTDOWN_GRACE
+  value: {{ include "dittofs-operator.number" .Values.shutdownGrace | quote }}
+{{- with .Values.watchNamespaces }}
+- name: DITTOFS_CONTROLLER_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: DITTOFS_CONTROLLER_LEADER_ELECT
+  value: {{ ternary "true" "false" (eq $election.enabled true) | quote }}
+{{- if $election.enabled }}
+# The Lease lives where the leader-election Role grants access to it.
+- name: DITTOFS_CONTROLLER_LEADER_ELECT_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: DITTOFS_CONTROLLER_LEADER_ELECT_LEASE_NAME
+  value: {{ include "dittofs-operator.leaseName" . | quote }}
+- name: DITTOFS_CONTROLLER_LEADER_ELECT_LEASE_DURATION
+  value: {{ include "dittofs-operator.number" $election.leaseDuration | quote }}
+- name: DITTOFS_CONTROLLER_LEADER_ELECT_RENEW_DEADLINE
+  value: {{ include "dittofs-operator.number" $election.renewDeadline | quote }}
+- name: DITTOFS_CONTROLLER_LEADER_ELECT_RETRY_PERIOD
+  value: {{ include "dittofs-operator.number" $election.retryPeriod | quote }}
+{{- end }}
+{{- with .Values.otlpEndpoint }}
+- name: DITTOFS_CONTROLLER_OTLP_ENDPOINT
+  value: {{ . | quote }}
 {{- end }}
 {{- end }}
