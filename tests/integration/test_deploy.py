@@ -190,7 +190,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
     cluster_name = f"{name}-{namespace}"
     user_roles = [f"{cluster_name}-dittoserver-{role}" for role in ("editor", "viewer")]
     notes = helm("install", release, str(incluster.CHART))
-    assert "kubectl apply --server-side --force-conflicts -f crd/" in notes
+    assert "kubectl apply --server-side --force-conflicts -f CHART/crds/" in notes
     for cluster_role in (cluster_name, *user_roles):
         await kube.get(KINDS["ClusterRole"], cluster_role)
     await kube.get(NETWORKPOLICIES, name, namespace)
