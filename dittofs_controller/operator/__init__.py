@@ -21,6 +21,7 @@ from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS
 from dittofs_controller.operator import (
     config,
     database,
+    metrics,
     network,
     serverconfig,
     specs,
@@ -52,6 +53,7 @@ def setup(manager: Manager) -> None:
     servers = manager.cache(DITTOSERVERS)
     servers.add_index(BY_SECRET, secret_index)
     servers.add_handler(on_deletion(specs.forget))
+    metrics.SERVERS.source = servers.objects
     secrets = manager.cache(SECRETS, metadata_only=True)
     secret_values = SecretReader(manager.client, secrets)
     secrets.add_handler(on_deletion(secret_values.forget))

@@ -10,7 +10,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -18,6 +18,10 @@ from dittofs_controller.operator.events import EventType
 
 Obj = dict[str, Any]
 Status = Literal["True", "False", "Unknown"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+# status.phase, the summariser's one-word verdict.
+Phase = Literal["Pending", "Progressing", "Running", "Degraded", "Stopped", "Failed"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 CONFIG_READY = "ConfigReady"
 STORAGE_READY = "StorageReady"

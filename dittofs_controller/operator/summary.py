@@ -3,6 +3,8 @@ conditions. It owns no child and judges nothing itself, so every verdict has one
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -10,6 +12,7 @@ import attrs
 from dittofs_controller.api.schema import ParseError
 from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.operator import conditions as c
+from dittofs_controller.operator import metrics
 from dittofs_controller.operator.base import Context, write_condition
 from dittofs_controller.operator.children import Obj, field_manager
 from dittofs_controller.operator.conditions import Outcome
@@ -33,7 +36,7 @@ STOPPED_ALLOWS = (c.AVAILABLE, c.SERVER_CONFIGURED)
 @attrs.frozen
 class Summary:
     outcome: Outcome
-    phase: str
+    phase: c.Phase
     caught_up: bool
 
 
@@ -87,16 +90,22 @@ class SummaryReconciler:
     # condition, spares status writes. Ready lags by at most this much.
     coalesce_seconds = 0.5
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
+        self.clock = clock
+        # (uid, generation, when this process first saw it) of each server whose current
+        # generation is not Ready yet: the start of dittofs_server_convergence_seconds.
+        self.pending: dict[ObjectKey, tuple[str, int, float]] = {}
 
     async def reconcile(self, key: ObjectKey) -> Result:
         server = self.ctx.servers.get(key)
         if server is None:
             self.ctx.unseen.forget(key)
+            self.pending.pop(key, None)
             return DONE
         if server["metadata"].get("deletionTimestamp"):
             return DONE
+        started = self._generation_started(key, server)
         summary = summarise(server)
         status = server.get("status") or {}
         generation = server["metadata"].get("generation", 0)
@@ -110,6 +119,9 @@ class SummaryReconciler:
         if written is None:
             return DONE
         entry, previous = written
+        if started is not None and entry["status"] == "True":
+            metrics.CONVERGENCE.observe(self.clock() - started)
+            self.pending.pop(key, None)
         if c.ready_announced(entry, previous):
             await self.ctx.events.record(
                 server,
@@ -119,3 +131,18 @@ class SummaryReconciler:
                 action="Summarise",
             )
         return DONE
+
+    def _generation_started(self, key: ObjectKey, server: Obj) -> float | None:
+        """When the server's current generation began to converge, as far as this process
+        knows; None when Ready already judged it (before a restart, say): not ours to time."""
+        meta = server["metadata"]
+        uid, generation = meta["uid"], meta.get("generation", 0)
+        known = self.pending.get(key)
+        if known is not None and known[:2] == (uid, generation):
+            return known[2]
+        ready = c.find(server, c.READY)
+        if ready is not None and ready.get("observedGeneration") == generation:
+            self.pending.pop(key, None)
+            return None
+        self.pending[key] = (uid, generation, self.clock())
+        return self.pending[key][2]

@@ -62,7 +62,7 @@ from dittofs_controller.dittofs import (
 )
 from dittofs_controller.kube.portforward import PortForward
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
-from dittofs_controller.operator import conditions, names
+from dittofs_controller.operator import conditions, metrics, names
 from dittofs_controller.operator.base import (
     Context,
     ServerReconciler,
@@ -111,6 +111,7 @@ class ServerConfigReconciler(ServerReconciler):
         server = self.ctx.servers.get(key)
         if server is None:
             self.memory.pop(key, None)  # deleted: nothing left to talk to
+            metrics.forget_server(key)
         elif not gates.judged(server):
             return DONE  # Available for this generation is still to come: its update re-queues
         return await super().reconcile(key)
@@ -152,6 +153,7 @@ class ServerConfigReconciler(ServerReconciler):
                 converge = Converge(api, desired, memory, digest_key=key, secrets=secrets)
                 observed = await converge.run()
         except AuthenticationFailed as error:
+            metrics.count_api_error(meta, "authentication")
             raise Problem(
                 "AuthenticationFailed",
                 f"DittoFS at {url} refused the admin login ({error.detail or error.title}): the "
@@ -163,6 +165,7 @@ class ServerConfigReconciler(ServerReconciler):
                 requeue_after=report.DRIFT_INTERVAL,
             ) from None
         except DittoFSUnreachable as error:
+            metrics.count_api_error(meta, "unreachable")
             if forward is not None and forward.failure is not None:
                 reason, message = access.forward_problem(forward.failure)
                 raise Problem(reason, f"{forward}: {message}", retry=True) from None
@@ -173,6 +176,7 @@ class ServerConfigReconciler(ServerReconciler):
                 retry=True,
             ) from None
         except DittoFSError as error:
+            metrics.count_api_error(meta, "server_error")
             raise Problem(
                 "ServerError",
                 f"DittoFS at {url}: {credentials.scrub(str(error), secrets)}",

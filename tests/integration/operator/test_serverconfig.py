@@ -24,6 +24,7 @@ from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
 from dittofs_controller.operator.serverconfig import credentials, report
+from dittofs_controller.runtime.metrics import REGISTRY
 from tests.integration.operator.conftest import (
     SAMPLES,
     RunningOperator,
@@ -103,6 +104,17 @@ async def until(
     return result
 
 
+def server_sample(key: ObjectKey, metric: str, **labels: str) -> float | None:
+    """A per-server sample of the operator's registry (the operator runs in this process)."""
+    return REGISTRY.get_sample_value(
+        metric, {"namespace": key.namespace, "name": key.name, **labels}
+    )
+
+
+def converged_count() -> float:
+    return REGISTRY.get_sample_value("dittofs_server_convergence_seconds_count") or 0.0
+
+
 async def ready(kube: KubeClient, key: ObjectKey, node: Node) -> Obj:
     """Wait for Ready; on timeout the message has every condition and the pod's log."""
     try:
@@ -167,6 +179,7 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
 ) -> None:
     # Compare a converged server every 2 s instead of 5 min, to see drift repaired.
     monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
+    converged_before = converged_count()
     key = await create(
         kube,
         namespace,
@@ -175,6 +188,20 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     )
     await ready(kube, key, node)
     configured = await until(kube, key, "ServerConfigured", "True", "Converged")
+
+    # What Prometheus reads from the operator (it runs in this process), once its cache has
+    # the Ready status the API server has.
+    async def reported_running() -> bool:
+        return (
+            server_sample(key, "dittofs_server_condition", condition="Ready", status="True")
+            == server_sample(key, "dittofs_server_phase", phase="Running")
+            == 1.0
+        )
+
+    await wait_for(reported_running, "the server's metrics to say Ready and Running")
+    assert server_sample(key, "dittofs_server_condition", condition="Ready", status="False") == 0
+    assert server_sample(key, "dittofs_server_generation_pending") == 0
+    assert converged_count() == converged_before + 1
     assert "2 stores, 1 share, 1 user and 0 groups" in configured["message"]
     status = await server_status(kube, key)
     assert status["adapters"] == {
@@ -351,6 +378,7 @@ async def test_rejections_and_a_wrong_admin_password_are_reported(
         SECRETS, "admin-secret", {"stringData": {"password": changed}}, namespace
     )
     refused = await until(kube, key, "ServerConfigured", "False", "AuthenticationFailed")
+    assert server_sample(key, "dittofs_server_api_errors_total", kind="authentication")
     assert "Secret 'admin-secret'" in refused["message"]
     assert "first boot" in refused["message"]
 
