@@ -27,6 +27,9 @@ API_ERRORS = Counter(
 )
 API_ERROR_KINDS = ("authentication", "unreachable", "server_error")
 
+# What DittoFS reports of a store or share (status.server, each entry's `health`).
+HEALTH_VALUES = ("healthy", "degraded", "unhealthy", "unknown")
+
 CONVERGENCE = Histogram(
     "dittofs_server_convergence_seconds",
     "Seconds from the operator first seeing a generation of a DittoServer's spec to Ready=True "
@@ -67,10 +70,24 @@ def server_families(servers: Iterable[Obj]) -> list[GaugeMetricFamily]:
         "progress), else 0.",
         labels=["namespace", "name"],
     )
+    health = GaugeMetricFamily(
+        "dittofs_server_health",
+        "1 for the health DittoFS reports of a store or share (status.server: healthy, "
+        "degraded, unhealthy or unknown), 0 for the others; kind is the status.server list.",
+        labels=["namespace", "name", "kind", "item", "health"],
+    )
     for server in servers:
         meta = server["metadata"]
         labels = [meta["namespace"], meta["name"]]
         status = server.get("status") or {}
+        for kind, items in (status.get("server") or {}).items():
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict) and "health" in item:
+                    for value in HEALTH_VALUES:
+                        health.add_metric(
+                            [*labels, kind, str(item.get("name")), value],
+                            float(item["health"] == value),
+                        )
         ready_generation = None
         for entry in status.get("conditions") or ():
             for value in STATUSES:
@@ -84,7 +101,7 @@ def server_families(servers: Iterable[Obj]) -> list[GaugeMetricFamily]:
             phase.add_metric([*labels, name], float(current == name))
         pending = ready_generation != meta.get("generation")
         stale.add_metric(labels, float(pending))
-    return [condition, phase, stale]
+    return [condition, phase, stale, health]
 
 
 class ServerCollector(Collector):

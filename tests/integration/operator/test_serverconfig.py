@@ -23,6 +23,7 @@ from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_c
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
+from dittofs_controller.operator.metrics import HEALTH_VALUES
 from dittofs_controller.operator.serverconfig import credentials, report
 from dittofs_controller.runtime.metrics import REGISTRY
 from tests.integration.operator.conftest import (
@@ -201,6 +202,13 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     await wait_for(reported_running, "the server's metrics to say Ready and Running")
     assert server_sample(key, "dittofs_server_condition", condition="Ready", status="False") == 0
     assert server_sample(key, "dittofs_server_generation_pending") == 0
+    share_health = {
+        value: server_sample(
+            key, "dittofs_server_health", kind="shares", item="/export", health=value
+        )
+        for value in HEALTH_VALUES
+    }
+    assert sorted(share_health.values()) == [0, 0, 0, 1], share_health
     assert converged_count() == converged_before + 1
     assert "2 stores, 1 share, 1 user and 0 groups" in configured["message"]
     status = await server_status(kube, key)

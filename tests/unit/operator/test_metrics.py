@@ -67,3 +67,23 @@ def test_an_edit_ready_has_not_judged_yet_is_pending() -> None:
 
 def test_no_servers_no_series() -> None:
     assert samples([]) == {}
+
+
+def test_stores_and_shares_report_the_health_dittofs_gives_them() -> None:
+    reported = {
+        "remoteBlockStores": [{"name": "s3", "type": "s3", "health": "unhealthy"}],
+        "shares": [{"name": "/export", "enabled": True, "health": "healthy"}],
+        "users": ["alice"],
+        "applied": {"user/alice": "digest"},
+    }
+    found = samples([server("a", 1, {"server": reported})])
+    health = {
+        labels[2:]: value
+        for (name, labels), value in found.items()
+        if name == "dittofs_server_health" and value
+    }
+    assert health == {
+        ("remoteBlockStores", "s3", "unhealthy"): 1.0,
+        ("shares", "/export", "healthy"): 1.0,
+    }
+    assert len([key for key in found if key[0] == "dittofs_server_health"]) == 8
