@@ -65,7 +65,7 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on a real etcd + kube-apiserver + controller-manager."""
     session.install("-e", ".[test]")
     install_system_packages(session)
-    build_binaries(session, "etcd", "kubernetes", "helm", "dfs", "coredns", "metallb")
+    build_binaries(session, "etcd", "kubernetes", "helm", "dfs", "coredns", "metallb", "promtool")
     session.run(
         "pytest",
         "-p",

@@ -52,6 +52,7 @@ COMPONENTS: dict[str, Component] = {
         Component("helm", "HELM_VERSION", "helm-release", ("helm",)),
         Component("coredns", "COREDNS_VERSION", "coredns", ("coredns",)),
         Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),
+        Component("promtool", "PROMETHEUS_VERSION", "promtool", ("promtool",)),
     )
 }
 

@@ -5,7 +5,8 @@
 #
 # Usage: build-binaries.sh [component ...]   (default: all)
 # Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl, kube-proxy), etcd,
-#             dfs, helm, coredns, metallb (MetalLB's controller and its release's CRDs)
+#             dfs, helm, coredns, metallb (MetalLB's controller and its release's CRDs),
+#             promtool (checks and unit-tests the chart's alert rules)
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.35.4}"
@@ -15,6 +16,8 @@ HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 # Not v0.16.2: the proxy refuses (403) the github.com/metallb/frr-k8s v0.0.27 it requires.
 METALLB_VERSION="${METALLB_VERSION:-v0.16.1}"
+# Prometheus v3.16's Go module version.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 CACHE="${DITTOFS_TESTBIN_CACHE:-$HOME/.cache/dittofs-operator/bin}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -202,8 +205,25 @@ build_metallb() {
     log "metallb $METALLB_VERSION: built in $((SECONDS - start)) s"
 }
 
+build_promtool() {
+    local out="$CACHE/promtool-$PROMETHEUS_VERSION"
+    if [[ -x $out/promtool ]]; then log "promtool $PROMETHEUS_VERSION: cached in $out"; return; fi
+    local start=$SECONDS src
+    log "promtool $PROMETHEUS_VERSION: building"
+    src=$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
+          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    mkdir -p "$out.tmp"
+    # remove_all_sd leaves out the cloud service discoveries (every cloud SDK), which rule
+    # checks and rule tests never use.
+    # Its go.work (for its own tools) would put the build in workspace mode.
+    (cd "$src" && GOWORK=off go build -trimpath -tags remove_all_sd -ldflags "-s -w" \
+        -o "$out.tmp/promtool" ./cmd/promtool)
+    rm -rf "$out" && mv "$out.tmp" "$out"
+    log "promtool $PROMETHEUS_VERSION: built in $((SECONDS - start)) s"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns metallb)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns metallb promtool)
 for component in "${components[@]}"; do
     "build_$component"
 done

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import dittofs_controller.kube.client  # registers rest_client_requests_total
-import dittofs_controller.operator.metrics  # noqa: F401  (registers the per-server metrics)
-from dittofs_controller.runtime.metrics import REGISTRY
+from tests.support.exported import exported_metric_names
 
 INSTALL = Path(__file__).resolve().parents[2] / "docs" / "install.md"
 ROW = re.compile(r"^\| (`[a-z_*]+`(?:, `[a-z_*]+`)*) \|")
@@ -24,14 +22,6 @@ def documented() -> set[str]:
     return names
 
 
-def exported() -> set[str]:
-    """Metric names as scraped (prometheus_client keeps counters' families without _total)."""
-    return {
-        f"{family.name}_total" if family.type == "counter" else family.name
-        for family in REGISTRY.collect()
-    }
-
-
 def test_every_exported_metric_is_documented_and_every_documented_one_exported() -> None:
     patterns = documented()
     assert patterns, "no metrics table found in docs/install.md"
@@ -39,7 +29,7 @@ def test_every_exported_metric_is_documented_and_every_documented_one_exported()
     def covered(name: str) -> bool:
         return any(re.fullmatch(p.replace("*", ".*"), name) for p in patterns)
 
-    assert sorted(name for name in exported() if not covered(name)) == []
+    assert sorted(name for name in exported_metric_names() if not covered(name)) == []
     for pattern in patterns:
         regex = pattern.replace("*", ".*")
-        assert any(re.fullmatch(regex, name) for name in exported()), pattern
+        assert any(re.fullmatch(regex, name) for name in exported_metric_names()), pattern
