@@ -97,6 +97,12 @@ build_etcd() {
     log "etcd $ETCD_VERSION: built in $((SECONDS - start)) s"
 }
 
+# module_dir MODULE@VERSION: the module's source, downloaded from the proxy (for modules that
+# build inside their own go.mod, with exactly the dependency versions their release pins).
+module_dir() {
+    go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p'
+}
+
 build_dfs() {
     local out="$CACHE/dittofs-$DITTOFS_VERSION"
     if [[ -x $out/dfs ]]; then log "dfs $DITTOFS_VERSION: cached in $out"; return; fi
@@ -104,8 +110,7 @@ build_dfs() {
     log "dfs $DITTOFS_VERSION: building"
     # `go install pkg@version` asks the proxy for the module's version list, which it refuses
     # for this module; downloading the exact version and building inside it avoids the list.
-    src=$(go mod download -json "github.com/marmos91/dittofs@$DITTOFS_VERSION" \
-          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    src=$(module_dir "github.com/marmos91/dittofs@$DITTOFS_VERSION")
     mkdir -p "$out.tmp"
     (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/dfs" ./cmd/dfs)
     rm -rf "$out" && mv "$out.tmp" "$out"
@@ -194,8 +199,7 @@ build_metallb() {
     log "metallb $METALLB_VERSION: building the controller"
     # Its go.mod has no replace directives, so it builds inside the downloaded module, with
     # exactly the dependency versions that release pins.
-    src=$(go mod download -json "go.universe.tf/metallb@$METALLB_VERSION" \
-          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    src=$(module_dir "go.universe.tf/metallb@$METALLB_VERSION")
     mkdir -p "$out.tmp/crds"
     (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/metallb-controller" ./controller)
     # The CRDs of the same release travel with the binary, so the testbed installs the ones
@@ -210,8 +214,7 @@ build_promtool() {
     if [[ -x $out/promtool ]]; then log "promtool $PROMETHEUS_VERSION: cached in $out"; return; fi
     local start=$SECONDS src
     log "promtool $PROMETHEUS_VERSION: building"
-    src=$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
-          | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    src=$(module_dir "github.com/prometheus/prometheus@$PROMETHEUS_VERSION")
     mkdir -p "$out.tmp"
     # remove_all_sd leaves out the cloud service discoveries (every cloud SDK), which rule
     # checks and rule tests never use.
