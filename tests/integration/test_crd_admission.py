@@ -20,7 +20,6 @@ from dittofs_controller.api import crd, v1alpha1
 from dittofs_controller.api.schema import parse
 from dittofs_controller.kube.client import ApiError, KubeClient
 from dittofs_controller.kube.resources import CRDS, Resource
-from tests.support.crds import install_crd
 
 CORPUS = Path(__file__).resolve().parents[1] / "unit" / "api"
 VALID = sorted((CORPUS / "valid").glob("*.yaml"))
@@ -30,7 +29,6 @@ DITTOSERVERS = Resource(v1alpha1.GROUP, v1alpha1.VERSION, crd.PLURAL, v1alpha1.K
 # Dry runs store nothing, so they can all share a namespace that always exists.
 DRY_RUN_NAMESPACE = "default"
 DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}
-TIMEOUT = 30.0
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -43,13 +41,6 @@ def minimal(name: str) -> dict[str, Any]:
     document = load(CORPUS / "valid" / "minimal.yaml")
     document["metadata"]["name"] = name
     return document
-
-
-@pytest.fixture
-async def dittoservers(kube: KubeClient) -> KubeClient:
-    """The cluster with the current CRD installed and served (idempotent server-side apply)."""
-    await install_crd(kube, timeout=TIMEOUT)
-    return kube
 
 
 async def create(

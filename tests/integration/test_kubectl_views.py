@@ -8,22 +8,13 @@ import asyncio
 import subprocess
 from typing import Any
 
-import pytest
-
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS
 from tests.bench.operator_bench import dittoserver
-from tests.support.crds import install_crd
 from tests.testbed import binaries
 from tests.testbed.controlplane import Cluster
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-async def dittoservers(kube: KubeClient) -> KubeClient:
-    await install_crd(kube, timeout=TIMEOUT)
-    return kube
 
 
 async def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,15 +21,8 @@ from dittofs_controller.kube.resources import DITTOSERVERS, SERVICES, ObjectKey
 from dittofs_controller.operator import setup
 from dittofs_controller.runtime.manager import Manager
 from dittofs_controller.settings import LeaderElectionSettings, Settings
-from tests.support.crds import install_crd
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
-
-
-@pytest.fixture
-async def dittoservers(kube: KubeClient) -> KubeClient:
-    await install_crd(kube)
-    return kube
 
 
 class RunningOperator:
