@@ -97,10 +97,11 @@ build_etcd() {
     log "etcd $ETCD_VERSION: built in $((SECONDS - start)) s"
 }
 
-# module_dir MODULE@VERSION: the module's source, downloaded from the proxy (for modules that
-# build inside their own go.mod, with exactly the dependency versions their release pins).
-module_dir() {
-    go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p'
+# module_path FIELD MODULE@VERSION: a path `go mod download -json` gives for the module, which
+# it downloads from the proxy: Dir, its source (for modules that build inside their own go.mod,
+# with exactly the dependency versions their release pins), or GoMod, its go.mod.
+module_path() {
+    go mod download -json "$2" | sed -n "s/.*\"$1\": \"\(.*\)\",*/\1/p"
 }
 
 build_dfs() {
@@ -110,7 +111,7 @@ build_dfs() {
     log "dfs $DITTOFS_VERSION: building"
     # `go install pkg@version` asks the proxy for the module's version list, which it refuses
     # for this module; downloading the exact version and building inside it avoids the list.
-    src=$(module_dir "github.com/marmos91/dittofs@$DITTOFS_VERSION")
+    src=$(module_path Dir "github.com/marmos91/dittofs@$DITTOFS_VERSION")
     mkdir -p "$out.tmp"
     (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/dfs" ./cmd/dfs)
     rm -rf "$out" && mv "$out.tmp" "$out"
@@ -125,8 +126,7 @@ build_helm() {
     if [[ -x $out/helm ]]; then log "helm $HELM_VERSION: cached in $out"; return; fi
     local start=$SECONDS gomod minor flags=""
     log "helm $HELM_VERSION: building"
-    gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
-            | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+    gomod=$(module_path GoMod "helm.sh/helm/v3@$HELM_VERSION")
     minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$gomod")
     [[ -n $minor ]] || { log "helm $HELM_VERSION: no k8s.io/client-go in $gomod"; exit 1; }
     for pkg in pkg/lint/rules pkg/chartutil; do
@@ -199,7 +199,7 @@ build_metallb() {
     log "metallb $METALLB_VERSION: building the controller"
     # Its go.mod has no replace directives, so it builds inside the downloaded module, with
     # exactly the dependency versions that release pins.
-    src=$(module_dir "go.universe.tf/metallb@$METALLB_VERSION")
+    src=$(module_path Dir "go.universe.tf/metallb@$METALLB_VERSION")
     mkdir -p "$out.tmp/crds"
     (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/metallb-controller" ./controller)
     # The CRDs of the same release travel with the binary, so the testbed installs the ones
@@ -214,7 +214,7 @@ build_promtool() {
     if [[ -x $out/promtool ]]; then log "promtool $PROMETHEUS_VERSION: cached in $out"; return; fi
     local start=$SECONDS src
     log "promtool $PROMETHEUS_VERSION: building"
-    src=$(module_dir "github.com/prometheus/prometheus@$PROMETHEUS_VERSION")
+    src=$(module_path Dir "github.com/prometheus/prometheus@$PROMETHEUS_VERSION")
     mkdir -p "$out.tmp"
     # remove_all_sd leaves out the cloud service discoveries (every cloud SDK), which rule
     # checks and rule tests never use.
