@@ -30,8 +30,8 @@ from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, PODS, SECRETS
 from dittofs_controller.operator import names
 from dittofs_controller.operator.network import build as network_build
+from tests.integration.conftest import dittoservers  # noqa: F401 (a fixture used by the tests)
 from tests.integration.operator.conftest import (  # noqa: F401 (fixtures used by the tests)
-    dittoservers,
     operator,
     start_operator,
 )
