@@ -3,6 +3,8 @@
 Matching names lets the usual controller-runtime dashboards and alerts work unchanged. Everything
 is registered on this project's own ``REGISTRY`` rather than prometheus_client's global default,
 so importing other libraries cannot leak their metrics into ours and tests can read exact values.
+Like controller-runtime's registry it also carries the process's own ``process_*`` series (CPU
+seconds, resident memory, file descriptors; read from /proc, so Linux only).
 
 Controller usage (one reconcile pass of controller ``ctl``)::
 
@@ -23,9 +25,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
 
 # prometheus.ExponentialBuckets(10e-9, 10, 12): 10 ns .. 1000 s, as client-go's workqueue uses.
 WORKQUEUE_BUCKETS = tuple(10.0**exp for exp in range(-8, 4))

@@ -503,7 +503,9 @@ def test_the_service_monitor_scrapes_the_metrics_service() -> None:
     assert monitor["metadata"]["labels"]["p"] == "x"
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["honorLabels"] is True  # the per-server series keep their own namespace
     assert not find(render_chart(), "ServiceMonitor")
 
 
