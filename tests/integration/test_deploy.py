@@ -1,8 +1,8 @@
 """The install artefacts against the real control plane: the chart, its RBAC, the image runtime.
 
-- The rendered chart (default, namespace-scoped, two replicas) is accepted by the API server:
-  server-side dry run first, then applied for real; the ReplicaSet's pods pass the restricted
-  Pod Security admission.
+- The rendered chart (default, namespace-scoped, two replicas with the Grafana dashboard) is
+  accepted by the API server: server-side dry run first, then applied for real; the
+  ReplicaSet's pods pass the restricted Pod Security admission.
 - The operator runs exactly as in the chart's pod (tests/support/incluster.py): the wheel
   installed as the Containerfile does, the Deployment's args and env, the ServiceAccount's
   token, read-only root filesystem. Under the chart's RBAC it turns ready, wins the Lease and
@@ -129,7 +129,8 @@ async def test_the_rendered_chart_is_accepted_and_its_pods_are_admitted(
     values: dict[str, Any] = {
         "default": {},
         "namespace-scoped": {"watchNamespaces": [namespace, other_namespace]},
-        "two-replicas": {"replicaCount": 2},
+        # With the Grafana dashboard's ConfigMap (the optional object that needs no CRD).
+        "two-replicas": {"replicaCount": 2, "grafanaDashboard": {"enabled": True}},
     }[case]
     docs = chart.render(values)
     await enforce_restricted(kube, namespace)

@@ -38,6 +38,7 @@ import yaml
 
 from dittofs_controller.kube.client import APPLY_PATCH, KubeClient
 from dittofs_controller.kube.resources import (
+    CONFIGMAPS,
     CRDS,
     DEPLOYMENTS,
     NETWORKPOLICIES,
@@ -146,6 +147,7 @@ KINDS: dict[str, Resource] = {
         NETWORKPOLICIES,
         CRDS,
         Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+        CONFIGMAPS,  # the Grafana dashboard's
     )
 }
 
