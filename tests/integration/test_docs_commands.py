@@ -57,6 +57,7 @@ class Sandbox:
         self.bin.mkdir()
         (self.bin / "kubectl").symlink_to(binaries.executable("kubernetes", "kubectl"))
         (self.bin / "helm").symlink_to(incluster.helm())
+        (self.bin / "dfsctl").symlink_to(binaries.executable("dfs", "dfsctl"))
         for name in ("python", "python3"):  # a wrapper: a symlink would lose the virtualenv
             wrapper = self.bin / name
             wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')

@@ -127,6 +127,11 @@ WINDOWS_FEATURES = frozenset({"ServicesForNFS-ClientOnly", "ClientForNFS-Infrast
 # DittoFS health endpoints (the pod's probes use them; tests/unit/operator checks the probes).
 DITTOFS_HTTP_PATHS = frozenset({"/health", "/health/ready"})
 
+# What the real dfsctl says once it has parsed a command and would need a server: with no login
+# (HOME is empty) or, for `login`, at a closed port.
+DFSCTL_ACCEPTED = re.compile(r"not logged in|connect: connection refused")
+DFSCTL_NOWHERE = "http://127.0.0.1:1"
+
 # kubectl failures that only say the object lives on a real cluster (or is not running here).
 KUBECTL_ACCEPTED = re.compile(
     r"Error from server \(NotFound\)|timed out waiting for the condition"
@@ -314,6 +319,7 @@ class Checks:
             "podman": self.image_tool,
             "docker": self.image_tool,
             "curl": self.curl,
+            "dfsctl": self.dfsctl,
         }
 
     def check(self, command: Command, *, windows: bool = False) -> list[str]:
@@ -624,6 +630,21 @@ class Checks:
                         "(values.yaml image.repository, Chart.yaml appVersion)"
                     )
         return found
+
+    def dfsctl(self, command: Command) -> list[str]:
+        """The real dfsctl, with no login and --server pointed at a closed port: its own parser
+        checks subcommands, flags and arguments before it gives up for want of a server."""
+        args = list(command.argv[1:])
+        for i, arg in enumerate(args):
+            if arg == "--server" and i + 1 < len(args):
+                args[i + 1] = DFSCTL_NOWHERE
+            elif arg.startswith("--server="):
+                args[i] = f"--server={DFSCTL_NOWHERE}"
+        result = self.run(["dfsctl", *args], 30)
+        said = f"{result.stdout}{result.stderr}"
+        if result.returncode == 0 or not DFSCTL_ACCEPTED.search(said):
+            return [f"dfsctl {' '.join(command.argv[1:])}: {said.strip()[:300]}"]
+        return []
 
     def curl(self, command: Command) -> list[str]:
         urls = [a for a in command.argv[1:] if a.startswith(("http://", "https://"))]

@@ -48,7 +48,7 @@ COMPONENTS: dict[str, Component] = {
             ("kube-apiserver", "kube-controller-manager", "kubectl", "kube-proxy"),
         ),
         Component("etcd", "ETCD_VERSION", "etcd", ("etcd",)),
-        Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs",)),
+        Component("dfs", "DITTOFS_VERSION", "dittofs", ("dfs", "dfsctl")),
         Component("helm", "HELM_VERSION", "helm-release", ("helm",)),
         Component("coredns", "COREDNS_VERSION", "coredns", ("coredns",)),
         Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),

@@ -24,6 +24,7 @@ from tests.support.doccommands import (
     problems,
     script,
 )
+from tests.testbed import binaries
 
 
 @pytest.mark.parametrize(
@@ -152,6 +153,41 @@ def test_static_checks_accept_what_the_operator_publishes(line: str) -> None:
 def test_static_checks_refuse_drift(line: str, why: str) -> None:
     found = check(line)
     assert any(why in problem for problem in found), found
+
+
+def dfsctl_runner(home: Path) -> docchecks.Runner:
+    """The real dfsctl, with no login, as the docs test's sandbox runs it."""
+    dfsctl = binaries.ensure("dfs") / "dfsctl"
+
+    def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        assert argv[0] == "dfsctl", argv
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(
+            [str(dfsctl), *argv[1:]], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("dfsctl share snapshot create /export --name before-upgrade", None),
+        ("dfsctl share snapshot restore /export 1234abcd --yes --force", None),
+        ("dfsctl login --server http://127.0.0.1:8080 --username admin --password p", None),
+        ("dfsctl share snapshot create", "accepts 1 arg"),
+        ("dfsctl share snapshot create /export --nme x", "unknown flag: --nme"),
+        ("dfsctl shares list", 'unknown command "shares"'),
+        ("dfsctl share snapshots list /export", "Manage shares"),  # help, exit 0
+    ],
+)
+def test_dfsctl_commands_are_parsed_by_dfsctl(line: str, why: str | None, tmp_path: Path) -> None:
+    checks = docchecks.Checks(dfsctl_runner(tmp_path), DocFacts())
+    found = [problem for c in commands(line) for problem in checks.check(c)]
+    if why is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and why in found[0], found
 
 
 def test_node_ports_a_page_declares_are_allowed() -> None:
