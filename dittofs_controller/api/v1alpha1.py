@@ -33,6 +33,10 @@ ACCOUNT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 # One lowercase path segment: SMB clients ask for \\server\<name>, which DittoFS lower-cases and
 # takes as a single segment, and the REST API addresses a share as /shares/<name>.
 SHARE_NAME = r"^/[a-z0-9][a-z0-9._-]*$"
+# A Go duration of whole hours, minutes and seconds (DittoFS parses intervals and TTLs with
+# Go's time.ParseDuration); sub-second units are left out on purpose.
+DURATION = r"^([0-9]+(h|m|s))+$"
+SNAPSHOT_INTERVAL = r"^(@hourly|@daily|@weekly|([0-9]+(h|m|s))+)$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 PROMETHEUS_DURATION = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -615,6 +619,13 @@ class ControlPlane:
     )
     metrics: Metrics = field("Prometheus metrics.", factory=Metrics)
     database: Database = field("The control-plane database.", factory=Database)
+    snapshot_check_interval: int | None = field(
+        "Seconds between DittoFS' looks for due scheduled snapshots (shares[].snapshots); "
+        "omit for its default of 60. Lower it only for snapshot intervals under a few minutes.",
+        default=None,
+        minimum=1,
+        maximum=3600,
+    )
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -1007,6 +1018,61 @@ class ShareNFS:
 
 
 @model
+class SnapshotPolicy:
+    """Scheduled snapshots of a share, taken and pruned by DittoFS itself."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.interval.startsWith('@') || duration(self.interval) > duration('0s')",
+            "snapshots.interval must be longer than zero",
+            field_path=".interval",
+        ),
+        Rule(
+            "has(self.keepLast) || has(self.ttl)",
+            "snapshots needs keepLast, ttl or both: without a bound, scheduled snapshots are "
+            "never pruned and fill the share's local block store",
+        ),
+        Rule(
+            "!has(self.ttl) || duration(self.ttl) > duration('0s')",
+            "snapshots.ttl must be longer than zero",
+            field_path=".ttl",
+        ),
+    )
+
+    interval: str = field(
+        "How often a snapshot is taken: a duration such as 30m, 6h or 1h30m, or one of "
+        "@hourly, @daily, @weekly. DittoFS looks for due snapshots every "
+        "controlPlane.snapshotCheckInterval seconds, so that is the finest grain.",
+        pattern=SNAPSHOT_INTERVAL,
+        max_length=32,
+    )
+    keep_last: int | None = field(
+        "Keep this many of the newest scheduled snapshots and delete older ones (DittoFS "
+        "prunes as it starts the next one, so one more exists while that is being taken). "
+        "Snapshots taken by hand are never pruned.",
+        default=None,
+        minimum=1,
+        maximum=10000,
+    )
+    ttl: str | None = field(
+        "Delete scheduled snapshots older than this duration (e.g. 168h).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    name_prefix: str | None = field(
+        "Prefix of the snapshots' names (prefix-timestamp); omit for DittoFS' default.",
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        max_length=64,
+    )
+    enabled: bool = field(
+        "false keeps the policy and the snapshots it took, but takes and prunes none.",
+        default=True,
+    )
+
+
+@model
 class Share:
     """A share, exported over every enabled protocol (NFS and SMB)."""
 
@@ -1039,6 +1105,12 @@ class Share:
         max_length=STORE_NAME_MAX,
     )
     read_only: bool = field("Export the share read-only.", default=False)
+    enabled: bool = field(
+        "false disables the share: DittoFS stops serving it over every protocol and keeps its "
+        "files and settings. A share is disabled to restore a snapshot into it "
+        "(docs/snapshots.md).",
+        default=True,
+    )
     default_permission: PermissionLevel = field(
         "Access for everyone without an explicit permission: NFS UIDs that match no user, "
         "squashed root, and SMB guests (see adapters.smb.guest). none lets only users and "
@@ -1056,6 +1128,12 @@ class Share:
         "Explicit permissions of users and groups.", factory=list, max_items=16
     )
     nfs: ShareNFS = field("NFS export options.", factory=ShareNFS)
+    snapshots: SnapshotPolicy | None = field(
+        "Scheduled snapshots of the share (its metadata and the blocks they point at). Needs a "
+        "local block store of type filesystem: DittoFS writes snapshots beside its blocks. "
+        "Omitted, the share has no snapshot policy: one set by hand (dfsctl) is removed.",
+        default=None,
+    )
 
 
 # --- adapters -------------------------------------------------------------------------------
@@ -1455,6 +1533,14 @@ class DittoServerSpec:
         Rule(
             _refs("shares", "remoteBlockStore", "remoteBlockStores", optional=True),
             "every shares[].remoteBlockStore must name an entry of remoteBlockStores",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.snapshots) || "
+            "self.localBlockStores.exists(l, l.name == s.localBlockStore && "
+            "l.type == 'filesystem'))",
+            "shares[].snapshots needs the share's localBlockStore to be of type filesystem: "
+            "DittoFS writes snapshots beside the blocks and cannot snapshot a memory store",
             field_path=".shares",
         ),
         Rule(

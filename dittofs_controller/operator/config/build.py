@@ -122,13 +122,17 @@ def config_document(spec: Spec) -> dict[str, Any]:
     metrics: dict[str, Any] = {"enabled": cp.metrics.enabled}
     if cp.metrics.enabled:
         metrics.update(host=ALL_INTERFACES, port=cp.metrics.port)
-    return {
+    document: dict[str, Any] = {
         "logging": {"level": cp.log_level, "format": cp.log_format, "output": "stdout"},
         "shutdown_timeout": f"{cp.shutdown_timeout}s",
         "controlplane": controlplane,
         "metrics": metrics,
         "database": _database(spec),
     }
+    if cp.snapshot_check_interval is not None:
+        # Only when set: a new key in every server's file would restart every server.
+        document["snapshot"] = {"scheduler_poll_interval": f"{cp.snapshot_check_interval}s"}
+    return document
 
 
 def _database(spec: Spec) -> dict[str, Any]:

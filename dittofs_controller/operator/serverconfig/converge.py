@@ -51,6 +51,7 @@ class Converge:
         self.issues: list[Issue] = []
         self.changed = False
         self.failed_stores: set[tuple[StoreKind, str]] = set()
+        self.snapshot_policies: dict[str, Obj] = {}  # share name -> the server's policy
 
     async def run(self) -> Observed:
         # Managed from the first attempt on: removed from the spec after a failed pass, a
@@ -294,9 +295,10 @@ class Converge:
                 return
         elif update := payloads.share_update_body(share, found, ids):
             await self._attempt("ShareRejected", what, self.api.put(share.path, update))
-        if found is not None and found.get("enabled") is False:
-            call = self.api.post(f"{share.path}/enable")
-            await self._attempt("ShareRejected", f"{what} (enable)", call)
+        if found is not None and found.get("enabled", True) != share.enabled:
+            action = "enable" if share.enabled else "disable"
+            call = self.api.post(f"{share.path}/{action}")
+            await self._attempt("ShareRejected", f"{what} ({action})", call)
         await self._share_options(share)
 
     async def _share_options(self, share: Share) -> None:
@@ -315,6 +317,32 @@ class Converge:
             path = payloads.permission_path(share, kind, name)
             call = self.api.delete(path)
             await self._attempt("ShareRejected", f"{kind} {name}'s permission on {what}", call)
+        await self._snapshot_policy(share)
+
+    async def _snapshot_policy(self, share: Share) -> None:
+        """The declared policy, or none: the spec speaks for every share it declares."""
+        what = f"snapshot policy of share {share.name}"
+        path = f"{share.path}/snapshot-policy"
+        try:
+            reported: Obj | None = await self.api.get(path)
+        except DittoFSError as error:
+            if error.status != 404:
+                raise
+            reported = None
+        policy = share.snapshots
+        if policy is None:
+            if reported is not None:
+                done, _ = await self._attempt("ShareRejected", what, self.api.delete(path))
+                if not done:
+                    self.snapshot_policies[share.name] = reported
+            return
+        if reported is None or payloads.snapshot_policy_differs(policy, reported):
+            call = self.api.put(path, payloads.snapshot_policy_body(policy))
+            done, answered = await self._attempt("ShareRejected", what, call)
+            if done and answered:
+                reported = answered
+        if reported is not None:
+            self.snapshot_policies[share.name] = reported
 
     async def _prune(self) -> None:
         """Delete what the operator created and the spec no longer names (payloads.PRUNE_ORDER)."""
@@ -346,4 +374,5 @@ class Converge:
             shares=await self._list("/shares"),
             users=await self._list("/users"),
             groups=await self._list("/groups"),
+            snapshot_policies=self.snapshot_policies,
         )

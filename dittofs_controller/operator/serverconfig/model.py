@@ -8,6 +8,7 @@ config file, and only its REST API changes them (payloads.py says how).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -133,6 +134,30 @@ class Store:
 
 PermissionKey = tuple[str, str]  # ("user" | "group", name)
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|h|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+INTERVAL_SHORTHANDS = {"@hourly": 3600.0, "@daily": 86400.0, "@weekly": 604800.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a Go duration as DittoFS writes and reads them ("1h30m0s", "90s"), or of an
+    interval shorthand; 0 for "" and "0" (DittoFS' "no bound")."""
+    text = text.strip().lower()
+    if text in INTERVAL_SHORTHANDS:
+        return INTERVAL_SHORTHANDS[text]
+    return sum(float(value) * _DURATION_UNITS[unit] for value, unit in _DURATION_PART.findall(text))
+
+
+@attrs.frozen
+class SnapshotPolicy:
+    """A share's snapshot policy; `interval` and `ttl` as written in the spec."""
+
+    interval: str
+    keep_last: int
+    ttl: str
+    name_prefix: str
+    enabled: bool
+
 
 @attrs.frozen
 class Share:
@@ -141,12 +166,14 @@ class Share:
     local_block_store: str
     remote_block_store: str | None
     read_only: bool
+    enabled: bool
     default_permission: str
     owner: str | None
     permissions: Mapping[PermissionKey, str]
     squash: str
     anonymous_uid: int | None
     anonymous_gid: int | None
+    snapshots: SnapshotPolicy | None = None
 
     @property
     def path(self) -> str:
@@ -293,10 +320,24 @@ def _share(share: v1alpha1.Share) -> Share:
         local_block_store=share.local_block_store,
         remote_block_store=share.remote_block_store,
         read_only=share.read_only,
+        enabled=share.enabled,
         default_permission=share.default_permission,
         owner=share.owner,
         permissions=permissions,
         squash=share.nfs.squash,
         anonymous_uid=share.nfs.anon_uid,
         anonymous_gid=share.nfs.anon_gid,
+        snapshots=_snapshot_policy(share.snapshots),
+    )
+
+
+def _snapshot_policy(policy: v1alpha1.SnapshotPolicy | None) -> SnapshotPolicy | None:
+    if policy is None:
+        return None
+    return SnapshotPolicy(
+        interval=policy.interval,
+        keep_last=policy.keep_last or 0,
+        ttl=policy.ttl or "",
+        name_prefix=policy.name_prefix or "",
+        enabled=policy.enabled,
     )

@@ -15,6 +15,9 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   finds them, with the new owner applied to its root).
 - Share NFS options (squash, anonymous uid/gid) live at /shares/{name}/adapters/nfs/config.
 - Users: no UID is ever assigned by DittoFS; an owner without one is refused.
+- A share's snapshot policy (/shares/{name}/snapshot-policy) is replaced whole by PUT and read
+  back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
+  durations are compared in seconds.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
 """
 
@@ -30,9 +33,11 @@ from dittofs_controller.operator.serverconfig.model import (
     PermissionKey,
     Portmapper,
     Share,
+    SnapshotPolicy,
     Store,
     StoreKind,
     User,
+    duration_seconds,
     is_secret_key,
 )
 
@@ -195,6 +200,32 @@ def nfs_options_patch(share: Share, reported: Obj) -> Obj | None:
     if share.anonymous_gid is not None and reported.get("anonymous_gid") != share.anonymous_gid:
         body["anonymous_gid"] = share.anonymous_gid
     return body or None
+
+
+def snapshot_policy_body(policy: SnapshotPolicy) -> Obj:
+    """PUT /shares/{name}/snapshot-policy body: the whole policy."""
+    return {
+        "interval": policy.interval,
+        "keep_last": policy.keep_last,
+        "ttl": policy.ttl,
+        "enabled": policy.enabled,
+        "name_prefix": policy.name_prefix,
+    }
+
+
+def snapshot_policy_differs(policy: SnapshotPolicy, reported: Obj) -> bool:
+    """The server's policy (as GET reports it) is not the declared one."""
+
+    def seconds(key: str) -> float:
+        return duration_seconds(str(reported.get(key) or ""))
+
+    return (
+        bool(reported.get("enabled")) != policy.enabled
+        or seconds("interval") != duration_seconds(policy.interval)
+        or int(reported.get("keep_last") or 0) != policy.keep_last
+        or seconds("ttl") != duration_seconds(policy.ttl)
+        or str(reported.get("name_prefix") or "") != policy.name_prefix
+    )
 
 
 def permission_changes(

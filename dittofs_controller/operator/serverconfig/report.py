@@ -48,6 +48,7 @@ class Observed:
     shares: Sequence[Obj]
     users: Sequence[Obj]
     groups: Sequence[Obj]
+    snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
 
 
 def _health(obj: Obj) -> str:
@@ -90,6 +91,11 @@ def server_status(
                     if share.get("remote_block_store_id")
                     else {}
                 ),
+                **(
+                    {"snapshots": _snapshot_policy(policy)}
+                    if (policy := observed.snapshot_policies.get(str(share.get("name"))))
+                    else {}
+                ),
             }
             for share in sorted(observed.shares, key=lambda s: str(s.get("name")))
         ],
@@ -107,6 +113,19 @@ def server_status(
             for store in sorted(observed.stores[kind], key=lambda s: str(s.get("name")))
         ]
     return status
+
+
+def _snapshot_policy(policy: Obj) -> Obj:
+    """A share's snapshot policy in status: what it is, not when it last ran (that changes
+    every interval and would make every pass write status)."""
+    found: Obj = {"enabled": bool(policy.get("enabled")), "interval": policy.get("interval")}
+    if policy.get("keep_last"):
+        found["keepLast"] = policy["keep_last"]
+    if policy.get("ttl"):
+        found["ttl"] = policy["ttl"]
+    if policy.get("name_prefix"):
+        found["namePrefix"] = policy["name_prefix"]
+    return found
 
 
 def not_running(desired_state: Desired, observed: Observed) -> list[Issue]:

@@ -35,6 +35,7 @@ from tests.integration.operator.conftest import (
     wait_for,
 )
 from tests.support.clients import Nfs, Smb, missing_tools
+from tests.support.dfsctl import Dfsctl
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
 from tests.unit.test_dittofs_client import self_signed
@@ -575,3 +576,123 @@ def api_calls(node: Node, key: ObjectKey) -> int:
 
 def password_calls(node: Node, key: ObjectKey) -> int:
     return node.logs(key.namespace, names.pod(key.name)).count("/users/alice/password")
+
+
+async def test_snapshot_policy_is_applied_kept_and_prunes_what_it_took(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: RunningOperator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
+    export = sample(namespace)["spec"]["shares"][0]
+    every_2s = {"interval": "2s", "keepLast": 2, "namePrefix": "auto"}
+    server = sample(
+        namespace,
+        controlPlane={"snapshotCheckInterval": 1},
+        shares=[{**export, "snapshots": every_2s}],
+    )
+    key = await create(kube, namespace, server, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    (share,) = (await server_status(kube, key))["shares"]
+    assert share["snapshots"] == {
+        "enabled": True,
+        "interval": "2s",
+        "keepLast": 2,
+        "namePrefix": "auto",
+    }
+    ip = await pod_ip(kube, key)
+    await Nfs(ip, "/export").write("/kept.txt", "in every snapshot\n", tmp_path)
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    async with aiohttp.ClientSession() as http:
+        api = DittoFSClient(http, f"http://{ip}:8080", admin)
+
+        # DittoFS takes a snapshot every 2 s and keeps the newest 2 of those it took. It prunes
+        # as it starts a new one, which is not ready yet: for a while there are 3.
+        seen: list[str] = []
+        most = 0
+
+        async def ready_snapshots() -> list[Obj]:
+            nonlocal most
+            found = await api.get("/shares/export/snapshots") or []
+            for snapshot in found:
+                if snapshot["id"] not in seen:
+                    seen.append(snapshot["id"])
+            scheduled = [s for s in found if s["state"] == "ready" and s["scheduled"]]
+            most = max(most, len(scheduled))
+            return scheduled
+
+        async def pruned() -> bool:
+            current = await ready_snapshots()
+            return len(seen) >= 4 and seen[0] not in {s["id"] for s in current}
+
+        await wait_for(pruned, "4 scheduled snapshots taken and the oldest pruned", timeout=90)
+        current = await ready_snapshots()
+        assert 2 <= most <= 3, (most, current)
+        assert all(s["name"].startswith("auto-") for s in current), current
+
+        # A snapshot taken by hand is never pruned by the policy.
+        manual = await api.post("/shares/export/snapshots", {"name": "by-hand"})
+
+        # A policy changed by hand is put back at the next comparison.
+        await api.put("/shares/export/snapshot-policy", {"interval": "@weekly", "keep_last": 9})
+
+        async def policy_restored() -> bool:
+            found = await api.get("/shares/export/snapshot-policy")
+            return bool((found["interval"], found["keep_last"]) == ("2s", 2))
+
+        await wait_for(policy_restored, "the snapshot policy put back", timeout=30)
+        await wait_for(pruned, "scheduled snapshots taken again after the restore")
+        ids = {s["id"] for s in await api.get("/shares/export/snapshots")}
+        assert manual["snapshot_id"] in ids
+
+        # Dropped from the spec, the policy is deleted from the server; snapshots stay.
+        await set_spec(kube, key, shares=[export])
+
+        async def policy_gone() -> bool:
+            try:
+                await api.get("/shares/export/snapshot-policy")
+            except DittoFSError as error:
+                if error.status == 404:
+                    return True
+                raise
+            return False
+
+        await wait_for(policy_gone, "the snapshot policy deleted", timeout=30)
+        await until(kube, key, "ServerConfigured", "True", "Converged")
+        (share,) = (await server_status(kube, key))["shares"]
+        assert "snapshots" not in share
+        assert manual["snapshot_id"] in {s["id"] for s in await api.get("/shares/export/snapshots")}
+
+    # An on-demand snapshot and a restore, with dfsctl as docs/snapshots.md shows them.
+    nfs = Nfs(ip, "/export")
+    dfsctl = Dfsctl(tmp_path / "dfsctl")
+    await dfsctl.login(f"http://{ip}:8080", admin)
+    await dfsctl("share", "snapshot", "create", "/export", "--name", "before-change")
+    await nfs.write("/later.txt", "written after the snapshot\n", tmp_path)
+    assert "later.txt" in await nfs.listing()
+
+    async def share_enabled(wanted: bool) -> bool:
+        await until(kube, key, "ServerConfigured", "True", "Converged")
+        (share,) = (await server_status(kube, key))["shares"]
+        return bool(share["enabled"] is wanted)
+
+    await set_spec(kube, key, shares=[{**export, "enabled": False}])
+    await wait_for(lambda: share_enabled(False), "share /export disabled")
+    assert await nfs.reachable() is not None, "a disabled share is still served"
+    listed = json.loads(await dfsctl("share", "snapshot", "list", "/export", "-o", "json"))
+    (before,) = [s["id"] for s in listed if s.get("name") == "before-change"]
+    # --force: the share has no remote store, so no snapshot of it is remotely durable.
+    await dfsctl("share", "snapshot", "restore", "/export", before, "--yes", "--force")
+    await set_spec(kube, key, shares=[export])
+    await wait_for(lambda: share_enabled(True), "share /export enabled again")
+    await wait_for(lambda: _reachable(nfs), "share /export served again")
+    assert await nfs.read("/kept.txt") == "in every snapshot\n"
+    assert "later.txt" not in await nfs.listing()
+
+
+async def _reachable(nfs: Nfs) -> bool:
+    return await nfs.reachable() is None

@@ -77,6 +77,13 @@ def test_spec_settings_reach_the_file() -> None:
     assert document["metrics"] == {"enabled": True, "host": "0.0.0.0", "port": 19090}
 
 
+def test_snapshot_check_interval_is_written_only_when_set() -> None:
+    # Absent by default, so that the key's arrival does not change (and restart) every server.
+    assert "snapshot" not in yaml.safe_load(build.render(spec_of()))
+    document = yaml.safe_load(build.render(sample("snapshots.yaml")))
+    assert document["snapshot"] == {"scheduler_poll_interval": "30s"}
+
+
 def test_disabled_metrics_render_only_the_switch() -> None:
     spec = spec_of(controlPlane={"metrics": {"enabled": False}})
     assert yaml.safe_load(build.render(spec))["metrics"] == {"enabled": False}

@@ -522,6 +522,65 @@ def test_share_nfs_options() -> None:
     assert payloads.nfs_options_patch(engineering, {"squash": "none", "anonymous_uid": 5}) is None
 
 
+def test_snapshot_policies_of_the_spec() -> None:
+    projects, scratch, archive = model.desired(
+        "s", spec_of(manifest(VALID / "snapshots.yaml")), {}
+    ).shares
+    assert projects.snapshots == model.SnapshotPolicy("6h", 28, "", "projects", True)
+    assert scratch.snapshots == model.SnapshotPolicy("@daily", 0, "168h", "", True)
+    assert archive.snapshots == model.SnapshotPolicy("1h30m", 3, "720h", "", False)
+    assert payloads.snapshot_policy_body(scratch.snapshots) == {
+        "interval": "@daily",
+        "keep_last": 0,  # no count bound
+        "ttl": "168h",
+        "enabled": True,
+        "name_prefix": "",  # DittoFS' default prefix
+    }
+    assert TEAMS_STATE.shares[0].snapshots is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("6h0m0s", 21600),
+        ("6h", 21600),
+        ("1h30m0s", 5400),
+        ("90s", 90),
+        ("@daily", 86400),
+        ("@Weekly", 604800),
+        ("1.5s", 1.5),
+        ("250ms", 0.25),
+        ("", 0),
+        ("0", 0),
+        ("0s", 0),
+    ],
+)
+def test_durations_compare_as_go_writes_them(text: str, seconds: float) -> None:
+    assert model.duration_seconds(text) == seconds
+
+
+def test_snapshot_policy_drift() -> None:
+    policy = model.SnapshotPolicy("@daily", 0, "168h", "", True)
+    # As DittoFS answers GET for the policy the spec declares: durations in Go's String().
+    reported = {
+        "share": "/scratch",
+        "enabled": True,
+        "interval": "24h0m0s",
+        "keep_last": 0,
+        "ttl": "168h0m0s",
+        "last_run_at": "2026-12-08T01:00:00Z",
+    }
+    assert not payloads.snapshot_policy_differs(policy, reported)
+    for change in (
+        {"enabled": False},
+        {"interval": "12h0m0s"},
+        {"keep_last": 5},
+        {"ttl": ""},
+        {"name_prefix": "hand-made"},
+    ):
+        assert payloads.snapshot_policy_differs(policy, {**reported, **change}), change
+
+
 def test_share_permissions_are_the_whole_list_but_sid_grants() -> None:
     share = TEAMS_STATE.shares[0]
     reported = [
@@ -608,6 +667,29 @@ def test_status_reports_state_names_and_digests_never_configs() -> None:
     assert status["applied"] == {"user/bob": "0123456789abcdef"}
     text = json.dumps(status)
     assert "********" not in text and "config" not in text and "/x" not in text
+
+
+def test_status_reports_a_snapshot_policy_but_not_when_it_ran() -> None:
+    policy = {
+        "share": "/engineering",
+        "enabled": True,
+        "interval": "6h0m0s",
+        "keep_last": 28,
+        "name_prefix": "eng",
+        "last_run_at": "2026-12-08T01:00:00Z",
+        "created_at": "2026-12-07T01:00:00Z",
+        "updated_at": "2026-12-07T01:00:00Z",
+    }
+    found = observed(snapshot_policies={"/engineering": policy})
+    (share,) = report.server_status(found, {}, {})["shares"]
+    assert share["snapshots"] == {
+        "enabled": True,
+        "interval": "6h0m0s",
+        "keepLast": 28,
+        "namePrefix": "eng",
+    }
+    (share,) = report.server_status(observed(), {}, {})["shares"]
+    assert "snapshots" not in share
 
 
 def test_verdict() -> None:
