@@ -931,6 +931,17 @@ class S3:
 
 
 @model
+class RemoteEncryption:
+    """Client-side encryption of the blocks a remote store uploads."""
+
+    aead: Literal["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305"] = field(
+        "The authenticated cipher sealing each block. Every block gets its own key, wrapped "
+        "with the server's master key (spec.encryptionKey).",
+        default="aes-256-gcm",
+    )
+
+
+@model
 class RemoteBlockStore:
     """A remote block store: durable storage of file contents behind the local cache."""
 
@@ -950,6 +961,14 @@ class RemoteBlockStore:
             "remoteBlockStores[].type is immutable: add a new store instead",
             field_path=".type",
         ),
+        Rule(
+            "has(self.encryption) == has(oldSelf.encryption) && (!has(self.encryption) || "
+            "self.encryption.aead == oldSelf.encryption.aead)",
+            "remoteBlockStores[].encryption cannot be added, removed or changed on an existing "
+            "store: the objects already in its bucket were written without it or with another "
+            "cipher; add a new store instead",
+            field_path=".encryption",
+        ),
     )
 
     name: str = field(
@@ -962,6 +981,18 @@ class RemoteBlockStore:
         "s3 stores blocks in an S3-compatible bucket; memory is for tests only."
     )
     s3: S3 | None = field("Settings for type s3.", default=None)
+    compression: Literal["none", "zstd", "lz4"] = field(
+        "Compress blocks before they are uploaded (and encrypted): zstd saves more, lz4 costs "
+        "less CPU. Blocks are tagged with how they were written, so changing this affects new "
+        "uploads only and old blocks stay readable.",
+        default="none",
+    )
+    encryption: RemoteEncryption | None = field(
+        "Encrypt blocks on the server before they leave it, so the bucket's provider never "
+        "sees file contents. The master key comes from spec.encryptionKey; lose it and the "
+        "bucket's contents are lost. Fixed once the store exists.",
+        default=None,
+    )
 
 
 # --- shares ---------------------------------------------------------------------------------
@@ -1014,6 +1045,20 @@ class ShareNFS:
         default=None,
         minimum=0,
         maximum=4294967295,
+    )
+
+
+@model
+class EncryptionKey:
+    """The master key of encrypted remote block stores."""
+
+    secret_name: str = field(
+        "Name of a Secret in the DittoServer's namespace with keys `passphrase` and `key.pem`: "
+        "a DittoFS local key file (PEM block DITTOFS ENCRYPTED MASTER KEY) and the passphrase "
+        "that unlocks it. Omitted, the operator generates Secret <name>-encryption-key, which "
+        "deletionPolicy Retain keeps. Never change it once blocks were written with it.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
     )
 
 
@@ -1650,6 +1695,11 @@ class DittoServerSpec:
         factory=list,
         max_items=16,
         map_key="name",
+    )
+    encryption_key: EncryptionKey | None = field(
+        "Where the master key of remoteBlockStores[].encryption comes from; omit to have the "
+        "operator generate one. Only read when a remote store is encrypted.",
+        default=None,
     )
     shares: list[Share] = field(
         "Shares, each exported over NFS and SMB.", factory=list, max_items=64, map_key="name"

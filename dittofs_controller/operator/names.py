@@ -25,6 +25,11 @@ def admin_secret(server: str) -> str:
     return f"{server}-admin"
 
 
+def encryption_key_secret(server: str) -> str:
+    """Generated when a remote store is encrypted and spec.encryptionKey is not set."""
+    return f"{server}-encryption-key"
+
+
 def digest_key_secret(server: str) -> str:
     """Always generated: the HMAC key of the credential digests in status.server.applied."""
     return f"{server}-digest-key"
@@ -120,6 +125,9 @@ CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 CONTROLPLANE_DIR = "/data/controlplane"
 SQLITE_PATH = f"{CONTROLPLANE_DIR}/controlplane.db"
 TLS_DIR = "/tls"
+ENCRYPTION_DIR = "/encryption"
+ENCRYPTION_PASSPHRASE_KEY = "passphrase"
+ENCRYPTION_KEY_FILE_KEY = "key.pem"
 POSTGRES_CA_DIR = "/postgres-ca"
 
 

@@ -38,6 +38,8 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
         store.s3.credentials_secret_ref.name for store in spec.remote_block_stores if store.s3
     )
     names.update(user.password_secret_ref.name for user in spec.users)
+    if spec.encryption_key:
+        names.add(spec.encryption_key.secret_name)
     names.update(ref.name for ref in spec.image_pull_secrets)
     return names
 

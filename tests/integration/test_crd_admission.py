@@ -180,6 +180,31 @@ async def test_store_types_are_immutable(dittoservers: KubeClient, namespace: st
     await update(dittoservers, obj)
 
 
+async def test_remote_encryption_is_fixed_once_the_store_exists(
+    dittoservers: KubeClient, namespace: str
+) -> None:
+    obj = minimal("sealed")
+    obj["spec"]["remoteBlockStores"] = [
+        {"name": "plain", "type": "memory", "compression": "lz4"},
+        {"name": "sealed", "type": "memory", "encryption": {}},
+    ]
+    obj = await create(dittoservers, obj, namespace)
+    stored = obj["spec"]["remoteBlockStores"]
+    assert stored[1]["encryption"] == {"aead": "aes-256-gcm"}
+    message = "remoteBlockStores[].encryption cannot be added, removed or changed"
+    for store, encryption in ((0, {}), (1, None), (1, {"aead": "chacha20-poly1305"})):
+        changed = copy.deepcopy(obj)
+        if encryption is None:
+            del changed["spec"]["remoteBlockStores"][store]["encryption"]
+        else:
+            changed["spec"]["remoteBlockStores"][store]["encryption"] = encryption
+        assert message in await rejected(dittoservers, changed), (store, encryption)
+
+    # Compression may change: blocks say how they were written.
+    obj["spec"]["remoteBlockStores"][0]["compression"] = "zstd"
+    await update(dittoservers, obj)
+
+
 async def test_share_keeps_its_metadata_store(dittoservers: KubeClient, namespace: str) -> None:
     obj = minimal("share-store")
     obj["spec"]["metadataStores"].append({"name": "other", "type": "memory"})

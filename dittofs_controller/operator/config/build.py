@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -25,6 +25,7 @@ from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.operator import names
 from dittofs_controller.operator.children import Obj, child_metadata, object_for
+from dittofs_controller.operator.config import keyfile
 
 Spec = v1alpha1.DittoServerSpec
 
@@ -42,6 +43,7 @@ ENV_JWT_SECRET = "DITTOFS_CONTROLPLANE_SECRET"
 ENV_ADMIN_PASSWORD = "DITTOFS_ADMIN_INITIAL_PASSWORD"
 ENV_POSTGRES_PREFIX = "DITTOFS_DATABASE_POSTGRES_"
 ENV_POSTGRES_CA = "PGSSLROOTCERT"  # libpq's, which pgx and lib/pq read too
+ENV_ENCRYPTION_PASSPHRASE = "DITTOFS_ENCRYPTION_PASSPHRASE"  # unlocks the key file
 # Keys of the Secret the Percona operator writes for a user.
 PERCONA_SECRET_KEYS = {
     "HOST": "host",
@@ -101,13 +103,14 @@ def postgres_env(server_name: str, spec: Spec) -> dict[str, SecretKeySelector]:
     }
 
 
-def restart_env(server_name: str, spec: Spec) -> list[SecretKeySelector]:
-    """Secret keys the server reads at start and never again, so a change must restart it.
-
-    The admin password is left out on purpose: DittoFS reads it only at first boot, and
-    changing it later changes nothing in the server.
-    """
-    return [jwt_secret_ref(server_name, spec), *postgres_env(server_name, spec).values()]
+def encryption_key_secret(server_name: str, spec: Spec) -> str | None:
+    """The Secret holding the key file and passphrase of encrypted remote stores, or None when
+    no remote store is encrypted."""
+    if not any(store.encryption for store in spec.remote_block_stores):
+        return None
+    if spec.encryption_key is not None:
+        return spec.encryption_key.secret_name
+    return names.encryption_key_secret(server_name)
 
 
 def config_document(spec: Spec) -> dict[str, Any]:
@@ -221,9 +224,14 @@ class Generated:
     random_bytes: int  # url-safe base64: 4 characters per 3 bytes
     # The spec field that references a Secret of the user's instead, if there is one.
     field: str | None = None
+    # More keys of the Secret, made from its value when it is generated.
+    derive: Callable[[str], Mapping[str, str]] | None = None
 
     def new_value(self) -> str:
         return secrets.token_urlsafe(self.random_bytes)
+
+    def data(self, value: str) -> dict[str, str]:
+        return {self.key: value, **(self.derive(value) if self.derive else {})}
 
 
 def generated(server_name: str, spec: Spec | None) -> list[Generated]:
@@ -250,6 +258,19 @@ def generated(server_name: str, spec: Spec | None) -> list[Generated]:
                 "spec.controlPlane.adminPasswordSecretRef",
             )
         )
+    if spec is None or (
+        spec.encryption_key is None and encryption_key_secret(server_name, spec) is not None
+    ):
+        out.append(
+            Generated(
+                names.encryption_key_secret(server_name),
+                names.ENCRYPTION_PASSPHRASE_KEY,
+                "master key of the encrypted remote block stores",
+                32,
+                "spec.encryptionKey",
+                derive=_encryption_key_file,
+            )
+        )
     out.append(
         Generated(
             names.digest_key_secret(server_name),
@@ -261,7 +282,11 @@ def generated(server_name: str, spec: Spec | None) -> list[Generated]:
     return out
 
 
+def _encryption_key_file(passphrase: str) -> dict[str, str]:
+    return {names.ENCRYPTION_KEY_FILE_KEY: keyfile.key_file(passphrase)}
+
+
 def generated_secret(server: Obj, secret: Generated, value: str) -> Obj:
     """A generated Secret, owned by the DittoServer; created once and never rewritten."""
     metadata = child_metadata(server, secret.name, COMPONENT)
-    return object_for("v1", "Secret", metadata, type="Opaque", stringData={secret.key: value})
+    return object_for("v1", "Secret", metadata, type="Opaque", stringData=secret.data(value))

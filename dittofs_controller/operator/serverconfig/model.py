@@ -267,7 +267,7 @@ def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Stor
             yield Store("local", local.name, "fs", {"path": names.blocks_dir(local.name)})
     for remote in spec.remote_block_stores:
         if remote.s3 is None:
-            yield Store("remote", remote.name, "memory", {})
+            yield Store("remote", remote.name, "memory", _block_codecs(remote))
             continue
         s3 = remote.s3
         creds = s3.credentials_secret_ref
@@ -282,7 +282,21 @@ def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Stor
         }
         if s3.prefix:
             s3_config["prefix"] = s3.prefix
-        yield Store("remote", remote.name, "s3", s3_config)
+        yield Store("remote", remote.name, "s3", {**s3_config, **_block_codecs(remote)})
+
+
+def _block_codecs(remote: v1alpha1.RemoteBlockStore) -> Obj:
+    """How blocks are encoded before they are uploaded: compressed, then encrypted."""
+    found: Obj = {}
+    if remote.compression != "none":
+        found["compression"] = {"algo": remote.compression}
+    if remote.encryption is not None:
+        key_file = f"{names.ENCRYPTION_DIR}/{names.ENCRYPTION_KEY_FILE_KEY}"
+        found["encryption"] = {
+            "aead": remote.encryption.aead,
+            "key": {"kind": "local", "file": key_file},
+        }
+    return found
 
 
 def _postgres(

@@ -197,6 +197,9 @@ def env(server_name: str, spec: Spec) -> list[Obj]:
         # The config file gives the control plane its CA; the metadata stores' connections
         # (pgx, and lib/pq for migrations) find it through libpq's variable.
         ours.append({"name": config.ENV_POSTGRES_CA, "value": ca_file})
+    if (secret := config.encryption_key_secret(server_name, spec)) is not None:
+        passphrase = SecretKeySelector(name=secret, key=names.ENCRYPTION_PASSPHRASE_KEY)
+        ours.append(_from_secret(config.ENV_ENCRYPTION_PASSPHRASE, passphrase))
     overridden = {variable.get("name") for variable in spec.pod.env}
     return [v for v in ours if v["name"] not in overridden] + list(spec.pod.env)
 
@@ -231,6 +234,9 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
         add("tls", source, names.TLS_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
+    if (secret := config.encryption_key_secret(server_name, spec)) is not None:
+        source = secret_keys(secret, names.ENCRYPTION_KEY_FILE_KEY)
+        add("encryption", source, names.ENCRYPTION_DIR, read_only=True)
     if not config.uses_postgres(spec):
         add("controlplane", claim(names.controlplane_claim(server_name)), names.CONTROLPLANE_DIR)
     for meta in spec.metadata_stores:

@@ -138,6 +138,27 @@ async def test_missing_tls_secret_key_is_reported(
     await config_ready(kube, key)
 
 
+async def test_an_encryption_key_of_the_users_needs_both_keys_and_its_passphrase_restarts(
+    kube: KubeClient, namespace: str, operator: RunningOperator
+) -> None:
+    await put_secret(kube, namespace, "master-key", {"passphrase": "first"})
+    sealed = [{"name": "r", "type": "memory", "encryption": {}}]
+    server = manifest(
+        namespace, remoteBlockStores=sealed, encryptionKey={"secretName": "master-key"}
+    )
+    key = await create(kube, server)
+    found = await config_ready(kube, key, "False")
+    assert (found["reason"], "'key.pem'" in found["message"]) == ("SecretKeyNotFound", True)
+    await put_secret(kube, namespace, "master-key", {"passphrase": "first", "key.pem": "k"})
+    await config_ready(kube, key)
+    first = await restart_hash(kube, key)
+    # The passphrase is read at start only: a new one must restart the server.
+    await put_secret(kube, namespace, "master-key", {"passphrase": "second", "key.pem": "k"})
+    await wait_for(lambda: _changed(restart_hash(kube, key), first), "a hash for the passphrase")
+    generated = await kube.get_or_none(SECRETS, names.encryption_key_secret(key.name), namespace)
+    assert generated is None  # the user's key, not a generated one
+
+
 async def test_restart_hash_follows_the_config_and_the_jwt_secret_not_the_shares(
     kube: KubeClient, namespace: str, operator: RunningOperator
 ) -> None:

@@ -6,6 +6,7 @@ must accept it without unknown keys, and `dfs config show` must report the value
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -15,11 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from dittofs_controller.api.schema import parse
+from dittofs_controller.api.schema import parse, to_wire
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
 from dittofs_controller.operator import names
-from dittofs_controller.operator.config import build
+from dittofs_controller.operator.config import build, keyfile
 from tests.testbed import binaries
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
@@ -149,19 +153,6 @@ def test_restart_hash_follows_the_file_and_start_time_secrets_only() -> None:
     assert build.restart_hash(text, {**values, ("pg", "password"): "x"}) != digest
 
 
-def test_restart_env_is_the_jwt_secret_and_postgres_but_not_the_admin_password() -> None:
-    assert build.restart_env("files", spec_of()) == [build.jwt_secret_ref("files", spec_of())]
-    refs = build.restart_env("files", spec_of(**EXTERNAL_PG))
-    assert {(ref.name, ref.key) for ref in refs} == {
-        ("files-jwt", "secret"),
-        ("pg", "endpoint"),
-        ("pg", "port"),
-        ("pg", "user"),
-        ("pg", "password"),
-        ("pg", "dbname"),
-    }
-
-
 def test_config_map_carries_the_file_and_the_hash_never_a_value() -> None:
     jwt = "j" * 48
     text = build.render(spec_of())
@@ -187,7 +178,55 @@ def test_generated_secrets_only_without_references_and_always_the_digest_key() -
     ]
     (key,) = build.generated("public-api", sample("api-loadbalancer-tls.yaml"))
     assert (key.name, key.field) == ("public-api-digest-key", None)  # no reference replaces it
-    assert len(build.generated("files", None)) == 3  # deletion with an unreadable spec
+    assert len(build.generated("files", None)) == 4  # deletion with an unreadable spec
+
+
+def test_an_encrypted_remote_store_gets_a_generated_key_unless_one_is_referenced() -> None:
+    sealed = sample("s3-encrypted.yaml")
+    assert build.encryption_key_secret("sealed", sealed) == "sealed-master-key"
+    assert "sealed-encryption-key" not in {g.name for g in build.generated("sealed", sealed)}
+    own_key = parse(DittoServerSpec, {**to_wire(sealed), "encryptionKey": None})
+    (key,) = [g for g in build.generated("sealed", own_key) if g.field == "spec.encryptionKey"]
+    assert (key.name, key.key) == ("sealed-encryption-key", "passphrase")
+    assert build.encryption_key_secret("sealed", own_key) == "sealed-encryption-key"
+    data = key.data("a-passphrase")
+    assert data["passphrase"] == "a-passphrase"
+    assert data["key.pem"].startswith("-----BEGIN DITTOFS ENCRYPTED MASTER KEY-----\n")
+    unsealed = sample("s3-cubbit.yaml")
+    assert build.encryption_key_secret("cubbit", unsealed) is None
+    assert len(build.generated("cubbit", unsealed)) == 3
+
+
+def test_key_file_is_dittofs_format_and_opens_with_its_passphrase_only() -> None:
+    text = keyfile.key_file("correct horse")
+    assert text != keyfile.key_file("correct horse")  # a new master key every time
+    begin, *lines, end = text.strip().splitlines()
+    assert (begin, end) == (
+        "-----BEGIN DITTOFS ENCRYPTED MASTER KEY-----",
+        "-----END DITTOFS ENCRYPTED MASTER KEY-----",
+    )
+    assert all(len(line) <= 64 for line in lines)
+    body = json.loads(base64.b64decode("".join(lines)))
+    assert (body["version"], body["wrap"], body["kdf"]["algo"]) == (1, "aes-256-gcm", "argon2id")
+    kdf = body["kdf"]
+    # DittoFS refuses a key file whose parameters are below these (keyprovider/local.go).
+    assert kdf["time"] >= 1 and kdf["memory_kib"] >= 8 * 1024 and kdf["threads"] >= 1
+
+    def unwrap(passphrase: str) -> bytes:
+        kek = Argon2id(
+            salt=base64.b64decode(kdf["salt"]),
+            length=32,
+            iterations=kdf["time"],
+            lanes=kdf["threads"],
+            memory_cost=kdf["memory_kib"],
+        ).derive(passphrase.encode())
+        return AESGCM(kek).decrypt(
+            base64.b64decode(body["nonce"]), base64.b64decode(body["wrapped_master_key"]), None
+        )
+
+    assert len(unwrap("correct horse")) == 32
+    with pytest.raises(InvalidTag):
+        unwrap("wrong horse")
 
 
 def test_generated_values_are_long_random_and_url_safe() -> None:

@@ -149,6 +149,27 @@ def test_s3_store_carries_its_keys_from_the_secret() -> None:
     assert payloads.share_create_body(share)["remote_block_store"] == "s3"
 
 
+def test_remote_stores_compress_then_encrypt_with_the_mounted_key_file() -> None:
+    spec = spec_of(manifest(VALID / "s3-encrypted.yaml"))
+    values = {("cubbit-keys", "accessKeyId"): "AKIA", ("cubbit-keys", "secretAccessKey"): "s"}
+    sealed, archive = [
+        s for s in model.desired("sealed", spec, values).stores if s.kind == "remote"
+    ]
+    assert sealed.config["compression"] == {"algo": "zstd"}
+    assert sealed.config["encryption"] == {
+        "aead": "xchacha20-poly1305",
+        "key": {"kind": "local", "file": "/encryption/key.pem"},
+    }
+    assert archive.config["compression"] == {"algo": "lz4"}
+    assert "encryption" not in archive.config
+    # The key file's path is a setting, compared as one; the passphrase never leaves the pod.
+    assert sealed.secrets == ("s",)
+    memory = manifest(VALID / "memory-no-shares.yaml")
+    memory["spec"]["remoteBlockStores"] = [{"name": "r", "type": "memory", "compression": "lz4"}]
+    (remote,) = [s for s in model.desired("m", spec_of(memory), {}).stores if s.kind == "remote"]
+    assert dict(remote.config) == {"compression": {"algo": "lz4"}}
+
+
 def test_percona_postgres_store() -> None:
     spec = spec_of(manifest(SAMPLES / "postgres-s3.yaml"))
     keys = credentials.secret_keys("postgres-s3", spec)

@@ -159,6 +159,23 @@ def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
     assert names.TLS_DIR not in mounts(spec_of())
 
 
+def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
+    sealed = sample("s3-encrypted.yaml")
+    key = mounts(sealed)[names.ENCRYPTION_DIR]
+    assert key["readOnly"] is True
+    assert key["secret"] == {
+        "secretName": "sealed-master-key",
+        "items": [{"key": "key.pem", "path": "key.pem"}],
+    }
+    assert env(sealed)["DITTOFS_ENCRYPTION_PASSPHRASE"] == {
+        "name": "sealed-master-key",
+        "key": "passphrase",
+    }
+    unsealed = sample("s3-cubbit.yaml")
+    assert names.ENCRYPTION_DIR not in mounts(unsealed)
+    assert "DITTOFS_ENCRYPTION_PASSPHRASE" not in env(unsealed)
+
+
 def test_percona_root_ca_is_mounted_and_named_to_libpq() -> None:
     spec = sample("percona.yaml")
     ca = mounts(spec)[names.POSTGRES_CA_DIR]
