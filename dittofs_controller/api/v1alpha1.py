@@ -37,6 +37,9 @@ SHARE_NAME = r"^/[a-z0-9][a-z0-9._-]*$"
 # Go's time.ParseDuration); sub-second units are left out on purpose.
 DURATION = r"^([0-9]+(h|m|s))+$"
 SNAPSHOT_INTERVAL = r"^(@hourly|@daily|@weekly|([0-9]+(h|m|s))+)$"
+# A Kubernetes quantity of whole or decimal bytes, binary or decimal suffix (no milli, no
+# exponent): what a person writes for a size, and what the operator converts to bytes.
+BYTE_QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGTP]i|[kMGTP])?$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 PROMETHEUS_DURATION = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -1048,6 +1051,97 @@ class ShareNFS:
     )
 
 
+def _byte_size(description: str) -> str | None:
+    """An optional amount of bytes (memory or disk) as a Kubernetes quantity."""
+    result: str | None = field(
+        description,
+        default=None,
+        pattern=BYTE_QUANTITY,
+        max_length=32,
+        rules=(
+            Rule(
+                "quantity(self).isGreaterThan(quantity('0'))",
+                "must be a positive amount of bytes such as 10Gi",
+            ),
+        ),
+    )
+    return result
+
+
+@model
+class GarbageCollection:
+    """Reclaiming blocks no file refers to any more, in the local and the remote tier."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.interval) || duration(self.interval) >= duration('1m')",
+            "gc.interval must be at least 1m: DittoFS refuses shorter ones to spare the stores",
+            field_path=".interval",
+        ),
+        Rule(
+            "!has(self.gracePeriod) || duration(self.gracePeriod) >= duration('5m')",
+            "gc.gracePeriod must be at least 5m: a shorter one could reap an upload in flight "
+            "when the server's and the bucket's clocks differ",
+            field_path=".gracePeriod",
+        ),
+    )
+
+    automatic: bool = field(
+        "Collect in the background; false leaves it to `dfsctl store block gc`.", default=True
+    )
+    interval: str | None = field(
+        "Time between background collections; omit for DittoFS' 15m.",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    grace_period: str | None = field(
+        "Blocks younger than this are never collected, so an upload racing a collection is "
+        "kept; omit for DittoFS' 1h (under 10m draws a warning in its log).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    compaction_threshold: int | None = field(
+        "Repack a block once less than this percentage of it is still referenced, reclaiming "
+        "the rest; omit to never repack (DittoFS' default). 50 is a sensible value.",
+        default=None,
+        minimum=1,
+        maximum=100,
+    )
+
+
+@model
+class LocalTier:
+    """The local block stores, where writes land before they are uploaded to a remote store."""
+
+    remote_cache_size: str | None = _byte_size(
+        "Most a share with a remote block store may keep on its local block store, a "
+        "write-through cache; omit for DittoFS' 10Gi. Size the local volume above it."
+    )
+    backpressure_wait: str | None = field(
+        "How long a write waits for uploads to free cache space before it fails as if the disk "
+        "were full; omit for DittoFS' 60s.",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    append_log_size: str | None = _byte_size(
+        "Per share, how much freshly written data may wait to be folded into blocks before "
+        "writes stall; omit for DittoFS' choice of a quarter of the container's memory limit "
+        "(at least 1Gi)."
+    )
+
+
+@model
+class Tuning:
+    """Server-wide storage tunables that matter in production. Each is a setting of DittoFS'
+    config file, read at start: changing one restarts the server."""
+
+    gc: GarbageCollection = field("Garbage collection of blocks.", factory=GarbageCollection)
+    local_tier: LocalTier = field("The local block stores' limits.", factory=LocalTier)
+
+
 @model
 class EncryptionKey:
     """The master key of encrypted remote block stores."""
@@ -1716,6 +1810,11 @@ class DittoServerSpec:
     )
     expose: Expose = field(
         "Services, Ingress and NetworkPolicies that make the server reachable.", factory=Expose
+    )
+    tuning: Tuning = field(
+        "Garbage collection and local block store limits. Badger's caches and the append log "
+        "are sized from the container's memory limit (pod.resources.limits.memory): set one.",
+        factory=Tuning,
     )
     deletion_policy: Literal["Retain", "Delete"] = field(
         "What deleting the DittoServer does to its data. Retain keeps the PersistentVolumeClaims "

@@ -24,7 +24,7 @@ import yaml
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.v1alpha1 import SecretKeySelector
 from dittofs_controller.operator import names
-from dittofs_controller.operator.children import Obj, child_metadata, object_for
+from dittofs_controller.operator.children import Obj, child_metadata, object_for, quantity_value
 from dittofs_controller.operator.config import keyfile
 
 Spec = v1alpha1.DittoServerSpec
@@ -132,10 +132,45 @@ def config_document(spec: Spec) -> dict[str, Any]:
         "metrics": metrics,
         "database": _database(spec),
     }
+    # Each only when set: a new key in every server's file would restart every server.
     if cp.snapshot_check_interval is not None:
-        # Only when set: a new key in every server's file would restart every server.
         document["snapshot"] = {"scheduler_poll_interval": f"{cp.snapshot_check_interval}s"}
+    if gc := _gc(spec.tuning.gc):
+        document["gc"] = gc
+    if local := _local_tier(spec.tuning.local_tier):
+        document["blockstore"] = {"local": local}
     return document
+
+
+def _gc(gc: v1alpha1.GarbageCollection) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if not gc.automatic:
+        found["auto_enabled"] = False
+    if gc.interval is not None:
+        found["auto_interval"] = gc.interval
+    if gc.grace_period is not None:
+        found["grace_period"] = gc.grace_period
+    if gc.compaction_threshold is not None:
+        found["compaction_live_ratio"] = gc.compaction_threshold / 100
+    return found
+
+
+def _local_tier(local: v1alpha1.LocalTier) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if local.remote_cache_size is not None:
+        found["default_remote_cache_size"] = _bytes(local.remote_cache_size)
+    if local.backpressure_wait is not None:
+        found["backpressure_max_wait"] = local.backpressure_wait
+    if local.append_log_size is not None:
+        found["max_log_bytes"] = _bytes(local.append_log_size)
+    return found
+
+
+def _bytes(quantity: str) -> int:
+    """Whole bytes of a quantity the API server has admitted (so a valid one)."""
+    value = quantity_value(quantity)
+    assert value is not None, quantity
+    return int(value)
 
 
 def _database(spec: Spec) -> dict[str, Any]:

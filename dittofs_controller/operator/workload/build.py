@@ -45,6 +45,7 @@ from dittofs_controller.operator.config import build as config
 COMPONENT = "server"
 CONTAINER = "dittofs"
 BINARY = "/app/dfs"  # the image's entrypoint
+ENV_GO_MEMORY_LIMIT = "GOMEMLIMIT"  # bytes: resourceFieldRef gives them without a unit
 UID = 65532  # the image's non-root user and group
 TMP_DIR = "/tmp"  # the only writable path besides the volumes (the root filesystem is read-only)
 SHUTDOWN_STAGES = 3  # DittoFS' own deadline is 3 x shutdown_timeout + 5 s
@@ -200,6 +201,11 @@ def env(server_name: str, spec: Spec) -> list[Obj]:
     if (secret := config.encryption_key_secret(server_name, spec)) is not None:
         passphrase = SecretKeySelector(name=secret, key=names.ENCRYPTION_PASSPHRASE_KEY)
         ours.append(_from_secret(config.ENV_ENCRYPTION_PASSPHRASE, passphrase))
+    if "memory" in spec.pod.resources.limits:
+        # Go's collector then works harder as the heap nears the limit instead of letting the
+        # kernel kill the pod; DittoFS sets no memory limit of its own.
+        limit = {"containerName": CONTAINER, "resource": "limits.memory"}
+        ours.append({"name": ENV_GO_MEMORY_LIMIT, "valueFrom": {"resourceFieldRef": limit}})
     overridden = {variable.get("name") for variable in spec.pod.env}
     return [v for v in ours if v["name"] not in overridden] + list(spec.pod.env)
 

@@ -24,6 +24,7 @@ from dittofs_controller.api.schema import parse, to_wire
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
 from dittofs_controller.operator import names
 from dittofs_controller.operator.config import build, keyfile
+from dittofs_controller.operator.serverconfig.model import duration_seconds
 from tests.testbed import binaries
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
@@ -86,6 +87,26 @@ def test_snapshot_check_interval_is_written_only_when_set() -> None:
     assert "snapshot" not in yaml.safe_load(build.render(spec_of()))
     document = yaml.safe_load(build.render(sample("snapshots.yaml")))
     assert document["snapshot"] == {"scheduler_poll_interval": "30s"}
+
+
+def test_tuning_reaches_the_file_as_dittofs_names_it_and_only_when_set() -> None:
+    document = yaml.safe_load(build.render(sample("tuning.yaml")))
+    assert document["gc"] == {
+        "auto_interval": "30m",
+        "grace_period": "2h",
+        "compaction_live_ratio": 0.5,
+    }
+    assert document["blockstore"] == {
+        "local": {
+            "default_remote_cache_size": 150 * 2**30,
+            "backpressure_max_wait": "2m",
+            "max_log_bytes": 2 * 2**30,
+        }
+    }
+    manual = spec_of(tuning={"gc": {"automatic": False}})
+    assert yaml.safe_load(build.render(manual))["gc"] == {"auto_enabled": False}
+    defaults = yaml.safe_load(build.render(spec_of()))
+    assert "gc" not in defaults and "blockstore" not in defaults
 
 
 def test_disabled_metrics_render_only_the_switch() -> None:
@@ -282,6 +303,8 @@ DFS_SAMPLES = (
     "external-postgres.yaml",
     "percona.yaml",
     "memory-no-shares.yaml",
+    "tuning.yaml",
+    "snapshots.yaml",
 )
 
 
@@ -369,6 +392,18 @@ def test_dfs_accepts_the_rendered_config_and_reads_our_values(name: str, tmp_pat
             "dittofs",
         )
         assert postgres["password"] == "********"  # set, from the environment
+    # Every tunable we wrote is the value dfs runs with (it shows durations as Go writes them).
+    written = yaml.safe_load(config_file.read_text())
+    ours = {**(written.get("gc") or {}), **((written.get("blockstore") or {}).get("local") or {})}
+    theirs = {**effective["gc"], **effective["blockstore"]["local"]}
+    for key, value in ours.items():
+        if isinstance(value, str):
+            assert duration_seconds(theirs[key]) == duration_seconds(value), (key, theirs[key])
+        else:
+            assert theirs[key] == value, (key, theirs[key])
+    if "snapshot" in written:
+        interval = effective["snapshot"]["scheduler_poll_interval"]
+        assert interval == written["snapshot"]["scheduler_poll_interval"]
 
 
 def test_keys_added_by_hand_are_removed_by_a_merge_patch() -> None:

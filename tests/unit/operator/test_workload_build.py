@@ -176,6 +176,23 @@ def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
     assert "DITTOFS_ENCRYPTION_PASSPHRASE" not in env(unsealed)
 
 
+def test_go_heap_follows_the_memory_limit_when_there_is_one() -> None:
+    assert env(sample("tuning.yaml"))["GOMEMLIMIT"] == {
+        "name": "GOMEMLIMIT",
+        "valueFrom": {
+            "resourceFieldRef": {"containerName": "dittofs", "resource": "limits.memory"}
+        },
+    }
+    assert "GOMEMLIMIT" not in env(spec_of())
+    own = spec_of(
+        pod={
+            "resources": {"limits": {"memory": "1Gi"}},
+            "env": [{"name": "GOMEMLIMIT", "value": "900MiB"}],
+        }
+    )
+    assert env(own)["GOMEMLIMIT"] == {"name": "GOMEMLIMIT", "value": "900MiB"}
+
+
 def test_percona_root_ca_is_mounted_and_named_to_libpq() -> None:
     spec = sample("percona.yaml")
     ca = mounts(spec)[names.POSTGRES_CA_DIR]
