@@ -1,4 +1,5 @@
-"""Every command and manifest shown in README.md, deploy/README.md and docs/ is run or checked.
+"""Every command and manifest shown in README.md, deploy/README.md, the chart's README and docs/
+is run or checked.
 
 One test per Markdown file runs its blocks in document order in a sandbox (docs/README.md
 describes the convention; tests/support/doccommands.py parses it):

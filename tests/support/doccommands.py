@@ -93,8 +93,9 @@ class Block:
 
 
 def markdown_files(root: Path = REPO) -> list[Path]:
-    """README.md, deploy/README.md and every Markdown file under docs/."""
+    """README.md, deploy/README.md, the chart's README and every Markdown file under docs/."""
     found = [root / "README.md", root / "deploy" / "README.md"]
+    found.append(root / "deploy" / "helm" / "dittofs-operator" / "README.md")
     found += sorted((root / "docs").rglob("*.md"))
     return [path for path in found if path.is_file()]
 
