@@ -529,15 +529,34 @@ def test_the_image_is_pinned_non_root_and_read_only_friendly() -> None:
     assert "apt-get" not in str(stages["runtime"]) and "COPY" not in instructions
 
 
-@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={a,b}"]])
-def test_helm_lint_is_clean(values: list[str]) -> None:
+# Every object the chart can render, for helm lint.
+EVERY_OPTION = {
+    "replicaCount": 2,
+    "metrics": {"serviceMonitor": {"enabled": True}},
+    "networkPolicy": {"metricsFrom": [{"namespaceSelector": {}}]},
+    "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
+}
+OPTIONAL_KINDS = {"PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
+
+
+@pytest.mark.parametrize(
+    ("values", "optional_kinds"),
+    [({}, set()), ({"watchNamespaces": ["a", "b"]}, set()), (EVERY_OPTION, OPTIONAL_KINDS)],
+    ids=["default", "namespace-scoped", "every optional object"],
+)
+def test_helm_lint_is_clean(values: Doc, optional_kinds: set[str], tmp_path: Path) -> None:
+    """The chart's one `helm lint --strict` (CI runs it with the unit tests)."""
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
     result = subprocess.run(
-        [str(helm()), "lint", "--strict", str(CHART), *values],
+        [str(helm()), "lint", "--strict", str(CHART), "--values", str(values_file)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert optional_kinds <= {doc["kind"] for doc in render_chart(values)}
 
 
 def container_ports(docs: list[Doc]) -> dict[str, int]:

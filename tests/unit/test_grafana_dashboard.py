@@ -19,7 +19,7 @@ from dittofs_controller.operator import conditions
 from dittofs_controller.operator.metrics import HEALTH_VALUES
 from dittofs_controller.runtime.metrics import RECONCILE_RESULTS
 from tests.support.exported import exported_series
-from tests.support.incluster import CHART, find, helm, render_chart
+from tests.support.incluster import CHART, find, render_chart
 from tests.testbed import binaries
 
 # The first run builds helm and promtool when missing (minutes on a cold Go cache).
@@ -396,16 +396,3 @@ def test_the_sidecar_label_namespace_and_folder_can_be_chosen() -> None:
     assert meta["labels"]["dashboards"] == "dittofs" and "grafana_dashboard" not in meta["labels"]
     assert meta["annotations"] == {"grafana_folder": "DittoFS"}
     assert json.loads(configmap["data"][KEY]) == dashboard()
-
-
-def test_helm_lint_is_clean_with_the_dashboard() -> None:
-    command = [
-        str(helm()),
-        "lint",
-        "--strict",
-        str(CHART),
-        "--set",
-        "grafanaDashboard.enabled=true",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
