@@ -607,6 +607,13 @@ def test_quotas_of_the_spec_are_keyed_by_uid_and_gid() -> None:
         "quota of group users (gid 1000)",  # built-in: the gid DittoFS gives it
     ]
     assert (scratch.quota_bytes, scratch.quotas) == (1000000, ())
+    assert [model.byte_count(size) for size in ("1Ei", "2E", "500M", "7", None)] == [
+        2**60,
+        2 * 10**18,
+        500 * 10**6,
+        7,
+        0,
+    ]
     assert (TEAMS_STATE.shares[0].quota_bytes, TEAMS_STATE.shares[0].quotas) == (0, ())
 
 
