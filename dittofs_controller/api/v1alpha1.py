@@ -22,7 +22,9 @@ KIND = "DittoServer"
 DEFAULT_IMAGE = "marmos91c/dittofs:v0.29.0"
 DEFAULT_PERCONA_CR_VERSION = "2.8.2"
 DEFAULT_PERCONA_IMAGE = "percona/percona-distribution-postgresql:17.7-2"
-BUILTIN_GROUPS = ("admins", "operators", "users")
+# DittoFS creates these groups, with these GIDs, at its first boot.
+BUILTIN_GROUP_GIDS = {"admins": 0, "operators": 999, "users": 1000}
+BUILTIN_GROUPS = tuple(BUILTIN_GROUP_GIDS)
 PERCONA_CLUSTER_NAME_MAX = 22
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -37,9 +39,10 @@ SHARE_NAME = r"^/[a-z0-9][a-z0-9._-]*$"
 # Go's time.ParseDuration); sub-second units are left out on purpose.
 DURATION = r"^([0-9]+(h|m|s))+$"
 SNAPSHOT_INTERVAL = r"^(@hourly|@daily|@weekly|([0-9]+(h|m|s))+)$"
-# A Kubernetes quantity of whole or decimal bytes, binary or decimal suffix (no milli, no
-# exponent): what a person writes for a size, and what the operator converts to bytes.
-BYTE_QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGTP]i|[kMGTP])?$"
+# A size in bytes as a Kubernetes quantity: a whole number with an optional binary or decimal
+# suffix. No fractions, milli units or exponents, so it is a whole number of bytes (and CEL's
+# quantity library cannot tell whether "1.5Ti" is one).
+BYTE_QUANTITY = r"^[0-9]+(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 PROMETHEUS_DURATION = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -79,6 +82,24 @@ def _size(default: str) -> str:
                 "!isQuantity(self) || !isQuantity(oldSelf) || "
                 "quantity(self).compareTo(quantity(oldSelf)) >= 0",
                 "storage size cannot shrink: PersistentVolumeClaims can only grow",
+            ),
+        ),
+    )
+    return result
+
+
+def _bytes(description: str, name: str) -> str | None:
+    """An optional size in bytes; DittoFS keeps it in a signed 64-bit integer."""
+    result: str | None = field(
+        description,
+        default=None,
+        pattern=BYTE_QUANTITY,
+        max_length=32,
+        rules=(
+            Rule(
+                "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && "
+                "quantity(self).compareTo(quantity('1Ei')) <= 0",
+                f"{name} must be from 1 byte to 1Ei, such as 10Gi or 500M",
             ),
         ),
     )
@@ -1211,6 +1232,141 @@ class SnapshotPolicy:
     )
 
 
+GRACE_PERIOD_MAX = "8760h"
+
+
+def _soft_within_hard(kind: str) -> Rule:
+    soft, hard = f"self.soft{kind}", f"self.hard{kind}"
+    if kind == "Bytes":
+        within = (
+            f"!isQuantity({soft}) || !isQuantity({hard}) || "
+            f"quantity({soft}).compareTo(quantity({hard})) <= 0"
+        )
+    else:
+        within = f"{soft} <= {hard}"
+    return Rule(
+        f"!has({soft}) || !has({hard}) || {within}",
+        f"soft{kind} must not exceed hard{kind}",
+        field_path=f".soft{kind}",
+    )
+
+
+@model
+class QuotaLimits:
+    """Limits on the files one identity owns in a share. DittoFS charges a file to its owner
+    (not to whoever writes it) and counts regular files only."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.hardBytes) || has(self.softBytes) || has(self.hardFiles) || "
+            "has(self.softFiles)",
+            "a quota needs at least one of hardBytes, softBytes, hardFiles, softFiles",
+        ),
+        _soft_within_hard("Bytes"),
+        _soft_within_hard("Files"),
+        Rule(
+            "has(self.gracePeriod) == (has(self.softBytes) || has(self.softFiles))",
+            "gracePeriod goes with softBytes or softFiles, and they with it: DittoFS enforces "
+            "nothing for a soft limit without a grace period",
+            field_path=".gracePeriod",
+        ),
+    )
+
+    hard_bytes: str | None = _bytes(
+        "Hard limit on the bytes of the owner's files, a whole number with an optional "
+        "Kubernetes quantity suffix such as 10Gi or 500M. A "
+        'write that would go past it fails: NFS clients get EDQUOT (NFS3ERR_DQUOT, "Disk quota '
+        'exceeded"), SMB clients STATUS_QUOTA_EXCEEDED. Clients that ask for free space (df, '
+        "Explorer) see the limit as the size of the share.",
+        "hardBytes",
+    )
+    soft_bytes: str | None = _bytes(
+        "Soft limit on the bytes of the owner's files (needs gracePeriod). Writes past it "
+        "succeed and start the grace period; when it runs out with the owner still over, "
+        "writes that grow a file fail as at hardBytes until usage drops below. DittoFS v0.29.0 "
+        "restarts the grace period whenever the owner creates a file while under softFiles, "
+        "so in practice it stops growing existing files but not writing new ones: use "
+        "hardBytes for a limit that holds.",
+        "softBytes",
+    )
+    hard_files: int | None = field(
+        "Hard limit on the number of the owner's files. Creating one more fails with EDQUOT "
+        "over NFS and STATUS_QUOTA_EXCEEDED over SMB.",
+        default=None,
+        minimum=1,
+        maximum=1_000_000_000_000,
+    )
+    soft_files: int | None = field(
+        "Soft limit on the number of the owner's files (needs gracePeriod); past it for longer "
+        "than the grace period, creating files fails as at hardFiles. DittoFS v0.29.0 restarts "
+        "the grace period at every write while under softBytes, so only files created and "
+        "left empty are refused: use hardFiles for a limit that holds.",
+        default=None,
+        minimum=1,
+        maximum=1_000_000_000_000,
+    )
+    grace_period: str | None = field(
+        "How long the owner may stay over softBytes or softFiles before they act as hard "
+        "limits, a duration such as 168h (at most 8760h). Required with a soft limit, and "
+        "only with one.",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+        rules=(
+            Rule(
+                f"duration(self) > duration('0s') && duration(self) <= "
+                f"duration('{GRACE_PERIOD_MAX}')",
+                f"gracePeriod must be longer than zero and at most {GRACE_PERIOD_MAX}",
+            ),
+        ),
+    )
+
+
+@model
+class UserQuota(QuotaLimits):
+    """A quota of one user: the files its uid owns."""
+
+    name: str = field(
+        "A user of spec.users that has a uid. Its files are those owned by its uid: written "
+        "over NFS as that uid, or over SMB by the user.",
+        pattern=ACCOUNT_NAME,
+        max_length=ACCOUNT_NAME_MAX,
+    )
+
+
+@model
+class GroupQuota(QuotaLimits):
+    """A quota of one group: the files whose group is its gid."""
+
+    name: str = field(
+        "A group of spec.groups that has a gid, or one of the built-in groups admins (gid 0), "
+        "operators (999), users (1000). Its files are those whose group is that gid: over NFS "
+        "the client's gid when it creates them, over SMB the gid of the first of the user's "
+        "groups (users[].groups) that has one, else 1000. Being a member of the group does "
+        "not count by itself.",
+        pattern=ACCOUNT_NAME,
+        max_length=ACCOUNT_NAME_MAX,
+    )
+
+
+@model
+class ShareQuotas:
+    """Per-identity quotas of a share, each counted on its own. A write or a new file must fit
+    every quota that applies to its owner: the user's (or defaultUser) and the group's."""
+
+    default_user: QuotaLimits | None = field(
+        "The quota of every uid without an entry in users, each counted alone (root and NFS "
+        "uids that match no user of spec.users included).",
+        default=None,
+    )
+    users: list[UserQuota] = field(
+        "Quotas of users of spec.users.", factory=list, max_items=16, map_key="name"
+    )
+    groups: list[GroupQuota] = field(
+        "Quotas of groups.", factory=list, max_items=16, map_key="name"
+    )
+
+
 @model
 class Share:
     """A share, exported over every enabled protocol (NFS and SMB)."""
@@ -1271,6 +1427,20 @@ class Share:
         "Scheduled snapshots of the share (its metadata and the blocks they point at). Needs a "
         "local block store of type filesystem: DittoFS writes snapshots beside its blocks. "
         "Omitted, the share has no snapshot policy: one set by hand (dfsctl) is removed.",
+        default=None,
+    )
+    quota: str | None = _bytes(
+        "Limit on the bytes of all files in the share together: a whole number with an "
+        "optional Kubernetes quantity suffix, such as 100Gi, 1536Gi or 500G. A write that "
+        "would go past it fails as on a full disk: NFS clients get ENOSPC (NFS3ERR_NOSPC, "
+        '"No space left on device"), SMB clients STATUS_DISK_FULL. Clients that ask for free '
+        "space see it as the size of the share. Omitted, the share has no limit (one set by "
+        "hand is removed).",
+        "quota",
+    )
+    quotas: ShareQuotas | None = field(
+        "Quotas per user and per group. The spec owns them: quotas set by hand (dfsctl quota) "
+        "that it does not declare are removed, and changed ones are put back.",
         default=None,
     )
 
@@ -1700,6 +1870,23 @@ class DittoServerSpec:
             "(has(self.groups) && self.groups.exists(g, g.name == p.group))))",
             "every shares[].permissions[].group must name an entry of groups or a built-in "
             "group (admins, operators, users)",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.quotas) || "
+            "!has(s.quotas.users) || s.quotas.users.all(q, has(self.users) && "
+            "self.users.exists(u, u.name == q.name && has(u.uid))))",
+            "every shares[].quotas.users[].name must name an entry of users that has a uid: "
+            "DittoFS counts a user's files by uid",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.quotas) || "
+            f"!has(s.quotas.groups) || s.quotas.groups.all(q, q.name in {_BUILTIN_GROUPS_CEL} || "
+            "(has(self.groups) && self.groups.exists(g, g.name == q.name && has(g.gid)))))",
+            "every shares[].quotas.groups[].name must name an entry of groups that has a gid, "
+            "or a built-in group (admins, operators, users): DittoFS counts a group's files by "
+            "gid",
             field_path=".shares",
         ),
         Rule(

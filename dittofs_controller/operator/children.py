@@ -124,8 +124,8 @@ _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
     "m": Decimal("0.001"),
-    **{suffix: Decimal(10) ** (3 * power) for power, suffix in enumerate("kMGTP", start=1)},
-    **{f"{suffix}i": Decimal(2) ** (10 * power) for power, suffix in enumerate("KMGTP", start=1)},
+    **{suffix: Decimal(10) ** (3 * power) for power, suffix in enumerate("kMGTPE", start=1)},
+    **{f"{suffix}i": Decimal(2) ** (10 * power) for power, suffix in enumerate("KMGTPE", start=1)},
 }
 
 

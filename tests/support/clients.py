@@ -3,6 +3,8 @@
 NFS: libnfs' command-line tools (libnfs-utils), which need neither a kernel mount nor root
 privileges on the server side. NFSv3 reads and writes files (nfs-cp, nfs-cat); NFSv4 lists
 (nfs-ls) and tries reads, which libnfs 4.0 refuses against DittoFS v0.29.0 (see read_v4).
+A write the server refuses is made through the same libnfs library directly, to learn the
+NFS status it answered with (see write_error).
 The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no portmapper is
 involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
 SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password).
@@ -12,12 +14,18 @@ There is no rename or delete in libnfs-utils, so those go through SMB and are ch
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import re
+import select
 import shlex
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NFS_PORT = 12049  # the DittoServer's default container ports
 SMB_PORT = 12445
@@ -30,7 +38,10 @@ class ClientError(AssertionError):
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in TOOLS if shutil.which(tool) is None]
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if ctypes.util.find_library("nfs") is None:
+        missing.append("libnfs")
+    return missing
 
 
 def _shown(argv: Sequence[str]) -> str:
@@ -117,6 +128,11 @@ class Nfs:
             return None
         raise ClientError(f"NFSv4 read of {self}{path} failed with exit {code}:\n{text.strip()}")
 
+    async def write_error(self, path: str, content: str) -> str | None:
+        """Write a file over NFSv3; None if it was written, else libnfs' message for the
+        server's refusal, which names the NFS status (e.g. "NFS3ERR_DQUOT")."""
+        return await asyncio.to_thread(_libnfs_write, self.url(path), content.encode())
+
     async def listing(self, path: str = "") -> list[str]:
         """Names in a directory over NFSv4 (without . and ..)."""
         text = await check(
@@ -134,10 +150,106 @@ class Nfs:
         return f"nfs://{self.host}:{self.port}{self.share}"
 
 
+class _NfsUrl(ctypes.Structure):
+    _fields_ = [("server", ctypes.c_char_p), ("path", ctypes.c_char_p), ("file", ctypes.c_char_p)]
+
+
+# void (*nfs_cb)(int err, struct nfs_context *nfs, void *data, void *private_data)
+_NFS_CALLBACK = ctypes.CFUNCTYPE(
+    None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+)
+
+
+@functools.cache
+def _libnfs() -> ctypes.CDLL:
+    """libnfs (the library of libnfs-utils' tools), with the signatures of its libnfs.h."""
+    name = ctypes.util.find_library("nfs")
+    if name is None:
+        raise ClientError("libnfs is not installed: apt-get install -y libnfs-utils")
+    lib = ctypes.CDLL(name)
+    context, text, handle = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "nfs_init_context": (context, []),
+        "nfs_destroy_context": (None, [context]),
+        "nfs_get_error": (text, [context]),
+        "nfs_parse_url_full": (ctypes.POINTER(_NfsUrl), [context, text]),
+        "nfs_destroy_url": (None, [ctypes.POINTER(_NfsUrl)]),
+        "nfs_mount": (ctypes.c_int, [context, text, text]),
+        "nfs_creat": (ctypes.c_int, [context, text, ctypes.c_int, ctypes.POINTER(handle)]),
+        "nfs_close": (ctypes.c_int, [context, handle]),
+        "nfs_pwrite_async": (
+            ctypes.c_int,
+            [
+                context,
+                handle,
+                ctypes.c_uint64,
+                ctypes.c_uint64,
+                text,
+                _NFS_CALLBACK,
+                ctypes.c_void_p,
+            ],
+        ),
+        "nfs_get_fd": (ctypes.c_int, [context]),
+        "nfs_which_events": (ctypes.c_int, [context]),
+        "nfs_service": (ctypes.c_int, [context, ctypes.c_int]),
+    }
+    for function, (result, arguments) in signatures.items():
+        getattr(lib, function).restype = result
+        getattr(lib, function).argtypes = arguments
+    return lib
+
+
+def _libnfs_write(url: str, content: bytes, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """Create the file of `url` and write `content` into it with one WRITE; None when both
+    succeed, else libnfs' error. The write is asynchronous because libnfs 4.0's synchronous
+    write replaces the message of a refused WRITE with garbage."""
+    lib = _libnfs()
+    nfs = lib.nfs_init_context()
+
+    def error() -> str:
+        return (lib.nfs_get_error(nfs) or b"").decode(errors="replace")
+
+    try:
+        parsed = lib.nfs_parse_url_full(nfs, url.encode())
+        if not parsed:
+            raise ClientError(f"libnfs cannot parse {url}: {error()}")
+        try:
+            target = parsed.contents
+            if lib.nfs_mount(nfs, target.server, target.path) != 0:
+                raise ClientError(f"libnfs cannot mount {url}: {error()}")
+            handle = ctypes.c_void_p()
+            if lib.nfs_creat(nfs, target.file, 0o644, ctypes.byref(handle)) != 0:
+                return error()
+            try:
+                statuses: list[int] = []
+                written = _NFS_CALLBACK(lambda status, *_: statuses.append(status))
+                if lib.nfs_pwrite_async(nfs, handle, 0, len(content), content, written, None):
+                    raise ClientError(f"libnfs cannot send a WRITE to {url}: {error()}")
+                deadline = time.monotonic() + timeout
+                while not statuses:
+                    if time.monotonic() > deadline:
+                        raise ClientError(f"NFSv3 write to {url} unanswered after {timeout} s")
+                    poller = select.poll()
+                    poller.register(lib.nfs_get_fd(nfs), lib.nfs_which_events(nfs))
+                    for _, events in poller.poll(100):
+                        if lib.nfs_service(nfs, events) < 0:
+                            raise ClientError(f"NFSv3 write to {url} failed: {error()}")
+                return None if statuses[0] >= 0 else error()
+            finally:
+                lib.nfs_close(nfs, handle)
+        finally:
+            lib.nfs_destroy_url(parsed)
+    finally:
+        lib.nfs_destroy_context(nfs)
+
+
 # -- SMB -----------------------------------------------------------------------------------
 
 _LISTED = re.compile(r"^  (?P<name>\S.*?)\s+[A-Z]*\s+\d+\s+\w{3} \w{3} +\d+ [\d:]+ \d{4}$")
 _NT_STATUS = re.compile(r"NT_STATUS_[A-Z_]+")
+_SPACE = re.compile(
+    r"(?P<blocks>\d+) blocks of size (?P<size>\d+)\. (?P<free>\d+) blocks available"
+)
 
 
 @dataclass(frozen=True)
@@ -175,9 +287,17 @@ class Smb:
         return found.group(0) if found else f"exit {code}: {text.strip()[-300:]}"
 
     async def put(self, path: str, content: str, scratch: Path) -> None:
-        local = scratch / f"smb-upload-{path.strip('/').replace('/', '_')}"
-        local.write_text(content)
+        local = _upload(scratch, path, content)
         await self.run(f'put "{local}" "{path}"', f"SMB write of {self}{path}")
+
+    async def put_error(self, path: str, content: str, scratch: Path) -> str | None:
+        """None if the file was written, else the NT_STATUS the server refused it with."""
+        local = _upload(scratch, path, content)
+        code, text = await run(*self._argv(f'put "{local}" "{path}"'))
+        found = _NT_STATUS.search(text)
+        if code == 0 and not found:
+            return None
+        return found.group(0) if found else f"exit {code}: {text.strip()[-300:]}"
 
     async def read(self, path: str, scratch: Path) -> str:
         local = scratch / f"smb-download-{path.strip('/').replace('/', '_')}"
@@ -192,6 +312,15 @@ class Smb:
         names = [m.group("name") for line in text.splitlines() if (m := _LISTED.match(line))]
         return [name for name in names if name not in (".", "..")]
 
+    async def space(self) -> tuple[int, int]:
+        """The share's size and free bytes as the server tells this user (smbclient's du)."""
+        text = await self.run("du", f"SMB free space of {self}")
+        found = _SPACE.search(text)
+        if found is None:
+            raise ClientError(f"no free space in smbclient's du output:\n{text.strip()}")
+        blocks, size, available = (int(found.group(name)) for name in ("blocks", "size", "free"))
+        return blocks * size, available * size
+
     async def rename(self, old: str, new: str) -> None:
         await self.run(f'rename "{old}" "{new}"', f"SMB rename {old} -> {new} on {self}")
 
@@ -203,3 +332,10 @@ class Smb:
 
     def __str__(self) -> str:
         return f"smb://{self.user}@{self.host}:{self.port}/{self.share}"
+
+
+def _upload(scratch: Path, path: str, content: str) -> Path:
+    """A local file with `content`, to be put at `path`."""
+    local = scratch / f"smb-upload-{path.strip('/').replace('/', '_')}"
+    local.write_text(content)
+    return local

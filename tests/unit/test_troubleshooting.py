@@ -80,6 +80,8 @@ NOT_REASONS = frozenset(
         "ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady", "Available",
         "Progressing", "ServerConfigured", "Degraded", "Failed", "Summarise", "Delete",
         "ConfigReconciler", "WorkloadReconciler", "ServerConfigReconciler",
+        # units of the sizes DittoFS prints (serverconfig/payloads.py)
+        "KiB", "MiB", "GiB", "TiB",
     }
 )  # fmt: skip
 

@@ -21,6 +21,7 @@ from dittofs_controller.operator.serverconfig.model import (
     Store,
     StoreKind,
     User,
+    quota_what,
 )
 from dittofs_controller.operator.serverconfig.report import CATEGORIES, Issue, Observed
 
@@ -52,6 +53,7 @@ class Converge:
         self.changed = False
         self.failed_stores: set[tuple[StoreKind, str]] = set()
         self.snapshot_policies: dict[str, Obj] = {}  # share name -> the server's policy
+        self.quotas: dict[str, list[Obj]] = {}  # share name -> the server's quotas
 
     async def run(self) -> Observed:
         # Managed from the first attempt on: removed from the spec after a failed pass, a
@@ -318,6 +320,7 @@ class Converge:
             call = self.api.delete(path)
             await self._attempt("ShareRejected", f"{kind} {name}'s permission on {what}", call)
         await self._snapshot_policy(share)
+        await self._quotas(share)
 
     async def _snapshot_policy(self, share: Share) -> None:
         """The declared policy, or none: the spec speaks for every share it declares."""
@@ -343,6 +346,26 @@ class Converge:
                 reported = answered
         if reported is not None:
             self.snapshot_policies[share.name] = reported
+
+    async def _quotas(self, share: Share) -> None:
+        """The declared quotas and no others: the spec speaks for every share it declares."""
+        listed = await self._list(f"{share.path}/quotas")
+        found = {payloads.quota_key(entry): entry for entry in listed}
+        sets, removals = payloads.quota_changes(share, listed)
+        for quota in sets:
+            body = payloads.quota_body(quota.limits)
+            call = self.api.put(payloads.quota_path(share, quota.key), body)
+            what = f"{quota.what} on share {share.name}"
+            done, answered = await self._attempt("QuotaRejected", what, call)
+            if done and answered:
+                found[quota.key] = answered
+        for key in removals:
+            call = self.api.delete(payloads.quota_path(share, key))
+            what = f"{quota_what(key)} on share {share.name} (not in the spec)"
+            done, _ = await self._attempt("QuotaRejected", what, call)
+            if done:
+                del found[key]
+        self.quotas[share.name] = list(found.values())
 
     async def _prune(self) -> None:
         """Delete what the operator created and the spec no longer names (payloads.PRUNE_ORDER)."""
@@ -375,4 +398,5 @@ class Converge:
             users=await self._list("/users"),
             groups=await self._list("/groups"),
             snapshot_policies=self.snapshot_policies,
+            quotas=self.quotas,
         )

@@ -16,7 +16,7 @@ import attrs
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.operator import names
-from dittofs_controller.operator.children import Obj
+from dittofs_controller.operator.children import Obj, quantity_value
 from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.problems import Problem
 
@@ -160,6 +160,52 @@ class SnapshotPolicy:
 
 
 @attrs.frozen
+class QuotaLimits:
+    """One quota's limits as DittoFS holds them; 0 is "no limit"."""
+
+    hard_bytes: int = 0
+    soft_bytes: int = 0
+    hard_files: int = 0
+    soft_files: int = 0
+    grace_seconds: int = 0
+
+
+QuotaScope = Literal["default-user", "user", "group"]
+QuotaKey = tuple[QuotaScope, int | None]  # (scope, uid or gid; None for default-user)
+
+
+@attrs.frozen
+class Quota:
+    """A per-identity quota of a share: DittoFS keys it by uid or gid, the spec by name."""
+
+    scope: QuotaScope
+    name: str | None  # the spec's user or group; None for default-user
+    identity: int | None
+    limits: QuotaLimits
+
+    @property
+    def key(self) -> QuotaKey:
+        return self.scope, self.identity
+
+    @property
+    def what(self) -> str:
+        return quota_what(self.key, self.name)
+
+
+def quota_what(key: QuotaKey, name: str | None = None) -> str:
+    """A quota in messages: "quota of user alice (uid 1001)", "quota of gid 2000"."""
+    scope, identity = key
+    if scope == "default-user":
+        return "default user quota"
+    id_kind = "uid" if scope == "user" else "gid"
+    return (
+        f"quota of {scope} {name} ({id_kind} {identity})"
+        if name
+        else f"quota of {id_kind} {identity}"
+    )
+
+
+@attrs.frozen
 class Share:
     name: str
     metadata_store: str
@@ -174,6 +220,8 @@ class Share:
     anonymous_uid: int | None
     anonymous_gid: int | None
     snapshots: SnapshotPolicy | None = None
+    quota_bytes: int = 0  # the share-wide limit; 0 is none
+    quotas: tuple[Quota, ...] = ()
 
     @property
     def path(self) -> str:
@@ -241,7 +289,7 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             for user in spec.users
         ),
         stores=tuple(_stores(server_name, spec, values)),
-        shares=tuple(_share(share) for share in spec.shares),
+        shares=tuple(_share(share, spec) for share in spec.shares),
     )
 
 
@@ -321,7 +369,7 @@ def _postgres(
     }
 
 
-def _share(share: v1alpha1.Share) -> Share:
+def _share(share: v1alpha1.Share, spec: Spec) -> Share:
     permissions: dict[PermissionKey, str] = {}
     for permission in share.permissions:
         if permission.user is not None:
@@ -342,6 +390,8 @@ def _share(share: v1alpha1.Share) -> Share:
         anonymous_uid=share.nfs.anon_uid,
         anonymous_gid=share.nfs.anon_gid,
         snapshots=_snapshot_policy(share.snapshots),
+        quota_bytes=byte_count(share.quota),
+        quotas=_quotas(share.quotas, spec),
     )
 
 
@@ -355,3 +405,41 @@ def _snapshot_policy(policy: v1alpha1.SnapshotPolicy | None) -> SnapshotPolicy |
         name_prefix=policy.name_prefix or "",
         enabled=policy.enabled,
     )
+
+
+def byte_count(quantity: str | None) -> int:
+    """The bytes of a size the API admitted (a whole number, see v1alpha1.BYTE_QUANTITY); 0 for
+    none."""
+    value = quantity_value(quantity) if quantity else None
+    return int(value) if value is not None else 0
+
+
+def _quota_limits(limits: v1alpha1.QuotaLimits) -> QuotaLimits:
+    return QuotaLimits(
+        hard_bytes=byte_count(limits.hard_bytes),
+        soft_bytes=byte_count(limits.soft_bytes),
+        hard_files=limits.hard_files or 0,
+        soft_files=limits.soft_files or 0,
+        grace_seconds=int(duration_seconds(limits.grace_period or "")),
+    )
+
+
+def _quotas(quotas: v1alpha1.ShareQuotas | None, spec: Spec) -> tuple[Quota, ...]:
+    """The share's quotas keyed as DittoFS keys them: users by the uid and groups by the gid
+    the spec gives them (the API admits only users and groups that have one), built-in groups
+    by the gid DittoFS gives them."""
+    if quotas is None:
+        return ()
+    uids = {user.name: user.uid for user in spec.users}
+    gids = {**v1alpha1.BUILTIN_GROUP_GIDS, **{group.name: group.gid for group in spec.groups}}
+    found: list[Quota] = []
+    if quotas.default_user is not None:
+        found.append(Quota("default-user", None, None, _quota_limits(quotas.default_user)))
+    found.extend(
+        Quota("user", user.name, uids.get(user.name), _quota_limits(user)) for user in quotas.users
+    )
+    found.extend(
+        Quota("group", group.name, gids.get(group.name), _quota_limits(group))
+        for group in quotas.groups
+    )
+    return tuple(found)

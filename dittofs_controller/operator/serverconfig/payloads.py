@@ -18,6 +18,14 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
 - A share's snapshot policy (/shares/{name}/snapshot-policy) is replaced whole by PUT and read
   back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
   durations are compared in seconds.
+- Byte limits (a share's `quota_bytes`, a quota's `limit_bytes`/`soft_bytes`) are sent as
+  plain byte counts but read back rounded, the way DittoFS prints sizes ("976.56KiB" for
+  1000000), so they are compared in that form: a change by hand within the rounding goes
+  unnoticed.
+- Per-identity quotas live at /shares/{name}/quotas/{scope}/{uid or gid}; PUT replaces one
+  whole. DittoFS v0.29.0's own /quotas/default-user route answers 400 (its handler reads a
+  {scope} that route does not have), so the default-user quota goes through
+  /quotas/default-user/0, whose id that scope ignores.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
 """
 
@@ -32,6 +40,10 @@ from dittofs_controller.operator.serverconfig.model import (
     Group,
     PermissionKey,
     Portmapper,
+    Quota,
+    QuotaKey,
+    QuotaLimits,
+    QuotaScope,
     Share,
     SnapshotPolicy,
     Store,
@@ -144,6 +156,8 @@ def share_create_body(share: Share) -> Obj:
         body["remote_block_store"] = share.remote_block_store
     if share.owner:
         body["owner"] = share.owner
+    if share.quota_bytes:
+        body["quota_bytes"] = str(share.quota_bytes)
     return body
 
 
@@ -171,7 +185,20 @@ def share_update_body(share: Share, reported: Obj, ids: StoreIds) -> Obj | None:
         body["read_only"] = share.read_only
     if reported.get("default_permission") != share.default_permission:
         body["default_permission"] = share.default_permission
+    if (reported.get("quota_bytes") or "") != byte_size_text(share.quota_bytes):
+        body["quota_bytes"] = str(share.quota_bytes)  # "0" removes the limit
     return body or None
+
+
+def byte_size_text(size: int) -> str:
+    """A byte count as DittoFS prints it back: two decimals of the largest binary unit it
+    reaches ("976.56KiB"), plain bytes below 1KiB ("512B"), "" for none."""
+    if size <= 0:
+        return ""
+    for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if size >= 1024**power:
+            return f"{size / 1024**power:.2f}{unit}"
+    return f"{size}B"
 
 
 def owner_ids(user: Obj | None) -> tuple[int, int] | None:
@@ -226,6 +253,55 @@ def snapshot_policy_differs(policy: SnapshotPolicy, reported: Obj) -> bool:
         or seconds("ttl") != duration_seconds(policy.ttl)
         or str(reported.get("name_prefix") or "") != policy.name_prefix
     )
+
+
+def quota_key(reported: Obj) -> QuotaKey:
+    """The key of a quota as GET reports it (a default-user quota has no identity_id)."""
+    scope: QuotaScope = reported["scope"]
+    identity = reported.get("identity_id")
+    return scope, None if identity is None else int(identity)
+
+
+def quota_path(share: Share, key: QuotaKey) -> str:
+    scope, identity = key
+    return f"{share.path}/quotas/{scope}/{identity if identity is not None else 0}"
+
+
+def quota_body(limits: QuotaLimits) -> Obj:
+    """PUT /shares/{name}/quotas/... body: the whole quota (0 is no limit)."""
+    return {
+        "limit_bytes": str(limits.hard_bytes),
+        "soft_bytes": str(limits.soft_bytes),
+        "limit_files": limits.hard_files,
+        "soft_files": limits.soft_files,
+        "grace_seconds": limits.grace_seconds,
+    }
+
+
+def quota_differs(limits: QuotaLimits, reported: Obj) -> bool:
+    """The server's quota (as GET reports it, usage aside) is not the declared one."""
+    return (
+        (reported.get("limit_bytes") or "") != byte_size_text(limits.hard_bytes)
+        or (reported.get("soft_bytes") or "") != byte_size_text(limits.soft_bytes)
+        or int(reported.get("limit_files") or 0) != limits.hard_files
+        or int(reported.get("soft_files") or 0) != limits.soft_files
+        or int(reported.get("grace_seconds") or 0) != limits.grace_seconds
+    )
+
+
+def quota_changes(share: Share, reported: Sequence[Obj]) -> tuple[list[Quota], list[QuotaKey]]:
+    """Quotas to set and keys to remove: the spec's quotas are the share's whole list. DittoFS
+    refuses two users of one uid or two groups of one gid, so two declared quotas of one key
+    only come with that refusal reported; the last one is set."""
+    found = {quota_key(entry): entry for entry in reported}
+    wanted = {quota.key: quota for quota in share.quotas}
+    sets = [
+        quota
+        for key, quota in wanted.items()
+        if key not in found or quota_differs(quota.limits, found[key])
+    ]
+    removals = [key for key in found if key not in wanted]
+    return sets, removals
 
 
 def permission_changes(

@@ -4,6 +4,7 @@ matching the spec, and ServerConfigured with when to look again (pure: no I/O)."
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -49,6 +50,7 @@ class Observed:
     users: Sequence[Obj]
     groups: Sequence[Obj]
     snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
+    quotas: Mapping[str, Sequence[Obj]] = attrs.field(factory=dict)  # by share name
 
 
 def _health(obj: Obj) -> str:
@@ -68,6 +70,10 @@ def server_status(
         store.get("id"): store.get("name")
         for kind in STORE_KINDS
         for store in observed.stores[kind]
+    }
+    identities = {
+        **{("user", user.get("uid")): user.get("username") for user in observed.users},
+        **{("group", group.get("gid")): group.get("name") for group in observed.groups},
     }
     status: Obj = {
         "adapters": {
@@ -94,6 +100,12 @@ def server_status(
                 **(
                     {"snapshots": _snapshot_policy(policy)}
                     if (policy := observed.snapshot_policies.get(str(share.get("name"))))
+                    else {}
+                ),
+                **({"quota": share["quota_bytes"]} if share.get("quota_bytes") else {}),
+                **(
+                    {"quotas": _quotas(quotas, identities)}
+                    if (quotas := observed.quotas.get(str(share.get("name"))))
                     else {}
                 ),
             }
@@ -126,6 +138,32 @@ def _snapshot_policy(policy: Obj) -> Obj:
     if policy.get("name_prefix"):
         found["namePrefix"] = policy["name_prefix"]
     return found
+
+
+_QUOTA_FIELDS = {
+    "limit_bytes": "hardBytes",
+    "soft_bytes": "softBytes",
+    "limit_files": "hardFiles",
+    "soft_files": "softFiles",
+    "grace_seconds": "graceSeconds",
+}
+
+
+def _quotas(quotas: Sequence[Obj], identities: Mapping[tuple[str, Any], Any]) -> list[Obj]:
+    """A share's quotas in status: their limits as DittoFS holds them, with the name of the
+    user or group of each uid or gid it knows; not the usage or grace timers, which change
+    with every write."""
+    found = []
+    for quota in quotas:
+        scope, identity = quota.get("scope"), quota.get("identity_id")
+        entry: Obj = {"scope": scope}
+        if identity is not None:
+            entry["id"] = identity
+            if name := identities.get((str(scope), identity)):
+                entry["name"] = name
+        entry.update({wire: quota[key] for key, wire in _QUOTA_FIELDS.items() if quota.get(key)})
+        found.append(entry)
+    return sorted(found, key=lambda entry: (str(entry["scope"]), entry.get("id", -1)))
 
 
 def not_running(desired_state: Desired, observed: Observed) -> list[Issue]:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -696,3 +697,126 @@ async def test_snapshot_policy_is_applied_kept_and_prunes_what_it_took(
 
 async def _reachable(nfs: Nfs) -> bool:
     return await nfs.reachable() is None
+
+
+async def test_quotas_refuse_writes_over_nfs_and_smb_and_are_put_back(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: RunningOperator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
+    export = sample(namespace)["spec"]["shares"][0]
+    quotas = {
+        "defaultUser": {"hardBytes": "2M"},  # above the share's limit: never the one hit
+        "users": [{"name": "alice", "hardBytes": "100k"}],
+        "groups": [{"name": "staff", "hardFiles": 100}],
+    }
+    limited = {**export, "quota": "1M", "quotas": quotas}
+    server = sample(namespace, groups=[{"name": "staff", "gid": 1001}], shares=[limited])
+    key = await create(kube, namespace, server, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    (share,) = (await server_status(kube, key))["shares"]
+    declared = [
+        {"scope": "default-user", "hardBytes": "1.91MiB"},
+        {"scope": "group", "id": 1001, "name": "staff", "hardFiles": 100},
+        {"scope": "user", "id": 1001, "name": "alice", "hardBytes": "97.66KiB"},
+    ]
+    assert (share["quota"], share["quotas"]) == ("976.56KiB", declared)
+    # DittoFS prints sizes rounded ("976.56KiB" for 1M): compared that way, a converged
+    # share's limits are not sent again at each comparison (every 2 s here).
+    puts = logged_requests(node, key, "PUT", SHARE_CHANGE)
+    listed = logged_requests(node, key, "GET", QUOTA_LIST)
+    assert puts >= 3, "the quotas' first PUTs are not in the server's log"
+
+    # alice (uid 1001) may own 100 000 bytes of the share: 60 000 + 30 000 fit, 60 000 or
+    # 30 000 more do not. DittoFS charges a file to its owner and checks each write.
+    ip = await pod_ip(kube, key)
+    alice_nfs = Nfs(ip, "/export", uid=1001, gid=1001)
+    alice_smb = Smb(ip, "export", "alice", ALICE_OLD)
+    assert await alice_nfs.write_error("/alice-1", "a" * 60_000) is None
+    refused = await alice_nfs.write_error("/alice-2", "a" * 60_000)
+    assert refused is not None and "NFS3ERR_DQUOT" in refused, refused
+    assert await alice_smb.put_error("alice-3", "a" * 30_000, tmp_path) is None
+    assert await alice_smb.put_error("alice-4", "a" * 30_000, tmp_path) == (
+        "NT_STATUS_QUOTA_EXCEEDED"
+    )
+    assert await alice_nfs.read("/alice-1") == "a" * 60_000
+    size, _ = await alice_smb.space()  # her limit is the size of the share she sees
+    assert 100_000 - 4096 < size <= 100_000, size
+
+    # The share holds 1 000 000 bytes whoever owns them: root fills it to 995 000 (alice has
+    # 90 000), then 10 000 more are refused as on a full disk, over NFS and over SMB (alice's
+    # 8 000 would fit her own quota).
+    root = Nfs(ip, "/export")
+    assert await root.write_error("/root-1", "r" * 905_000) is None
+    refused = await root.write_error("/root-2", "r" * 10_000)
+    assert refused is not None and "NFS3ERR_NOSPC" in refused, refused
+    assert await alice_smb.put_error("alice-5", "a" * 8_000, tmp_path) == "NT_STATUS_DISK_FULL"
+
+    async def compared_twice() -> bool:
+        return logged_requests(node, key, "GET", QUOTA_LIST) >= listed + 2
+
+    await wait_for(compared_twice, "two more comparisons of the quotas", timeout=30)
+    assert logged_requests(node, key, "PUT", SHARE_CHANGE) == puts
+
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    async with aiohttp.ClientSession() as http:
+        api = DittoFSClient(http, f"http://{ip}:8080", admin)
+
+        # Quotas changed, added and removed by hand, and the share's limit lifted, are put
+        # back at the next comparison.
+        await api.put("/shares/export/quotas/user/1001", {"limit_bytes": "1GiB"})
+        await api.put("/shares/export/quotas/group/5000", {"limit_files": 1})
+        await api.delete("/shares/export/quotas/group/1001")
+        await api.put("/shares/export", {"quota_bytes": "0"})
+
+        async def quotas_restored() -> bool:
+            found = await api.get("/shares/export/quotas")
+            limits = {(q["scope"], q.get("identity_id")): q.get("limit_bytes") for q in found}
+            share = await api.get("/shares/export")
+            return share.get("quota_bytes") == "976.56KiB" and limits == {
+                ("default-user", None): "1.91MiB",
+                ("group", 1001): None,
+                ("user", 1001): "97.66KiB",
+            }
+
+        await wait_for(quotas_restored, "the quotas put back", timeout=30)
+        refused = await alice_nfs.write_error("/alice-6", "a" * 20_000)
+        assert refused is not None and "NFS3ERR_NOSPC" in refused, refused
+
+        # Dropped from the spec, the quotas are deleted and the limits go with them.
+        await set_spec(kube, key, shares=[export])
+
+        async def quotas_gone() -> bool:
+            share = await api.get("/shares/export")
+            return not share.get("quota_bytes") and not await api.get("/shares/export/quotas")
+
+        await wait_for(quotas_gone, "the quotas deleted", timeout=30)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    (share,) = (await server_status(kube, key))["shares"]
+    assert "quota" not in share and "quotas" not in share
+    assert await alice_nfs.write_error("/alice-7", "a" * 60_000) is None
+    assert await alice_smb.put_error("alice-8", "a" * 30_000, tmp_path) is None
+
+
+SHARE_CHANGE = r"/api/v1/shares/export(/quotas/.+)?"  # the share /export or one of its quotas
+QUOTA_LIST = r"/api/v1/shares/export/quotas"
+
+
+def logged_requests(node: Node, key: ObjectKey, method: str, path: str) -> int:
+    """Requests of `method` to a path matching `path` in the server's log (JSON lines)."""
+    count = 0
+    for line in node.logs(key.namespace, names.pod(key.name)).splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("method") != method:
+            continue
+        if re.fullmatch(path, str(entry.get("path"))):
+            count += 1
+    return count

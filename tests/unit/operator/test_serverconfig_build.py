@@ -602,6 +602,169 @@ def test_snapshot_policy_drift() -> None:
         assert payloads.snapshot_policy_differs(policy, {**reported, **change}), change
 
 
+QUOTAS = spec_of(manifest(VALID / "quotas.yaml"))
+QUOTAS_STATE = model.desired("quotas", QUOTAS, values_for("quotas", QUOTAS))
+GIB = 2**30
+
+
+def test_quotas_of_the_spec_are_keyed_by_uid_and_gid() -> None:
+    projects, scratch = QUOTAS_STATE.shares
+    assert projects.quota_bytes == 1536 * GIB
+    assert [(q.scope, q.name, q.identity, q.limits) for q in projects.quotas] == [
+        ("default-user", None, None, model.QuotaLimits(hard_bytes=10 * GIB, hard_files=100000)),
+        (
+            "user",
+            "alice",
+            1000,
+            model.QuotaLimits(50 * 10**9, 40 * 10**9, 1000000, 900000, 168 * 3600),
+        ),
+        ("group", "engineering", 2000, model.QuotaLimits(hard_bytes=500 * GIB)),
+        ("group", "users", 1000, model.QuotaLimits(soft_files=5000, grace_seconds=86400)),
+    ]
+    assert [q.what for q in projects.quotas] == [
+        "default user quota",
+        "quota of user alice (uid 1000)",
+        "quota of group engineering (gid 2000)",
+        "quota of group users (gid 1000)",  # built-in: the gid DittoFS gives it
+    ]
+    assert (scratch.quota_bytes, scratch.quotas) == (1000000, ())
+    assert [model.byte_count(size) for size in ("1Ei", "2E", "500M", "7", None)] == [
+        2**60,
+        2 * 10**18,
+        500 * 10**6,
+        7,
+        0,
+    ]
+    assert (TEAMS_STATE.shares[0].quota_bytes, TEAMS_STATE.shares[0].quotas) == (0, ())
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, ""),
+        (512, "512B"),
+        (1024, "1.00KiB"),
+        (1000000, "976.56KiB"),
+        (1152, "1.12KiB"),  # 1.125: Go's %.2f rounds half to even, as Python's does
+        (10 * GIB, "10.00GiB"),
+        (1536 * GIB, "1.50TiB"),
+        (2**60, "1048576.00TiB"),
+    ],
+)
+def test_byte_sizes_compare_as_dittofs_prints_them(size: int, text: str) -> None:
+    assert payloads.byte_size_text(size) == text
+
+
+def test_share_quota_is_sent_whole_and_compared_as_printed() -> None:
+    scratch = QUOTAS_STATE.shares[1]
+    assert payloads.share_create_body(scratch)["quota_bytes"] == "1000000"
+    assert "quota_bytes" not in payloads.share_create_body(TEAMS_STATE.shares[0])
+    ids = {("metadata", "meta"): "m-uuid", ("local", "blocks"): "l-uuid"}
+    reported = reported_share(name="/scratch", default_permission="none")
+    assert (
+        payloads.share_update_body(scratch, {**reported, "quota_bytes": "976.56KiB"}, ids) is None
+    )
+    assert payloads.share_update_body(scratch, reported, ids) == {"quota_bytes": "1000000"}
+    limited = {**reported, "quota_bytes": "1.00GiB"}
+    unlimited = attrs.evolve(scratch, quota_bytes=0)
+    assert payloads.share_update_body(unlimited, limited, ids) == {"quota_bytes": "0"}
+
+
+# GET /shares/projects/quotas as DittoFS v0.29.0 answers it (sizes printed, usage live).
+REPORTED_QUOTAS = [
+    {
+        "share_name": "/projects",
+        "scope": "default-user",
+        "limit_bytes": "10.00GiB",
+        "limit_files": 100000,
+        "soft_files": 0,
+        "grace_seconds": 0,
+        "used_bytes": 0,
+        "used_files": 0,
+    },
+    {
+        "share_name": "/projects",
+        "scope": "user",
+        "identity_id": 1000,
+        "limit_bytes": "46.57GiB",
+        "soft_bytes": "37.25GiB",
+        "limit_files": 1000000,
+        "soft_files": 900000,
+        "grace_seconds": 604800,
+        "grace_started_at": "2026-12-08T00:51:22Z",
+        "used_bytes": 41000000000,
+        "used_files": 12,
+    },
+    {
+        "share_name": "/projects",
+        "scope": "group",
+        "identity_id": 2000,
+        "limit_bytes": "500.00GiB",
+        "limit_files": 0,
+        "soft_files": 0,
+        "grace_seconds": 0,
+        "used_bytes": 5,
+        "used_files": 1,
+    },
+    {
+        "share_name": "/projects",
+        "scope": "group",
+        "identity_id": 1000,
+        "limit_files": 0,
+        "soft_files": 5000,
+        "grace_seconds": 86400,
+        "used_bytes": 0,
+        "used_files": 0,
+    },
+]
+
+
+def test_quotas_are_the_whole_list_and_compared_without_usage() -> None:
+    projects = QUOTAS_STATE.shares[0]
+    assert payloads.quota_changes(projects, REPORTED_QUOTAS) == ([], [])
+    by_hand = {**REPORTED_QUOTAS[0], "scope": "user", "identity_id": 1001}
+    drifted = [{**REPORTED_QUOTAS[2], "limit_bytes": "1.00GiB"}, by_hand, REPORTED_QUOTAS[3]]
+    sets, removals = payloads.quota_changes(projects, drifted)
+    assert [quota.key for quota in sets] == [
+        ("default-user", None),
+        ("user", 1000),
+        ("group", 2000),
+    ]
+    assert removals == [("user", 1001)]
+    for change in (
+        {"limit_bytes": ""},
+        {"soft_bytes": "37.26GiB"},
+        {"limit_files": 1},
+        {"soft_files": 1},
+        {"grace_seconds": 60},
+    ):
+        assert payloads.quota_differs(sets[1].limits, {**REPORTED_QUOTAS[1], **change}), change
+    assert payloads.quota_changes(TEAMS_STATE.shares[0], REPORTED_QUOTAS[:1]) == (
+        [],
+        [("default-user", None)],
+    )
+
+
+def test_quota_paths_and_bodies() -> None:
+    default_user, alice, engineering, _ = QUOTAS_STATE.shares[0].quotas
+    # DittoFS v0.29.0's /quotas/default-user route answers 400: the {scope}/{id} one takes it.
+    assert payloads.quota_path(QUOTAS_STATE.shares[0], default_user.key) == (
+        "/shares/projects/quotas/default-user/0"
+    )
+    assert payloads.quota_path(QUOTAS_STATE.shares[0], engineering.key) == (
+        "/shares/projects/quotas/group/2000"
+    )
+    assert payloads.quota_body(alice.limits) == {
+        "limit_bytes": "50000000000",
+        "soft_bytes": "40000000000",
+        "limit_files": 1000000,
+        "soft_files": 900000,
+        "grace_seconds": 604800,
+    }
+    assert payloads.quota_body(default_user.limits)["soft_bytes"] == "0"  # none
+    assert model.quota_what(("group", 2000)) == "quota of gid 2000"
+
+
 def test_share_permissions_are_the_whole_list_but_sid_grants() -> None:
     share = TEAMS_STATE.shares[0]
     reported = [
@@ -711,6 +874,37 @@ def test_status_reports_a_snapshot_policy_but_not_when_it_ran() -> None:
     }
     (share,) = report.server_status(observed(), {}, {})["shares"]
     assert "snapshots" not in share
+
+
+def test_status_reports_quotas_but_not_usage_or_grace_timers() -> None:
+    found = observed(
+        shares=[reported_share(quota_bytes="1.50TiB", used_bytes=7, usage_percent=0.1)],
+        users=[{"username": "alice", "uid": 1000}, {"username": "admin", "uid": 0}],
+        groups=[{"name": "engineering", "gid": 2000}, {"name": "users", "gid": 1000}],
+        quotas={"/engineering": REPORTED_QUOTAS},
+    )
+    (share,) = report.server_status(found, {}, {})["shares"]
+    assert share["quota"] == "1.50TiB"
+    assert share["quotas"] == [
+        {"scope": "default-user", "hardBytes": "10.00GiB", "hardFiles": 100000},
+        {"scope": "group", "id": 1000, "name": "users", "softFiles": 5000, "graceSeconds": 86400},
+        {"scope": "group", "id": 2000, "name": "engineering", "hardBytes": "500.00GiB"},
+        {
+            "scope": "user",
+            "id": 1000,
+            "name": "alice",
+            "hardBytes": "46.57GiB",
+            "softBytes": "37.25GiB",
+            "hardFiles": 1000000,
+            "softFiles": 900000,
+            "graceSeconds": 604800,
+        },
+    ]
+    unknown = observed(quotas={"/engineering": [{**REPORTED_QUOTAS[2], "identity_id": 7}]})
+    (share,) = report.server_status(unknown, {}, {})["shares"]
+    assert share["quotas"] == [{"scope": "group", "id": 7, "hardBytes": "500.00GiB"}]
+    (share,) = report.server_status(observed(), {}, {})["shares"]
+    assert "quota" not in share and "quotas" not in share
 
 
 def test_verdict() -> None:
