@@ -122,6 +122,16 @@ def test_tls_points_at_the_mounted_secret() -> None:
     }
 
 
+def test_mutual_tls_names_the_mounted_client_ca_and_the_lowest_version() -> None:
+    document = yaml.safe_load(build.render(sample("api-mutual-tls.yaml")))
+    assert document["controlplane"]["tls"] == {
+        "cert_file": f"{names.TLS_DIR}/tls.crt",
+        "key_file": f"{names.TLS_DIR}/tls.key",
+        "client_ca": f"{names.CLIENT_CA_DIR}/ca.crt",
+        "min_version": "1.3",
+    }
+
+
 def test_postgres_settings_from_secrets_stay_out_of_the_file() -> None:
     external = yaml.safe_load(build.render(sample("external-postgres.yaml")))["database"]
     assert external == {
@@ -300,6 +310,7 @@ DFS_SAMPLES = (
     "minimal.yaml",
     "custom-ports-metrics.yaml",
     "api-loadbalancer-tls.yaml",
+    "api-mutual-tls.yaml",
     "external-postgres.yaml",
     "percona.yaml",
     "memory-no-shares.yaml",
@@ -374,6 +385,9 @@ def test_dfs_accepts_the_rendered_config_and_reads_our_values(name: str, tmp_pat
     )
     tls = effective["controlplane"]["tls"]
     assert bool(tls["cert_file"]) == bool(tls["key_file"]) == (cp.tls is not None)
+    client_ca = cp.tls.client_ca if cp.tls else None
+    assert tls["client_ca"] == (build.client_ca_file(client_ca) if client_ca else "")
+    assert tls["min_version"] == ((cp.tls.min_version if cp.tls else None) or "")
     metrics = effective["metrics"]
     assert (metrics["enabled"], metrics["host"], metrics["port"]) == (
         True,
