@@ -19,7 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_context
+from dittofs_controller.dittofs import (
+    ClientCertificate,
+    DittoFSClient,
+    DittoFSError,
+    DittoFSUnreachable,
+    pinned_ssl_context,
+)
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
@@ -38,7 +44,7 @@ from tests.support.clients import Nfs, Smb, missing_tools
 from tests.support.dfsctl import Dfsctl
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
-from tests.unit.test_dittofs_client import self_signed
+from tests.unit.test_dittofs_client import issued, self_signed
 
 Obj = dict[str, Any]
 READY_TIMEOUT = 120.0
@@ -508,6 +514,69 @@ async def test_https_api_is_reached_with_the_certificate_of_its_secret(
     async with aiohttp.ClientSession(connector=pinned) as http:
         api = DittoFSClient(http, f"https://{ip}:8080", admin)
         assert {user["username"] for user in await api.get("/users")} >= {"admin", "alice"}
+
+
+async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    cert, key_pem = self_signed(f"files-api.{namespace}.svc")
+    ca = issued("dittofs-clients", ca=True)
+
+    def client_secret(name: str, certificate: str, key: str) -> Obj:
+        return {
+            **secret(name, **{"tls.crt": certificate, "tls.key": key}),
+            "type": "kubernetes.io/tls",
+        }
+
+    tls = {
+        "secretName": "api-tls",
+        "clientCA": {"secretName": "clients-ca"},
+        "operatorCertificate": {"secretName": "operator-client"},
+    }
+    key = await create(
+        kube,
+        namespace,
+        sample(namespace, controlPlane={"tls": tls}),
+        client_secret("api-tls", cert, key_pem),
+        secret("clients-ca", **{"ca.crt": ca[0]}),
+        client_secret("operator-client", *issued("dittofs-operator", ca, client=True)),
+        secret("alice-password", password=ALICE_OLD),
+    )
+    await ready(kube, key, node)  # ServerConfigured True: alice was created over mutual TLS
+    url = f"https://{await pod_ip(kube, key)}:8080"
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+
+    async def users(client: ClientCertificate | None) -> set[str]:
+        connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(cert, client))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            return {
+                user["username"] for user in await DittoFSClient(http, url, admin).get("/users")
+            }
+
+    assert await users(ClientCertificate(*issued("someone", ca, client=True))) >= {"alice"}
+    with pytest.raises(DittoFSUnreachable):
+        await users(None)  # the real server refuses a client without a certificate
+    with pytest.raises(DittoFSUnreachable):
+        await users(
+            ClientCertificate(*issued("stranger", issued("other-ca", ca=True), client=True))
+        )
+
+    # Each change of the operator's Secret is used at its next pass: a key that is not the
+    # certificate's, a certificate of another CA (refused by DittoFS), then a renewal.
+    async def rotate(certificate: str, key: str) -> None:
+        data = {"stringData": {"tls.crt": certificate, "tls.key": key}}
+        await kube.merge_patch(SECRETS, "operator-client", data, namespace)
+
+    renewed = issued("dittofs-operator", ca, client=True)
+    await rotate(renewed[0], issued("dittofs-operator", ca, client=True)[1])
+    invalid = await until(kube, key, "ServerConfigured", "False", "ClientCertificateInvalid")
+    assert "operator-client" in invalid["message"]
+    assert "ClientCertificateInvalid" in await event_reasons(kube, key)
+    await rotate(*issued("dittofs-operator", issued("other-ca", ca=True), client=True))
+    await until(kube, key, "ServerConfigured", "False", "ServerUnreachable", timeout=90)
+    await rotate(*renewed)
+    await until(kube, key, "ServerConfigured", "True", "Converged", timeout=90)
+    assert renewed[1] not in await everything_published(kube, key)
 
 
 async def test_credential_digests_are_keyed_and_unkeyed_ones_are_replaced_once(
