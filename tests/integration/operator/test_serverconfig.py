@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -543,23 +544,22 @@ async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
         secret("alice-password", password=ALICE_OLD),
     )
     await ready(kube, key, node)  # ServerConfigured True: alice was created over mutual TLS
-    url = f"https://{await pod_ip(kube, key)}:8080"
+    ip = await pod_ip(kube, key)
     admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
 
-    async def users(client: ClientCertificate | None) -> set[str]:
+    async def users(client: ClientCertificate | None, ip: str = ip) -> set[str]:
         connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(cert, client))
         async with aiohttp.ClientSession(connector=connector) as http:
-            return {
-                user["username"] for user in await DittoFSClient(http, url, admin).get("/users")
-            }
+            api = DittoFSClient(http, f"https://{ip}:8080", admin)
+            return {user["username"] for user in await api.get("/users")}
 
+    other_ca = issued("other-ca", ca=True)
+    stranger = ClientCertificate(*issued("stranger", other_ca, client=True))
     assert await users(ClientCertificate(*issued("someone", ca, client=True))) >= {"alice"}
     with pytest.raises(DittoFSUnreachable):
         await users(None)  # the real server refuses a client without a certificate
     with pytest.raises(DittoFSUnreachable):
-        await users(
-            ClientCertificate(*issued("stranger", issued("other-ca", ca=True), client=True))
-        )
+        await users(stranger)
 
     # Each change of the operator's Secret is used at its next pass: a key that is not the
     # certificate's, a certificate of another CA (refused by DittoFS), then a renewal.
@@ -571,12 +571,32 @@ async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
     await rotate(renewed[0], issued("dittofs-operator", ca, client=True)[1])
     invalid = await until(kube, key, "ServerConfigured", "False", "ClientCertificateInvalid")
     assert "operator-client" in invalid["message"]
-    assert "ClientCertificateInvalid" in await event_reasons(kube, key)
-    await rotate(*issued("dittofs-operator", issued("other-ca", ca=True), client=True))
+
+    async def announced() -> bool:  # the Event follows the condition
+        return "ClientCertificateInvalid" in await event_reasons(kube, key)
+
+    await wait_for(announced, "a ClientCertificateInvalid Event")
+    await rotate(*issued("dittofs-operator", other_ca, client=True))
     await until(kube, key, "ServerConfigured", "False", "ServerUnreachable", timeout=90)
     await rotate(*renewed)
     await until(kube, key, "ServerConfigured", "True", "Converged", timeout=90)
     assert renewed[1] not in await everything_published(kube, key)
+
+    # DittoFS reads the CA bundle only when it starts: a bundle with a second CA restarts the
+    # pod, and the new one admits that CA's clients.
+    before = (await kube.get(PODS, names.pod(key.name), namespace))["metadata"]["uid"]
+    bundle = {"stringData": {"ca.crt": ca[0] + other_ca[0]}}
+    await kube.merge_patch(SECRETS, "clients-ca", bundle, namespace)
+
+    async def admitted() -> bool:
+        pod = await kube.get_or_none(PODS, names.pod(key.name), namespace)
+        if not pod or pod["metadata"]["uid"] == before or not pod["status"].get("podIP"):
+            return False
+        with contextlib.suppress(DittoFSUnreachable):
+            return "alice" in await users(stranger, pod["status"]["podIP"])
+        return False
+
+    await wait_for(admitted, "a restarted pod that admits the second CA's clients", READY_TIMEOUT)
 
 
 async def test_credential_digests_are_keyed_and_unkeyed_ones_are_replaced_once(
