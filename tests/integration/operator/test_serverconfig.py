@@ -518,7 +518,7 @@ async def test_https_api_is_reached_with_the_certificate_of_its_secret(
 
 
 async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
-    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator, tmp_path: Path
 ) -> None:
     cert, key_pem = self_signed(f"files-api.{namespace}.svc")
     ca = issued("dittofs-clients", ca=True)
@@ -560,6 +560,18 @@ async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
         await users(None)  # the real server refuses a client without a certificate
     with pytest.raises(DittoFSUnreachable):
         await users(stranger)
+    # A person with dfsctl, as docs/ingress.md shows (the pod IP is not in the server's
+    # certificate, so dfsctl does not verify it here).
+    alice_cert, alice_key = tmp_path / "alice.crt", tmp_path / "alice.key"
+    for path, text in zip((alice_cert, alice_key), issued("alice", ca, client=True), strict=True):
+        path.write_text(text)
+    dfsctl = Dfsctl(tmp_path / "dfsctl")
+    login = ("login", "--server", f"https://{ip}:8080", "--tls-skip-verify", "-u", "admin")
+    with pytest.raises(AssertionError, match="certificate required"):
+        await dfsctl(*login, "--password", admin)
+    certificate = ("--client-cert", str(alice_cert), "--client-key", str(alice_key))
+    await dfsctl(*login, *certificate, "--password", admin)
+    assert "alice" in await dfsctl("user", "list")
 
     # Each change of the operator's Secret is used at its next pass: a key that is not the
     # certificate's, a certificate of another CA (refused by DittoFS), then a renewal.
