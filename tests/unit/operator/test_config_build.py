@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from dittofs_controller.api.schema import parse, to_wire
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
-from dittofs_controller.operator import names
+from dittofs_controller.operator import names, references
 from dittofs_controller.operator.config import build, keyfile
 from dittofs_controller.operator.serverconfig.model import duration_seconds
 from tests.testbed import binaries
@@ -130,6 +130,12 @@ def test_mutual_tls_names_the_mounted_client_ca_and_the_lowest_version() -> None
         "client_ca": f"{names.CLIENT_CA_DIR}/ca.crt",
         "min_version": "1.3",
     }
+
+
+def test_the_secrets_of_mutual_tls_are_watched() -> None:
+    # A renewed client certificate or a new CA bundle must reach the reconcilers at once.
+    referenced = references.referenced_secret_names(sample("api-mutual-tls.yaml"))
+    assert {"dittofs-api-tls", "dittofs-client-ca", "dittofs-operator-client"} <= referenced
 
 
 def test_postgres_settings_from_secrets_stay_out_of_the_file() -> None:
