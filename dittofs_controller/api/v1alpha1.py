@@ -529,15 +529,70 @@ class PodOptions:
 
 
 @model
+class ClientCA:
+    """The CA bundle DittoFS verifies client certificates against (mutual TLS)."""
+
+    secret_name: str = field(
+        "Name of a Secret in the DittoServer's namespace holding PEM CA certificates; "
+        "a cert-manager CA Issuer's Secret or any Certificate's Secret carries ca.crt.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    key: str = field(
+        "Key of the PEM bundle inside the Secret.",
+        default="ca.crt",
+        pattern=SECRET_KEY,
+        max_length=253,
+    )
+
+
+@model
+class OperatorCertificate:
+    """The client certificate the operator presents to a REST API that requires one."""
+
+    secret_name: str = field(
+        "Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the DittoServer's "
+        "namespace, issued by a CA of clientCA for client authentication (a cert-manager "
+        "Certificate with usage `client auth` writes one). A renewed certificate is used from "
+        "the operator's next call on.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+
+
+@model
 class TLS:
-    """TLS for the DittoFS REST API."""
+    """TLS for the DittoFS REST API, optionally with client certificates (mutual TLS)."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.clientCA) == has(self.operatorCertificate)",
+            "controlPlane.tls.clientCA and controlPlane.tls.operatorCertificate go together: "
+            "with clientCA DittoFS refuses every client without a certificate of that CA, the "
+            "operator included, so it needs operatorCertificate to keep managing the server",
+        ),
+    )
 
     secret_name: str = field(
         "Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the DittoServer's "
         "namespace; DittoFS serves its REST API over HTTPS with it. Client certificates are "
-        "not required: the operator must still be able to call the API.",
+        "required only with clientCA.",
         pattern=DNS_SUBDOMAIN,
         max_length=253,
+    )
+    client_ca: ClientCA | None = field(
+        "Require and verify client certificates signed by a CA of this bundle on the REST API "
+        "(mutual TLS); DittoFS reads the bundle when it starts, so a changed bundle restarts "
+        "the pod. Requires operatorCertificate, and no expose.ingress.",
+        default=None,
+        wire_name="clientCA",
+    )
+    operator_certificate: OperatorCertificate | None = field(
+        "The client certificate the operator presents when clientCA is set.", default=None
+    )
+    min_version: Literal["1.2", "1.3"] | None = field(
+        "Lowest TLS version the REST API accepts; omit for DittoFS' default of 1.2.",
+        default=None,
     )
 
 
@@ -1914,6 +1969,15 @@ class DittoServerSpec:
             "expose.api.type LoadBalancer or NodePort requires controlPlane.tls: the admin REST "
             "API must not be exposed over plain HTTP",
             field_path=".expose.api.type",
+        ),
+        Rule(
+            "!self.expose.ingress.enabled || !has(self.controlPlane.tls) || "
+            "!has(self.controlPlane.tls.clientCA)",
+            "expose.ingress cannot be enabled with controlPlane.tls.clientCA: the ingress "
+            "controller would terminate the clients' TLS and present no certificate of its own "
+            "to DittoFS, so every request would be refused; expose the API through "
+            "expose.api (LoadBalancer or NodePort) to keep mutual TLS end to end",
+            field_path=".expose.ingress.enabled",
         ),
         Rule(
             "!self.controlPlane.metrics.enabled || "

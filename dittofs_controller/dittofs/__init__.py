@@ -2,6 +2,7 @@
 
 from dittofs_controller.dittofs.client import (
     AuthenticationFailed,
+    ClientCertificate,
     DittoFSClient,
     DittoFSError,
     DittoFSUnreachable,
@@ -11,6 +12,7 @@ from dittofs_controller.dittofs.client import (
 
 __all__ = [
     "AuthenticationFailed",
+    "ClientCertificate",
     "DittoFSClient",
     "DittoFSError",
     "DittoFSUnreachable",

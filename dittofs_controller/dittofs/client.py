@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import ssl
+import tempfile
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -135,18 +137,55 @@ class Tokens:
         self.expires_at = 0.0
 
 
-def pinned_ssl_context(pem: str) -> ssl.SSLContext:
-    """A TLS context that trusts exactly the certificates in `pem`, whatever names they carry.
+@attrs.frozen
+class ClientCertificate:
+    """A client certificate (PEM, chain allowed) and its private key (PEM); never logged."""
+
+    certificate: str = attrs.field(repr=False)
+    key: str = attrs.field(repr=False)
+
+
+def pinned_ssl_context(pem: str, client: ClientCertificate | None = None) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the certificates in `pem`, whatever names they carry,
+    and presents `client` to a server that asks for a certificate (mutual TLS).
 
     The operator reaches a server by its Service name or pod IP, which a certificate made for
     its clients need not list, so the host name is not checked; instead only the server's own
     certificate (and the CA of its TLS Secret, which keeps a renewed certificate trusted while
     the running server still presents the previous one) are trust anchors.
+    ssl.SSLError when `client` does not parse or its key does not match it.
     """
     context = ssl.create_default_context(cadata=pem)
     context.check_hostname = False
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if client is not None:
+        _load_client_certificate(context, client)
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, client: ClientCertificate) -> None:
+    """ssl loads a certificate chain from files only. The operator's root filesystem is
+    read-only and a key should touch no disk, so the files are anonymous memory (memfd),
+    opened through /proc and closed once loaded; without memfd (not Linux), files in a private
+    temporary directory removed at once."""
+    if not hasattr(os, "memfd_create"):
+        with tempfile.TemporaryDirectory(prefix="dittofs-client-") as directory:  # mode 0700
+            paths = [os.path.join(directory, name) for name in ("tls.crt", "tls.key")]
+            for path, text in zip(paths, (client.certificate, client.key), strict=True):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                    f.write(text)
+            context.load_cert_chain(*paths)
+        return
+    descriptors = []
+    try:
+        for name, text in (("tls.crt", client.certificate), ("tls.key", client.key)):
+            descriptor = os.memfd_create(name, os.MFD_CLOEXEC)
+            descriptors.append(descriptor)
+            os.write(descriptor, text.encode())
+        context.load_cert_chain(*(f"/proc/self/fd/{d}" for d in descriptors))
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 class DittoFSClient:

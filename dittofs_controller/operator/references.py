@@ -30,6 +30,10 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
     names = {ref.name for ref in (cp.jwt_secret_ref, cp.admin_password_secret_ref) if ref}
     if cp.tls:
         names.add(cp.tls.secret_name)
+        if cp.tls.client_ca:
+            names.add(cp.tls.client_ca.secret_name)
+        if cp.tls.operator_certificate:
+            names.add(cp.tls.operator_certificate.secret_name)
     if spec.postgres and spec.postgres.external:
         names.add(spec.postgres.external.secret_name)
         if spec.postgres.external.ssl_root_cert_secret_ref:

@@ -22,8 +22,10 @@ import configparser
 import functools
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -102,6 +104,7 @@ SCW_GLOBAL_FLAGS = frozenset({"-o", "--output", "-w", "--wait", "-p", "--profile
 EXTERNAL_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cert-manager.io/v1", "ClusterIssuer"): ("spec.acme.server", "spec.acme.privateKeySecretRef"),
     ("cert-manager.io/v1", "Issuer"): ("spec",),
+    ("cert-manager.io/v1", "Certificate"): ("spec.secretName", "spec.issuerRef.name"),
     ("metallb.io/v1beta1", "IPAddressPool"): ("spec.addresses",),
     ("metallb.io/v1beta1", "L2Advertisement"): (),
 }
@@ -131,6 +134,9 @@ DITTOFS_HTTP_PATHS = frozenset({"/health", "/health/ready"})
 # (HOME is empty) or, for `login`, at a closed port.
 DFSCTL_ACCEPTED = re.compile(r"not logged in|connect: connection refused")
 DFSCTL_NOWHERE = "http://127.0.0.1:1"
+# dfsctl's flags naming PEM files (mutual TLS), which it reads before it connects: the files of
+# the doc's commands exist only on the reader's machine, so throwaway ones stand in for them.
+DFSCTL_PEM_FLAGS = ("--cacert", "--client-cert", "--client-key")
 
 # kubectl failures that only say the object lives on a real cluster (or is not running here).
 KUBECTL_ACCEPTED = re.compile(
@@ -635,12 +641,18 @@ class Checks:
         """The real dfsctl, with no login and --server pointed at a closed port: its own parser
         checks subcommands, flags and arguments before it gives up for want of a server."""
         args = list(command.argv[1:])
-        for i, arg in enumerate(args):
-            if arg == "--server" and i + 1 < len(args):
-                args[i + 1] = DFSCTL_NOWHERE
-            elif arg.startswith("--server="):
-                args[i] = f"--server={DFSCTL_NOWHERE}"
-        result = self.run(["dfsctl", *args], 30)
+        with tempfile.TemporaryDirectory() as directory:
+            pem = _throwaway_pem(Path(directory))
+            replacements = {"--server": DFSCTL_NOWHERE, **pem}
+            for i, arg in enumerate(args):
+                flag, equals, _ = arg.partition("=")
+                if flag not in replacements:
+                    continue
+                if equals:
+                    args[i] = f"{flag}={replacements[flag]}"
+                elif i + 1 < len(args):
+                    args[i + 1] = replacements[flag]
+            result = self.run(["dfsctl", *args], 30)
         said = f"{result.stdout}{result.stderr}"
         if result.returncode == 0 or not DFSCTL_ACCEPTED.search(said):
             return [f"dfsctl {' '.join(command.argv[1:])}: {said.strip()[:300]}"]
@@ -657,6 +669,17 @@ class Checks:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _throwaway_pem(directory: Path) -> dict[str, str]:
+    """A self-signed certificate and its key in `directory`, as dfsctl's PEM flags' values."""
+    from tests.unit.test_dittofs_client import self_signed
+
+    certificate, key = self_signed("dfsctl-doc-check")
+    (directory / "cert.pem").write_text(certificate)
+    (directory / "key.pem").write_text(key)
+    cert_file, key_file = str(directory / "cert.pem"), str(directory / "key.pem")
+    return dict(zip(DFSCTL_PEM_FLAGS, (cert_file, cert_file, key_file), strict=True))
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dittofs_controller.dittofs import (
     AuthenticationFailed,
+    ClientCertificate,
     DittoFSClient,
     DittoFSError,
     DittoFSUnreachable,
@@ -351,20 +354,41 @@ async def _closed_port() -> int:
 
 def self_signed(name: str) -> tuple[str, str]:
     """(certificate PEM, key PEM) for a name no client would dial (the pod IP differs)."""
+    return issued(name)
+
+
+def issued(
+    name: str, issuer: tuple[str, str] | None = None, *, ca: bool = False, client: bool = False
+) -> tuple[str, str]:
+    """(certificate PEM, key PEM) signed by `issuer` (certificate and key PEM), else by itself;
+    `ca`: a CA that signs others; `client`: for client authentication only, as cert-manager
+    issues a Certificate with usages [client auth]."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])])
+    signer_name, signer_key = subject, key
+    if issuer is not None:
+        signer = x509.load_pem_x509_certificate(issuer[0].encode())
+        loaded = serialization.load_pem_private_key(issuer[1].encode(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signer_name, signer_key = signer.subject, loaded
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(signer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+    if client:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False
+        )
+    cert = builder.sign(signer_key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -394,3 +418,49 @@ async def test_https_trusts_the_pinned_certificate_only(tmp_path: Path) -> None:
                 await DittoFSClient(http, url, PASSWORD).get("/users")
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("memfd", [True, False], ids=["memfd", "temporary-files"])
+async def test_a_client_certificate_is_presented_to_a_server_that_requires_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memfd: bool
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    if not memfd:  # as where os.memfd_create does not exist (not Linux)
+        monkeypatch.delattr(os, "memfd_create")
+    server_cert, server_key = self_signed("files-api.example.svc")
+    (tmp_path / "tls.crt").write_text(server_cert)
+    (tmp_path / "tls.key").write_text(server_key)
+    ca = issued("clients", ca=True)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca[0])
+    serving.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    serving.verify_mode = ssl.CERT_REQUIRED
+    server = TestServer(FakeDittoFS().app, host="127.0.0.1")
+    await server.start_server(ssl=serving)
+    url = f"https://127.0.0.1:{server.port}"
+    operator = ClientCertificate(*issued("dittofs-operator", ca, client=True))
+    try:
+        for client in (None, operator):
+            context = pinned_ssl_context(server_cert, client)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
+                api = DittoFSClient(http, url, PASSWORD)
+                if client is None:
+                    with pytest.raises(DittoFSUnreachable):
+                        await api.get("/users")
+                else:
+                    assert await api.get("/users")
+    finally:
+        await server.close()
+    assert not any(scratch.iterdir())  # the key files are gone (or never were files)
+
+
+def test_a_client_certificate_that_does_not_load_is_an_ssl_error() -> None:
+    ca = issued("clients", ca=True)
+    certificate, _ = issued("dittofs-operator", ca, client=True)
+    _, other_key = issued("dittofs-operator", ca, client=True)
+    server_cert, _ = self_signed("files-api.example.svc")
+    with pytest.raises(ssl.SSLError):
+        pinned_ssl_context(server_cert, ClientCertificate(certificate, other_key))
+    with pytest.raises(ssl.SSLError):
+        pinned_ssl_context(server_cert, ClientCertificate("not a certificate", other_key))

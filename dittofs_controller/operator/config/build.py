@@ -113,15 +113,25 @@ def encryption_key_secret(server_name: str, spec: Spec) -> str | None:
     return names.encryption_key_secret(server_name)
 
 
+def client_ca_file(client_ca: v1alpha1.ClientCA) -> str:
+    """Where the pod finds the CA bundle it verifies the API's client certificates against."""
+    return f"{names.CLIENT_CA_DIR}/{client_ca.key}"
+
+
 def config_document(spec: Spec) -> dict[str, Any]:
     """The config file as data; every key exists in DittoFS v0.29.0's Config struct."""
     cp = spec.control_plane
     controlplane: dict[str, Any] = {"host": ALL_INTERFACES, "port": cp.port}
     if cp.tls is not None:
-        controlplane["tls"] = {
+        tls = controlplane["tls"] = {
             "cert_file": f"{names.TLS_DIR}/{TLS_CERT_KEY}",
             "key_file": f"{names.TLS_DIR}/{TLS_KEY_KEY}",
         }
+        # Each only when set, as below.
+        if cp.tls.client_ca is not None:
+            tls["client_ca"] = client_ca_file(cp.tls.client_ca)
+        if cp.tls.min_version is not None:
+            tls["min_version"] = cp.tls.min_version
     metrics: dict[str, Any] = {"enabled": cp.metrics.enabled}
     if cp.metrics.enabled:
         metrics.update(host=ALL_INTERFACES, port=cp.metrics.port)

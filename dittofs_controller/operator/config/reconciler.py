@@ -176,6 +176,11 @@ class ConfigReconciler(ServerReconciler):
                 (build.TLS_CERT_KEY, build.TLS_KEY_KEY),
                 what="spec.controlPlane.tls",
             )
+            if (client_ca := cp.tls.client_ca) is not None:
+                # DittoFS reloads its own certificate when the file changes, but reads the
+                # client CA bundle only when it starts: a changed bundle restarts the pod.
+                ref = SecretKeySelector(name=client_ca.secret_name, key=client_ca.key)
+                restart[(ref.name, ref.key)] = await value(ref, "spec.controlPlane.tls.clientCA")
         external = spec.postgres.external if build.uses_postgres(spec) and spec.postgres else None
         for ref in build.postgres_env(server_name, spec).values():
             if external is not None:

@@ -54,9 +54,12 @@ class Memory:
         return attrs.evolve(self.synced, requeue_after=self.until - now)
 
 
-def inputs_digest(server: Obj, url: str, values: SecretValues, tls: str | None) -> str:
+def inputs_digest(
+    server: Obj, url: str, values: SecretValues, tls: str | None, client: str | None
+) -> str:
     """Everything a pass depends on: an unchanged digest within a pass's recheck interval
-    means the pass would only repeat itself. Lives in memory only."""
+    means the pass would only repeat itself (`client`: the certificate the operator presents,
+    so a renewed one is tried at once). Lives in memory only."""
     available = conditions.find(server, conditions.AVAILABLE) or {}
     document = {
         "uid": server["metadata"].get("uid"),
@@ -65,6 +68,7 @@ def inputs_digest(server: Obj, url: str, values: SecretValues, tls: str | None) 
         "since": available.get("lastTransitionTime"),
         "values": sorted([name, key, value] for (name, key), value in values.items()),
         "tls": tls,
+        "client": client,
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

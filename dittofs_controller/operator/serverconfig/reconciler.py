@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -55,6 +56,7 @@ import aiohttp
 
 from dittofs_controller.dittofs import (
     AuthenticationFailed,
+    ClientCertificate,
     DittoFSClient,
     DittoFSError,
     DittoFSUnreachable,
@@ -73,7 +75,7 @@ from dittofs_controller.operator.base import (
     server_pod,
 )
 from dittofs_controller.operator.children import Obj
-from dittofs_controller.operator.config.build import TLS_CERT_KEY
+from dittofs_controller.operator.config.build import TLS_CERT_KEY, TLS_KEY_KEY
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import percona_user_servers, servers_referencing
 from dittofs_controller.operator.serverconfig import access, credentials, gates, model, report
@@ -122,6 +124,7 @@ class ServerConfigReconciler(ServerReconciler):
         meta = server["metadata"]
         values = await self._secret_values(server, spec)
         tls = await self._tls(server, spec)
+        client = await self._operator_certificate(server, spec)
         pod_ip = self._pod_ip(server) if self.access == "pod" else None
         if self.access == "pod" and not pod_ip:
             pod = names.pod(meta["name"])
@@ -129,7 +132,7 @@ class ServerConfigReconciler(ServerReconciler):
         url = access.api_url(server, spec, self.access, pod_ip)
         desired = model.desired(meta["name"], spec, values)
         memory = self._memory(server)
-        inputs = inputs_digest(server, url, values, tls)
+        inputs = inputs_digest(server, url, values, tls, client.certificate if client else None)
         if recent := memory.recent(inputs, self.clock()):
             return recent
         admin = credentials.admin_key(meta["name"], spec)
@@ -147,7 +150,7 @@ class ServerConfigReconciler(ServerReconciler):
                 if forward is not None:
                     await stack.enter_async_context(forward)
                     base_url = access.forwarded_url(spec, forward.local_port)
-                connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(tls) if tls else True)
+                connector = aiohttp.TCPConnector(ssl=self._ssl(spec, tls, client))
                 http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
                 api = DittoFSClient(http, base_url, password, tokens=memory.tokens)
                 converge = Converge(api, desired, memory, digest_key=key, secrets=secrets)
@@ -226,6 +229,40 @@ class ServerConfigReconciler(ServerReconciler):
         )
         data = await self.ctx.secret_values.data(namespace, tls.secret_name) or {}
         return certificate + "\n" + data.get(access.TLS_CA_KEY, "")
+
+    async def _operator_certificate(self, server: Obj, spec: Spec) -> ClientCertificate | None:
+        """The client certificate to present when the API requires one (tls.clientCA)."""
+        tls = spec.control_plane.tls
+        if tls is None or tls.operator_certificate is None:
+            return None
+        namespace, secret = server["metadata"]["namespace"], tls.operator_certificate.secret_name
+        what = "client certificate of the operator, spec.controlPlane.tls.operatorCertificate"
+        read = self.ctx.secret_values.value
+        return ClientCertificate(
+            certificate=await read(namespace, secret, TLS_CERT_KEY, what=what),
+            key=await read(namespace, secret, TLS_KEY_KEY, what=what),
+        )
+
+    @staticmethod
+    def _ssl(
+        spec: Spec, tls: str | None, client: ClientCertificate | None
+    ) -> ssl.SSLContext | bool:
+        """The TLS context of a pass; a client certificate that does not load is a Problem."""
+        if tls is None:
+            return True
+        try:
+            return pinned_ssl_context(tls, client)
+        except ssl.SSLError as error:
+            tls_spec = spec.control_plane.tls
+            assert tls_spec is not None and tls_spec.operator_certificate is not None
+            secret = tls_spec.operator_certificate.secret_name
+            raise Problem(
+                "ClientCertificateInvalid",
+                f"the client certificate in Secret {secret!r} (tls.crt, tls.key) does not load "
+                f"({error.reason or error}): its certificate or key is not PEM, or the key is "
+                "not the certificate's. Without it the operator cannot call the REST API, "
+                "which requires client certificates (spec.controlPlane.tls.clientCA)",
+            ) from None
 
     def _pod_ip(self, server: Obj) -> str | None:
         ip = ((server_pod(self.ctx.pods, server) or {}).get("status") or {}).get("podIP")

@@ -161,7 +161,7 @@ def _container(server_name: str, spec: Spec, mounts: list[Obj]) -> Obj:
         ),
         "volumeMounts": mounts,
         **_present(resources=resources),
-        **_probes(cp.tls is not None),
+        **_probes(cp.tls),
     }
 
 
@@ -238,6 +238,9 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
     if cp.tls is not None:
         source = secret_keys(cp.tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
         add("tls", source, names.TLS_DIR, read_only=True)
+        if (client_ca := cp.tls.client_ca) is not None:
+            source = secret_keys(client_ca.secret_name, client_ca.key)
+            add("tls-client-ca", source, names.CLIENT_CA_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
     if (secret := config.encryption_key_secret(server_name, spec)) is not None:
@@ -269,11 +272,23 @@ STARTUP_PROBE_FAILURES = 120
 STARTUP_ALLOWANCE_SECONDS = STARTUP_PROBE_PERIOD * STARTUP_PROBE_FAILURES
 
 
-def _probes(tls: bool) -> Obj:
-    """/health/ready answers 200 once the server has fully started; /health while it serves."""
+def _probes(tls: v1alpha1.TLS | None) -> Obj:
+    """/health/ready answers 200 once the server has fully started; /health while it serves.
+
+    With mutual TLS (tls.clientCA) DittoFS refuses every handshake without a client
+    certificate, and the kubelet's HTTPS probes cannot present one; the metrics port serves
+    /metrics only, and the image has no client an exec probe could rely on. So the probes
+    then only connect to the API port: DittoFS opens it after its stores and adapters are set
+    up, which is when /health/ready would answer 200 anyway (it checks nothing more), and
+    whether the API answers is what the operator's own calls (ServerConfigured) tell. Servers
+    without clientCA keep their HTTP probes, and so their pod template.
+    """
+    mutual = tls is not None and tls.client_ca is not None
 
     def get(path: str, **timing: int) -> Obj:
-        scheme = "HTTPS" if tls else "HTTP"  # the kubelet does not verify certificates
+        if mutual:
+            return {"tcpSocket": {"port": "api"}, **timing}
+        scheme = "HTTPS" if tls is not None else "HTTP"  # the kubelet verifies no certificate
         return {"httpGet": {"path": path, "port": "api", "scheme": scheme}, **timing}
 
     return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -20,7 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dittofs_controller.dittofs import DittoFSClient, DittoFSError, pinned_ssl_context
+from dittofs_controller.dittofs import (
+    ClientCertificate,
+    DittoFSClient,
+    DittoFSError,
+    DittoFSUnreachable,
+    pinned_ssl_context,
+)
 from dittofs_controller.kube.client import KubeClient
 from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
 from dittofs_controller.operator import names
@@ -39,7 +46,7 @@ from tests.support.clients import Nfs, Smb, missing_tools
 from tests.support.dfsctl import Dfsctl
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
-from tests.unit.test_dittofs_client import self_signed
+from tests.unit.test_dittofs_client import issued, self_signed
 
 Obj = dict[str, Any]
 READY_TIMEOUT = 120.0
@@ -509,6 +516,100 @@ async def test_https_api_is_reached_with_the_certificate_of_its_secret(
     async with aiohttp.ClientSession(connector=pinned) as http:
         api = DittoFSClient(http, f"https://{ip}:8080", admin)
         assert {user["username"] for user in await api.get("/users")} >= {"admin", "alice"}
+
+
+async def test_mutual_tls_lets_in_the_operator_and_its_renewed_certificate_only(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator, tmp_path: Path
+) -> None:
+    cert, key_pem = self_signed(f"files-api.{namespace}.svc")
+    ca = issued("dittofs-clients", ca=True)
+
+    def client_secret(name: str, certificate: str, key: str) -> Obj:
+        return {
+            **secret(name, **{"tls.crt": certificate, "tls.key": key}),
+            "type": "kubernetes.io/tls",
+        }
+
+    tls = {
+        "secretName": "api-tls",
+        "clientCA": {"secretName": "clients-ca"},
+        "operatorCertificate": {"secretName": "operator-client"},
+    }
+    key = await create(
+        kube,
+        namespace,
+        sample(namespace, controlPlane={"tls": tls}),
+        client_secret("api-tls", cert, key_pem),
+        secret("clients-ca", **{"ca.crt": ca[0]}),
+        client_secret("operator-client", *issued("dittofs-operator", ca, client=True)),
+        secret("alice-password", password=ALICE_OLD),
+    )
+    await ready(kube, key, node)  # ServerConfigured True: alice was created over mutual TLS
+    ip = await pod_ip(kube, key)
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+
+    async def users(client: ClientCertificate | None, ip: str = ip) -> set[str]:
+        connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(cert, client))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            api = DittoFSClient(http, f"https://{ip}:8080", admin)
+            return {user["username"] for user in await api.get("/users")}
+
+    other_ca = issued("other-ca", ca=True)
+    stranger = ClientCertificate(*issued("stranger", other_ca, client=True))
+    assert await users(ClientCertificate(*issued("someone", ca, client=True))) >= {"alice"}
+    with pytest.raises(DittoFSUnreachable):
+        await users(None)  # the real server refuses a client without a certificate
+    with pytest.raises(DittoFSUnreachable):
+        await users(stranger)
+    # A person with dfsctl, as docs/ingress.md shows (the pod IP is not in the server's
+    # certificate, so dfsctl does not verify it here).
+    alice_cert, alice_key = tmp_path / "alice.crt", tmp_path / "alice.key"
+    for path, text in zip((alice_cert, alice_key), issued("alice", ca, client=True), strict=True):
+        path.write_text(text)
+    dfsctl = Dfsctl(tmp_path / "dfsctl")
+    login = ("login", "--server", f"https://{ip}:8080", "--tls-skip-verify", "-u", "admin")
+    with pytest.raises(AssertionError, match="certificate required"):
+        await dfsctl(*login, "--password", admin)
+    certificate = ("--client-cert", str(alice_cert), "--client-key", str(alice_key))
+    await dfsctl(*login, *certificate, "--password", admin)
+    assert "alice" in await dfsctl("user", "list")
+
+    # Each change of the operator's Secret is used at its next pass: a key that is not the
+    # certificate's, a certificate of another CA (refused by DittoFS), then a renewal.
+    async def rotate(certificate: str, key: str) -> None:
+        data = {"stringData": {"tls.crt": certificate, "tls.key": key}}
+        await kube.merge_patch(SECRETS, "operator-client", data, namespace)
+
+    renewed = issued("dittofs-operator", ca, client=True)
+    await rotate(renewed[0], issued("dittofs-operator", ca, client=True)[1])
+    invalid = await until(kube, key, "ServerConfigured", "False", "ClientCertificateInvalid")
+    assert "operator-client" in invalid["message"]
+
+    async def announced() -> bool:  # the Event follows the condition
+        return "ClientCertificateInvalid" in await event_reasons(kube, key)
+
+    await wait_for(announced, "a ClientCertificateInvalid Event")
+    await rotate(*issued("dittofs-operator", other_ca, client=True))
+    await until(kube, key, "ServerConfigured", "False", "ServerUnreachable", timeout=90)
+    await rotate(*renewed)
+    await until(kube, key, "ServerConfigured", "True", "Converged", timeout=90)
+    assert renewed[1] not in await everything_published(kube, key)
+
+    # DittoFS reads the CA bundle only when it starts: a bundle with a second CA restarts the
+    # pod, and the new one admits that CA's clients.
+    before = (await kube.get(PODS, names.pod(key.name), namespace))["metadata"]["uid"]
+    bundle = {"stringData": {"ca.crt": ca[0] + other_ca[0]}}
+    await kube.merge_patch(SECRETS, "clients-ca", bundle, namespace)
+
+    async def admitted() -> bool:
+        pod = await kube.get_or_none(PODS, names.pod(key.name), namespace)
+        if not pod or pod["metadata"]["uid"] == before or not pod["status"].get("podIP"):
+            return False
+        with contextlib.suppress(DittoFSUnreachable):
+            return "alice" in await users(stranger, pod["status"]["podIP"])
+        return False
+
+    await wait_for(admitted, "a restarted pod that admits the second CA's clients", READY_TIMEOUT)
 
 
 async def test_credential_digests_are_keyed_and_unkeyed_ones_are_replaced_once(

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from dittofs_controller.api.schema import parse, to_wire
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
-from dittofs_controller.operator import names
+from dittofs_controller.operator import names, references
 from dittofs_controller.operator.config import build, keyfile
 from dittofs_controller.operator.serverconfig.model import duration_seconds
 from tests.testbed import binaries
@@ -120,6 +120,22 @@ def test_tls_points_at_the_mounted_secret() -> None:
         "cert_file": f"{names.TLS_DIR}/tls.crt",
         "key_file": f"{names.TLS_DIR}/tls.key",
     }
+
+
+def test_mutual_tls_names_the_mounted_client_ca_and_the_lowest_version() -> None:
+    document = yaml.safe_load(build.render(sample("api-mutual-tls.yaml")))
+    assert document["controlplane"]["tls"] == {
+        "cert_file": f"{names.TLS_DIR}/tls.crt",
+        "key_file": f"{names.TLS_DIR}/tls.key",
+        "client_ca": f"{names.CLIENT_CA_DIR}/ca.crt",
+        "min_version": "1.3",
+    }
+
+
+def test_the_secrets_of_mutual_tls_are_watched() -> None:
+    # A renewed client certificate or a new CA bundle must reach the reconcilers at once.
+    referenced = references.referenced_secret_names(sample("api-mutual-tls.yaml"))
+    assert {"dittofs-api-tls", "dittofs-client-ca", "dittofs-operator-client"} <= referenced
 
 
 def test_postgres_settings_from_secrets_stay_out_of_the_file() -> None:
@@ -300,6 +316,7 @@ DFS_SAMPLES = (
     "minimal.yaml",
     "custom-ports-metrics.yaml",
     "api-loadbalancer-tls.yaml",
+    "api-mutual-tls.yaml",
     "external-postgres.yaml",
     "percona.yaml",
     "memory-no-shares.yaml",
@@ -374,6 +391,9 @@ def test_dfs_accepts_the_rendered_config_and_reads_our_values(name: str, tmp_pat
     )
     tls = effective["controlplane"]["tls"]
     assert bool(tls["cert_file"]) == bool(tls["key_file"]) == (cp.tls is not None)
+    client_ca = cp.tls.client_ca if cp.tls else None
+    assert tls["client_ca"] == (build.client_ca_file(client_ca) if client_ca else "")
+    assert tls["min_version"] == ((cp.tls.min_version if cp.tls else None) or "")
     metrics = effective["metrics"]
     assert (metrics["enabled"], metrics["host"], metrics["port"]) == (
         True,

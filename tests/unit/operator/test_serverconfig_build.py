@@ -952,12 +952,13 @@ def test_a_store_reported_unhealthy_is_an_issue_with_its_message_scrubbed() -> N
 def test_inputs_digest_follows_what_a_pass_depends_on() -> None:
     obj = server(Available=("True", "Running", 3))
     values = {("s", "k"): "v"}
-    base = memory.inputs_digest(obj, "http://a:8080", values, None)
-    assert base == memory.inputs_digest(copy.deepcopy(obj), "http://a:8080", values, None)
-    assert base != memory.inputs_digest(obj, "http://b:8080", values, None)
-    assert base != memory.inputs_digest(obj, "http://a:8080", {("s", "k"): "w"}, None)
+    base = memory.inputs_digest(obj, "http://a:8080", values, None, None)
+    assert base == memory.inputs_digest(copy.deepcopy(obj), "http://a:8080", values, None, None)
+    assert base != memory.inputs_digest(obj, "http://b:8080", values, None, None)
+    assert base != memory.inputs_digest(obj, "http://a:8080", {("s", "k"): "w"}, None, None)
     restarted = copy.deepcopy(obj)
     restarted["status"]["conditions"][0]["lastTransitionTime"] = "2026-02-02T00:00:00Z"
-    assert base != memory.inputs_digest(restarted, "http://a:8080", values, None)
+    assert base != memory.inputs_digest(restarted, "http://a:8080", values, None, None)
     edited = {**obj, "spec": {"replicas": 1}}
-    assert base != memory.inputs_digest(edited, "http://a:8080", values, None)
+    assert base != memory.inputs_digest(edited, "http://a:8080", values, None, None)
+    assert base != memory.inputs_digest(obj, "http://a:8080", values, None, "renewed cert")

@@ -157,6 +157,11 @@ def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
     ca = mounts(sample("external-postgres.yaml"))[names.POSTGRES_CA_DIR]
     assert ca["secret"] == {"secretName": "rds-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
     assert names.TLS_DIR not in mounts(spec_of())
+    client_ca = mounts(sample("api-mutual-tls.yaml"))[names.CLIENT_CA_DIR]
+    assert client_ca["readOnly"] is True
+    items = [{"key": "ca.crt", "path": "ca.crt"}]
+    assert client_ca["secret"] == {"secretName": "dittofs-client-ca", "items": items}
+    assert names.CLIENT_CA_DIR not in mounts(sample("api-loadbalancer-tls.yaml"))
 
 
 def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
@@ -303,6 +308,15 @@ def test_probes_use_the_health_endpoints_on_the_api_port(sample_name: str, schem
         assert c[probe]["httpGet"] == {"path": path, "port": "api", "scheme": scheme}
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_probes_only_connect_when_the_api_requires_client_certificates() -> None:
+    # The kubelet presents no client certificate: an HTTPS probe would never pass.
+    c = container(sample("api-mutual-tls.yaml"))
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["tcpSocket"] == {"port": "api"}
+        assert "httpGet" not in c[probe]
+    assert c["startupProbe"]["failureThreshold"] == build.STARTUP_PROBE_FAILURES
 
 
 def test_grace_period_covers_the_servers_own_shutdown_deadline() -> None:
