@@ -81,6 +81,40 @@ class Portmapper:
 
 
 @attrs.frozen
+class NFSSettings:
+    """The NFS adapter's settings the spec declares (/adapters/nfs/settings)."""
+
+    portmapper: Portmapper
+    lease_seconds: int
+    grace_period_seconds: int
+
+
+# The spec's SMB dialects as DittoFS names them (it calls 2.0.2 "SMB2.0").
+SMB_DIALECT_NAMES = {
+    "2.0.2": "SMB2.0",
+    "2.1": "SMB2.1",
+    "3.0": "SMB3.0",
+    "3.0.2": "SMB3.0.2",
+    "3.1.1": "SMB3.1.1",
+}
+
+
+@attrs.frozen
+class SMBSettings:
+    """The SMB adapter's settings the spec declares (/adapters/smb/settings), with DittoFS's
+    values: `signing` is required or enabled, dialects are named as DittoFS names them."""
+
+    signing: str
+    min_dialect: str
+    max_dialect: str
+
+    @property
+    def guest(self) -> bool:
+        """DittoFS 0.29 admits guests exactly when signing is not required."""
+        return self.signing != "required"
+
+
+@attrs.frozen
 class Group:
     name: str
     gid: int | None
@@ -174,6 +208,7 @@ class Share:
     anonymous_uid: int | None
     anonymous_gid: int | None
     snapshots: SnapshotPolicy | None = None
+    encrypted: bool = False  # SMB clients must encrypt (SMB2_SHAREFLAG_ENCRYPT_DATA)
 
     @property
     def path(self) -> str:
@@ -194,8 +229,8 @@ class Share:
 @attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
-    portmapper: Portmapper
-    smb_guest: bool
+    nfs: NFSSettings
+    smb: SMBSettings
     groups: tuple[Group, ...]
     users: tuple[User, ...]
     stores: tuple[Store, ...]
@@ -227,8 +262,16 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             Adapter("nfs", nfs.enabled, nfs.port),
             Adapter("smb", smb.enabled, smb.port),
         ),
-        portmapper=Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
-        smb_guest=smb.guest,
+        nfs=NFSSettings(
+            Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
+            nfs.lease_seconds,
+            nfs.grace_period_seconds,
+        ),
+        smb=SMBSettings(
+            signing=smb.signing or ("enabled" if smb.guest else "required"),
+            min_dialect=SMB_DIALECT_NAMES[smb.min_dialect],
+            max_dialect=SMB_DIALECT_NAMES[smb.max_dialect],
+        ),
         groups=tuple(Group(group.name, group.gid) for group in spec.groups),
         users=tuple(
             User(
@@ -241,7 +284,9 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             for user in spec.users
         ),
         stores=tuple(_stores(server_name, spec, values)),
-        shares=tuple(_share(share) for share in spec.shares),
+        shares=tuple(
+            _share(share, encrypted=smb.encryption == "required") for share in spec.shares
+        ),
     )
 
 
@@ -307,7 +352,7 @@ def _postgres(
     }
 
 
-def _share(share: v1alpha1.Share) -> Share:
+def _share(share: v1alpha1.Share, *, encrypted: bool) -> Share:
     permissions: dict[PermissionKey, str] = {}
     for permission in share.permissions:
         if permission.user is not None:
@@ -328,6 +373,7 @@ def _share(share: v1alpha1.Share) -> Share:
         anonymous_uid=share.nfs.anon_uid,
         anonymous_gid=share.nfs.anon_gid,
         snapshots=_snapshot_policy(share.snapshots),
+        encrypted=encrypted,
     )
 
 

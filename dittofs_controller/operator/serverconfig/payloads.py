@@ -19,6 +19,11 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
   durations are compared in seconds.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
+  The NFS lease and grace times and the SMB signing mode and dialect range are read by
+  DittoFS's settings watcher (a 10 s poll) and apply live; the grace period is used from the
+  next start.
+- A share's `encrypt_data` (SMB clients must encrypt) is used from a share's creation, but a
+  change made by PUT only once DittoFS starts again: the stores revision is bumped for it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_PATHS,
     Adapter,
     Group,
+    NFSSettings,
     PermissionKey,
-    Portmapper,
     Share,
+    SMBSettings,
     SnapshotPolicy,
     Store,
     StoreKind,
@@ -56,23 +62,36 @@ def adapter_change(adapter: Adapter, reported: Obj | None) -> tuple[str, str, Ob
     return None
 
 
-def portmapper_patch(portmapper: Portmapper, settings: Obj) -> Obj | None:
-    """PATCH /adapters/nfs/settings body when the embedded portmapper differs, or None."""
-    if settings.get("portmapper_enabled") == portmapper.enabled and (
-        not portmapper.enabled or settings.get("portmapper_port") == portmapper.port
+def nfs_settings_patch(wanted: NFSSettings, settings: Obj) -> Obj | None:
+    """PATCH /adapters/nfs/settings body for what differs, or None."""
+    body: Obj = {}
+    portmapper = wanted.portmapper
+    if settings.get("portmapper_enabled") != portmapper.enabled or (
+        portmapper.enabled and settings.get("portmapper_port") != portmapper.port
     ):
-        return None
-    return {"portmapper_enabled": portmapper.enabled, "portmapper_port": portmapper.port}
+        body.update(portmapper_enabled=portmapper.enabled, portmapper_port=portmapper.port)
+    if settings.get("lease_time") != wanted.lease_seconds:
+        body["lease_time"] = wanted.lease_seconds
+    if settings.get("grace_period") != wanted.grace_period_seconds:
+        body["grace_period"] = wanted.grace_period_seconds
+    return body or None
 
 
-def smb_guest_patch(guest: bool, settings: Obj) -> Obj | None:
-    """PATCH /adapters/smb/settings body when guest sessions are not as declared, or None.
+def smb_settings_patch(wanted: SMBSettings, settings: Obj) -> Obj | None:
+    """PATCH /adapters/smb/settings body for what differs, or None.
 
     DittoFS 0.29 refuses guest and anonymous sessions exactly when signing is required (its
-    guest switch has no API), so the signing mode carries the choice.
+    guest switch has no API), so the signing mode carries the spec's guest choice too. An
+    unset signing ("", inherit the server's file config) counts as different.
     """
-    signing = "enabled" if guest else "required"
-    return None if settings.get("signing") == signing else {"signing": signing}
+    body: Obj = {}
+    if settings.get("signing") != wanted.signing:
+        body["signing"] = wanted.signing
+    if settings.get("min_dialect") != wanted.min_dialect:
+        body["min_dialect"] = wanted.min_dialect
+    if settings.get("max_dialect") != wanted.max_dialect:
+        body["max_dialect"] = wanted.max_dialect
+    return body or None
 
 
 def group_create_body(group: Group) -> Obj:
@@ -144,6 +163,8 @@ def share_create_body(share: Share) -> Obj:
         body["remote_block_store"] = share.remote_block_store
     if share.owner:
         body["owner"] = share.owner
+    if share.encrypted:
+        body["encrypt_data"] = True
     return body
 
 
@@ -171,6 +192,8 @@ def share_update_body(share: Share, reported: Obj, ids: StoreIds) -> Obj | None:
         body["read_only"] = share.read_only
     if reported.get("default_permission") != share.default_permission:
         body["default_permission"] = share.default_permission
+    if bool(reported.get("encrypt_data")) != share.encrypted:
+        body["encrypt_data"] = share.encrypted
     return body or None
 
 

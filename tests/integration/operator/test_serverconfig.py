@@ -214,8 +214,21 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     assert "2 stores, 1 share, 1 user and 0 groups" in configured["message"]
     status = await server_status(kube, key)
     assert status["adapters"] == {
-        "nfs": {"enabled": True, "running": True, "port": 12049},
-        "smb": {"enabled": True, "running": True, "port": 12445},  # DittoFS starts it on 1445
+        "nfs": {
+            "enabled": True,
+            "running": True,
+            "port": 12049,
+            "leaseSeconds": 90,
+            "gracePeriodSeconds": 90,
+        },
+        "smb": {
+            "enabled": True,
+            "running": True,
+            "port": 12445,  # DittoFS starts it on 1445
+            "signing": "required",  # no guests
+            "minDialect": "2.0.2",
+            "maxDialect": "3.1.1",
+        },
     }
     (share,) = status["shares"]
     assert share.pop("health") in ("healthy", "degraded", "unknown")
