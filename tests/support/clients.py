@@ -5,7 +5,10 @@ privileges on the server side. NFSv3 reads and writes files (nfs-cp, nfs-cat); N
 (nfs-ls) and tries reads, which libnfs 4.0 refuses against DittoFS v0.29.0 (see read_v4).
 The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no portmapper is
 involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
-SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password).
+SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password); `options`
+add smbclient options (a dialect range, signing, encryption). smbclient signs whenever the
+server requires it, whatever it is told, so an unsigned session is made with smbprotocol
+(unsigned_tree_connect).
 There is no rename or delete in libnfs-utils, so those go through SMB and are checked over NFS.
 """
 
@@ -15,9 +18,15 @@ import asyncio
 import re
 import shlex
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from smbprotocol.connection import Connection, Dialects
+from smbprotocol.exceptions import SMBException
+from smbprotocol.session import Session
+from smbprotocol.tree import TreeConnect
 
 NFS_PORT = 12049  # the DittoServer's default container ports
 SMB_PORT = 12445
@@ -149,11 +158,25 @@ class Smb:
     user: str
     password: str
     port: int = SMB_PORT
+    # More smbclient options, e.g. ("--client-protection=off",) for neither signing nor
+    # encryption, or ("--option=client max protocol=SMB2_10",) for a dialect range.
+    options: tuple[str, ...] = ()
 
     def _argv(self, commands: str) -> list[str]:
         service = f"//{self.host}/{self.share}"
         auth = ["-U", f"{self.user}%{self.password}"]
-        return ["smbclient", service, "-p", str(self.port), "-m", "SMB3", *auth, "-c", commands]
+        return [
+            "smbclient",
+            service,
+            "-p",
+            str(self.port),
+            "-m",
+            "SMB3",
+            *auth,
+            *self.options,
+            "-c",
+            commands,
+        ]
 
     async def run(self, commands: str, what: str, cwd: Path | None = None) -> str:
         """smbclient -c `commands`; smbclient exits 0 even when a command fails, so any
@@ -201,5 +224,33 @@ class Smb:
     async def mkdir(self, path: str) -> None:
         await self.run(f'mkdir "{path}"', f"SMB mkdir {self}/{path}")
 
+    async def unsigned_tree_connect(self, dialect: str) -> str | None:
+        """None if a session of `dialect` ("2.1", "3.0", "3.0.2" or "3.1.1") that signs
+        nothing may connect to the share, else why not. smbprotocol logs in (signing the
+        session setup where the server demands it), then sends TREE_CONNECT unsigned."""
+        return await asyncio.to_thread(self._unsigned_tree_connect, _SMBPROTOCOL_DIALECTS[dialect])
+
+    def _unsigned_tree_connect(self, dialect: int) -> str | None:
+        connection = Connection(uuid.uuid4(), self.host, self.port, require_signing=False)
+        try:
+            connection.connect(dialect=dialect, timeout=10)
+            session = Session(connection, self.user, self.password, require_encryption=False)
+            session.connect()
+            session.signing_required = False
+            TreeConnect(session, rf"\\{self.host}\{self.share}").connect()
+        except (SMBException, OSError) as error:  # refused, or the connection dropped
+            return f"{type(error).__name__}: {error}"
+        finally:
+            connection.disconnect(close=True)
+        return None
+
     def __str__(self) -> str:
         return f"smb://{self.user}@{self.host}:{self.port}/{self.share}"
+
+
+_SMBPROTOCOL_DIALECTS = {
+    "2.1": Dialects.SMB_2_1_0,
+    "3.0": Dialects.SMB_3_0_0,
+    "3.0.2": Dialects.SMB_3_0_2,
+    "3.1.1": Dialects.SMB_3_1_1,
+}
