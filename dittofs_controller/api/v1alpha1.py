@@ -1158,6 +1158,27 @@ class Portmapper:
 
 
 @model
+class NFSTLS:
+    """NFS over TLS (RFC 9289): a client asks for TLS with an AUTH_TLS probe on its connection,
+    then speaks TLS 1.3 on it (Linux: mount -o xprtsec=tls, with the tlshd daemon)."""
+
+    secret_name: str = field(
+        "Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the DittoServer's "
+        "namespace, mounted into the pod as files: DittoFS reads them again when they change, "
+        "so a renewed certificate (cert-manager's, say) is used without a restart.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    mode: Literal["require", "opportunistic"] = field(
+        "require: a connection must switch to TLS before its first request, and a client "
+        "that does not is disconnected (NFSv3's MOUNT, NLM and NSM share the port, so they "
+        "need TLS too). opportunistic: clients that ask for TLS get it, the others are "
+        "served in clear text.",
+        default="require",
+    )
+
+
+@model
 class NFSAdapter:
     """The NFS adapter (NFSv3, v4.0, v4.1 and v4.2 with MOUNT, NLM and NSM on one port)."""
 
@@ -1185,6 +1206,11 @@ class NFSAdapter:
         default=90,
         minimum=10,
         maximum=3600,
+    )
+    tls: NFSTLS | None = field(
+        "NFS over TLS with a certificate from a Secret. Omitted, NFS is clear text. Changing "
+        "it restarts the NFS listener (its connections are dropped; clients reconnect).",
+        default=None,
     )
 
 

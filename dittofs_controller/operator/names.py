@@ -120,6 +120,7 @@ CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 CONTROLPLANE_DIR = "/data/controlplane"
 SQLITE_PATH = f"{CONTROLPLANE_DIR}/controlplane.db"
 TLS_DIR = "/tls"
+NFS_TLS_DIR = "/nfs-tls"
 POSTGRES_CA_DIR = "/postgres-ca"
 
 

@@ -30,6 +30,8 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
     names = {ref.name for ref in (cp.jwt_secret_ref, cp.admin_password_secret_ref) if ref}
     if cp.tls:
         names.add(cp.tls.secret_name)
+    if spec.adapters.nfs.tls:
+        names.add(spec.adapters.nfs.tls.secret_name)
     if spec.postgres and spec.postgres.external:
         names.add(spec.postgres.external.secret_name)
         if spec.postgres.external.ssl_root_cert_secret_ref:

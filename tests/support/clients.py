@@ -18,6 +18,9 @@ import asyncio
 import re
 import shlex
 import shutil
+import socket
+import ssl
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +83,9 @@ async def check(*argv: str, what: str, cwd: Path | None = None) -> str:
 
 # -- NFS -----------------------------------------------------------------------------------
 
+NFS_PROGRAM = 100003
+AUTH_NONE, AUTH_TLS = 0, 7  # RPC credential flavors; AUTH_TLS is RFC 9289's STARTTLS probe
+
 _LIBNFS_V4_ACCESS_REFUSAL = re.compile(r"Insufficient ACCESS\. Wanted [0-9a-f]{8} but got 000001ff")
 
 
@@ -139,8 +145,66 @@ class Nfs:
         code, text = await run("nfs-ls", self.url(version=4), timeout=15)
         return None if code == 0 else f"exit {code}: {text.strip()[-500:]}"
 
+    async def null_over_tls(self, certificate: str) -> str:
+        """The TLS version of an RPC-over-TLS (RFC 9289) connection that answered an NFSv3
+        NULL call: an AUTH_TLS probe, the server's STARTTLS verifier, a TLS 1.3 handshake that
+        trusts only `certificate` (PEM), then NULL inside TLS. A ClientError says which step
+        failed. libnfs has no RPC-over-TLS, hence this small client."""
+        return await asyncio.to_thread(self._null_over_tls, certificate)
+
+    def _null_over_tls(self, certificate: str) -> str:
+        trusted = ssl.create_default_context(cadata=certificate)
+        trusted.check_hostname = False  # the certificate names no pod IP; its key is checked
+        trusted.minimum_version = ssl.TLSVersion.TLSv1_3
+        with socket.create_connection((self.host, self.port), timeout=10) as raw:
+            raw.sendall(_rpc_null(1, AUTH_TLS))
+            verifier, accepted = _rpc_reply(raw)
+            if verifier != b"STARTTLS" or not accepted:
+                raise ClientError(f"{self}: AUTH_TLS probe answered {verifier!r}, {accepted=}")
+            try:
+                with trusted.wrap_socket(raw) as sealed:
+                    sealed.sendall(_rpc_null(2, AUTH_NONE))
+                    _, accepted = _rpc_reply(sealed)
+                    version = str(sealed.version())
+            except (ssl.SSLError, OSError) as error:
+                raise ClientError(f"{self}: TLS after STARTTLS failed: {error}") from None
+        if not accepted:
+            raise ClientError(f"{self}: NULL over TLS was not accepted")
+        return version
+
     def __str__(self) -> str:
         return f"nfs://{self.host}:{self.port}{self.share}"
+
+
+def _rpc_null(xid: int, flavor: int) -> bytes:
+    """An NFSv3 NULL call with an empty credential of `flavor`, record-marked for TCP."""
+    call = struct.pack(">10I", xid, 0, 2, NFS_PROGRAM, 3, 0, flavor, 0, AUTH_NONE, 0)
+    return struct.pack(">I", 0x80000000 | len(call)) + call
+
+
+def _rpc_reply(conn: socket.socket) -> tuple[bytes, bool]:
+    """The verifier body of one RPC reply, and whether the call was accepted (SUCCESS)."""
+    message = b""
+    last = False
+    while not last:
+        (mark,) = struct.unpack(">I", _received(conn, 4))
+        last, size = bool(mark & 0x80000000), mark & 0x7FFFFFFF
+        message += _received(conn, size)
+    _, kind, replied, _, length = struct.unpack(">5I", message[:20])
+    verifier = message[20 : 20 + length]
+    padded = 20 + (length + 3) // 4 * 4
+    accepted = kind == 1 and replied == 0 and message[padded : padded + 4] == b"\0\0\0\0"
+    return verifier, accepted
+
+
+def _received(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ClientError("the NFS server closed the connection")
+        data += chunk
+    return data
 
 
 # -- SMB -----------------------------------------------------------------------------------

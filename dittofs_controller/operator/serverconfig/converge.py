@@ -16,6 +16,7 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_KINDS,
     STORE_PATHS,
     STORE_WHAT,
+    Adapter,
     Desired,
     Share,
     Store,
@@ -91,13 +92,25 @@ class Converge:
             await self._smb_settings()
         reported = {adapter.get("type"): adapter for adapter in await self._list("/adapters")}
         for adapter in self.desired.adapters:
-            change = payloads.adapter_change(adapter, reported.get(adapter.type))
+            found = reported.get(adapter.type)
+            change = payloads.adapter_change(adapter, found)
             if change is not None:
                 method, path, body = change
                 what = f"{adapter.type} adapter (port {adapter.port})"
-                await self._attempt("AdapterRejected", what, self.api.request(method, path, body))
+                call = self.api.request(method, path, body)
+                done, _ = await self._attempt("AdapterRejected", what, call)
+                # A listener on an unchanged port is kept across a PUT, with its old config.
+                if done and found is not None and "config" in body and adapter.enabled:
+                    await self._restart_adapter(adapter)
         if "nfs" in enabled:
             await self._nfs_settings()
+
+    async def _restart_adapter(self, adapter: Adapter) -> None:
+        """Stop and start an adapter, for what DittoFS reads only when its listener starts."""
+        stop = self.api.put(f"/adapters/{adapter.type}", {"enabled": False})
+        await self._attempt("AdapterRejected", f"{adapter.type} adapter stop", stop)
+        start = self.api.put(f"/adapters/{adapter.type}", {"enabled": True, "port": adapter.port})
+        await self._attempt("AdapterRejected", f"{adapter.type} adapter start", start)
 
     async def _smb_settings(self) -> None:
         """Signing (and so guests) and dialects as declared. Before the adapters: the SMB
@@ -115,7 +128,6 @@ class Converge:
                 self.smb_settings = answered
 
     async def _nfs_settings(self) -> None:
-        nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
         self.nfs_settings = await self.api.get("/adapters/nfs/settings") or {}
         patch = payloads.nfs_settings_patch(self.desired.nfs, self.nfs_settings)
         if patch is None:
@@ -126,16 +138,9 @@ class Converge:
         )
         if done and answered:
             self.nfs_settings = answered
-        if done and "portmapper_enabled" in patch:  # read when the adapter starts: restart it
-            await self._attempt(
-                "AdapterRejected",
-                "NFS adapter stop",
-                self.api.put("/adapters/nfs", {"enabled": False}),
-            )
-            body = {"enabled": True, "port": nfs.port}
-            await self._attempt(
-                "AdapterRejected", "NFS adapter start", self.api.put("/adapters/nfs", body)
-            )
+        if done and "portmapper_enabled" in patch:  # read when the adapter starts
+            nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
+            await self._restart_adapter(nfs)
 
     async def _groups(self) -> None:
         reported = {group.get("name"): group for group in await self._list("/groups")}

@@ -72,6 +72,12 @@ class Adapter:
     type: str
     enabled: bool
     port: int
+    # The adapter's config object, or None to leave the server's alone (SMB's).
+    config: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def tls(self) -> Any:
+        return (self.config or {}).get("tls")
 
 
 @attrs.frozen
@@ -259,7 +265,7 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
     nfs, smb = spec.adapters.nfs, spec.adapters.smb
     return Desired(
         adapters=(
-            Adapter("nfs", nfs.enabled, nfs.port),
+            Adapter("nfs", nfs.enabled, nfs.port, _nfs_config(nfs.tls)),
             Adapter("smb", smb.enabled, smb.port),
         ),
         nfs=NFSSettings(
@@ -288,6 +294,20 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             _share(share, encrypted=smb.encryption == "required") for share in spec.shares
         ),
     )
+
+
+def _nfs_config(tls: v1alpha1.NFSTLS | None) -> Obj:
+    """The NFS adapter's config: TLS from the Secret the workload mounts, or none."""
+    if tls is None:
+        return {}
+    directory = names.NFS_TLS_DIR
+    return {
+        "tls": {
+            "cert_file": f"{directory}/{config.TLS_CERT_KEY}",
+            "key_file": f"{directory}/{config.TLS_KEY_KEY}",
+            "mode": tls.mode,
+        }
+    }
 
 
 def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Store]:

@@ -19,6 +19,8 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
   durations are compared in seconds.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
+  An adapter's `config` object (NFS's `tls`: cert_file, key_file, mode) is replaced whole by
+  PUT, which restarts the listener with it.
   The NFS lease and grace times and the SMB signing mode and dialect range are read by
   DittoFS's settings watcher (a 10 s poll) and apply live; the grace period is used from the
   next start.
@@ -51,12 +53,17 @@ ROLE = "user"
 
 
 def adapter_change(adapter: Adapter, reported: Obj | None) -> tuple[str, str, Obj] | None:
-    """(method, path, body) that makes the server's adapter match, or None."""
-    body = {"enabled": adapter.enabled, "port": adapter.port}
+    """(method, path, body) that makes the server's adapter match, or None. A config (NFS's
+    TLS) is sent when it differs; PUT restarts the listener with it."""
+    body: Obj = {"enabled": adapter.enabled, "port": adapter.port}
+    shown = ((reported or {}).get("config") or {}).get("tls")
+    config_differs = adapter.config is not None and shown != adapter.tls
+    if adapter.config or config_differs:
+        body["config"] = dict(adapter.config or {})
     if reported is None:
         return ("POST", "/adapters", {"type": adapter.type, **body}) if adapter.enabled else None
     if reported.get("enabled") != adapter.enabled or (
-        adapter.enabled and reported.get("port") != adapter.port
+        adapter.enabled and (reported.get("port") != adapter.port or config_differs)
     ):
         return "PUT", f"/adapters/{adapter.type}", body
     return None

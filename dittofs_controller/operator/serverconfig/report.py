@@ -82,6 +82,7 @@ def server_status(
                 "running": bool(adapter.get("running")),
                 "port": adapter.get("port"),
                 **_adapter_settings(str(adapter.get("type")), observed.settings),
+                **_tls(adapter),
             }
             for adapter in observed.adapters
         },
@@ -145,6 +146,12 @@ def _adapter_settings(kind: str, settings: Mapping[str, Obj]) -> Obj:
         "leaseSeconds": found.get("lease_time"),
         "gracePeriodSeconds": found.get("grace_period"),
     }
+
+
+def _tls(adapter: Obj) -> Obj:
+    """An adapter's TLS mode, as its config reports it (file paths are left out)."""
+    tls = (adapter.get("config") or {}).get("tls")
+    return {"tls": {"mode": tls.get("mode") or "opportunistic"}} if tls else {}
 
 
 def _snapshot_policy(policy: Obj) -> Obj:

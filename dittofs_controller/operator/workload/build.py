@@ -229,6 +229,9 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
     if cp.tls is not None:
         source = secret_keys(cp.tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
         add("tls", source, names.TLS_DIR, read_only=True)
+    if (nfs_tls := spec.adapters.nfs.tls) is not None:
+        source = secret_keys(nfs_tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
+        add("nfs-tls", source, names.NFS_TLS_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
     if not config.uses_postgres(spec):

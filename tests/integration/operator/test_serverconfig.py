@@ -35,7 +35,7 @@ from tests.integration.operator.conftest import (
     load_manifest,
     wait_for,
 )
-from tests.support.clients import Nfs, Smb, missing_tools
+from tests.support.clients import ClientError, Nfs, Smb, missing_tools
 from tests.support.dfsctl import Dfsctl
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
@@ -791,3 +791,36 @@ async def test_protocol_security_is_what_real_clients_meet(
     smb311_only = replace(alice, options=("--option=client min protocol=SMB3_11",))
     assert await smb311_only.login_error() == "NT_STATUS_NOT_SUPPORTED"
     assert await anonymous.login_error() is None
+
+
+async def test_nfs_over_tls_serves_the_certificate_of_its_secret(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    """NFS over TLS with a kubernetes.io/tls Secret mounted as files: TLS 1.3 after the
+    AUTH_TLS probe with exactly that certificate; mode require refuses clear-text clients
+    (libnfs), opportunistic serves them."""
+    cert, key_pem = self_signed("files-nfs.example")
+    tls = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "nfs-tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key_pem},
+    }
+    adapters = {"nfs": {"tls": {"secretName": "nfs-tls"}}}
+    server = sample(namespace, adapters=adapters)
+    key = await create(kube, namespace, server, tls, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert (await server_status(kube, key))["adapters"]["nfs"]["tls"] == {"mode": "require"}
+    nfs = Nfs(await pod_ip(kube, key), "/export")
+    assert await nfs.null_over_tls(cert) == "TLSv1.3"
+    other, _ = self_signed("someone-else.example")
+    with pytest.raises(ClientError, match="certificate verify failed"):
+        await nfs.null_over_tls(other)
+    assert await nfs.reachable() is not None  # libnfs speaks no TLS
+
+    await set_spec(kube, key, adapters={"nfs": {"tls": {"mode": "opportunistic"}}})
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert await nfs.reachable() is None
+    assert await nfs.null_over_tls(cert) == "TLSv1.3"

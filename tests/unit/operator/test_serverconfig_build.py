@@ -330,6 +330,33 @@ def test_adapters() -> None:
     assert payloads.adapter_change(off, {"enabled": False, "port": 999}) is None
 
 
+def test_nfs_tls_is_the_adapters_config_sent_when_it_differs() -> None:
+    spec = spec_of(manifest(VALID / "protocol-security.yaml"))
+    nfs, _ = model.desired("files", spec, values_for("files", spec)).adapters
+    tls = {"cert_file": "/nfs-tls/tls.crt", "key_file": "/nfs-tls/tls.key", "mode": "require"}
+    assert nfs.config == {"tls": tls}
+    plain = {"type": "nfs", "enabled": True, "running": True, "port": 12049, "config": {}}
+    assert payloads.adapter_change(nfs, plain) == (
+        "PUT",
+        "/adapters/nfs",
+        {"enabled": True, "port": 12049, "config": {"tls": tls}},
+    )
+    assert payloads.adapter_change(nfs, {**plain, "config": {"tls": tls}}) is None
+    # Dropped from the spec, TLS is taken off; a server that never had it is left alone.
+    (without,) = [a for a in TEAMS_STATE.adapters if a.type == "nfs"]
+    assert without.config == {}
+    assert payloads.adapter_change(without, {**plain, "config": {"tls": tls}}) == (
+        "PUT",
+        "/adapters/nfs",
+        {"enabled": True, "port": 12049, "config": {}},
+    )
+    assert payloads.adapter_change(without, plain) is None
+    assert payloads.adapter_change(without, {**plain, "config": None}) is None
+    status = report.server_status(observed(adapters=[{**plain, "config": {"tls": tls}}]), {}, {})
+    assert status["adapters"]["nfs"]["tls"] == {"mode": "require"}
+    assert "/nfs-tls" not in json.dumps(status)
+
+
 # GET /adapters/nfs/settings of a fresh DittoFS (the keys the operator reads).
 NFS_DEFAULTS = {
     "portmapper_enabled": False,
