@@ -102,6 +102,7 @@ SCW_GLOBAL_FLAGS = frozenset({"-o", "--output", "-w", "--wait", "-p", "--profile
 EXTERNAL_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cert-manager.io/v1", "ClusterIssuer"): ("spec.acme.server", "spec.acme.privateKeySecretRef"),
     ("cert-manager.io/v1", "Issuer"): ("spec",),
+    ("cert-manager.io/v1", "Certificate"): ("spec.secretName", "spec.issuerRef.name"),
     ("metallb.io/v1beta1", "IPAddressPool"): ("spec.addresses",),
     ("metallb.io/v1beta1", "L2Advertisement"): (),
 }
@@ -113,7 +114,7 @@ PLAIN_UTILITIES = frozenset(
 
 NFS_OPTIONS = frozenset(
     {"vers", "nfsvers", "port", "mountport", "nolock", "proto", "hard", "soft", "timeo"}
-    | {"retrans", "rsize", "wsize", "noatime", "tcp", "sec", "actimeo"}
+    | {"retrans", "rsize", "wsize", "noatime", "tcp", "sec", "actimeo", "xprtsec"}
 )
 MACOS_NFS_OPTIONS = frozenset({"vers", "port", "mountport", "nolocks", "resvport", "noresvport"})
 CIFS_OPTIONS = frozenset(
