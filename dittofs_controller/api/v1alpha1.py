@@ -1522,6 +1522,27 @@ class Portmapper:
 
 
 @model
+class NFSTLS:
+    """NFS over TLS (RFC 9289): a client asks for TLS with an AUTH_TLS probe on its connection,
+    then speaks TLS 1.3 on it (Linux: mount -o xprtsec=tls, with the tlshd daemon)."""
+
+    secret_name: str = field(
+        "Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the DittoServer's "
+        "namespace, mounted into the pod as files: DittoFS reads them again when they change, "
+        "so a renewed certificate (cert-manager's, say) is used without a restart.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    mode: Literal["require", "opportunistic"] = field(
+        "require: a connection must switch to TLS before its first request, and a client "
+        "that does not is disconnected (NFSv3's MOUNT, NLM and NSM share the port, so they "
+        "need TLS too). opportunistic: clients that ask for TLS get it, the others are "
+        "served in clear text.",
+        default="require",
+    )
+
+
+@model
 class NFSAdapter:
     """The NFS adapter (NFSv3, v4.0, v4.1 and v4.2 with MOUNT, NLM and NSM on one port)."""
 
@@ -1534,11 +1555,74 @@ class NFSAdapter:
         maximum=65535,
     )
     portmapper: Portmapper = field("The embedded portmapper.", factory=Portmapper)
+    lease_seconds: int = field(
+        "NFSv4 lease time in seconds: how long a client's opens, locks and delegations "
+        "live without a renewal. A shorter lease frees a vanished client's locks sooner; "
+        "a longer one tolerates longer network outages. Applied live.",
+        default=90,
+        minimum=10,
+        maximum=3600,
+    )
+    grace_period_seconds: int = field(
+        "NFSv4 grace period in seconds: after DittoFS starts, clients may only reclaim the "
+        "state they held for this long, so no new lock takes a reclaiming client's. Used "
+        "from the next start of DittoFS on.",
+        default=90,
+        minimum=10,
+        maximum=3600,
+    )
+    tls: NFSTLS | None = field(
+        "NFS over TLS with a certificate from a Secret. Omitted, NFS is clear text. Changing "
+        "it restarts the NFS listener (its connections are dropped; clients reconnect).",
+        default=None,
+    )
+
+
+SMB_DIALECTS = ("2.0.2", "2.1", "3.0", "3.0.2", "3.1.1")
+SMBDialect = Literal["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"]
+# CEL's view of the order of SMB_DIALECTS, for rules that compare two dialects.
+_SMB_DIALECT_RANK = "{" + ", ".join(f"'{d}': {i}" for i, d in enumerate(SMB_DIALECTS)) + "}"
 
 
 @model
 class SMBAdapter:
     """The SMB adapter (SMB 2.0 through 3.1.1, NTLM logins with DittoFS users)."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!(self.guest && has(self.signing) && self.signing == 'required')",
+            "adapters.smb.signing required cannot go with guest: true: a guest session has no "
+            "key to sign with, so DittoFS refuses every guest login while signing is required; "
+            "set guest: false, or leave signing unset (it follows guest)",
+            field_path=".signing",
+        ),
+        Rule(
+            "self.guest || !has(self.signing) || self.signing == 'required'",
+            "adapters.smb.signing enabled needs guest: true: DittoFS 0.29 has no guest switch "
+            "of its own and admits guests exactly when signing is not required, so signing "
+            "enabled would let in the guests that guest: false refuses; set guest: true to "
+            "allow them, or leave signing unset (it follows guest)",
+            field_path=".signing",
+        ),
+        Rule(
+            f"{_SMB_DIALECT_RANK}[self.minDialect] <= {_SMB_DIALECT_RANK}[self.maxDialect]",
+            "adapters.smb.minDialect must not be newer than adapters.smb.maxDialect",
+            field_path=".minDialect",
+        ),
+        Rule(
+            "self.encryption != 'required' || !self.guest",
+            "adapters.smb.encryption required cannot go with guest: true: DittoFS exempts "
+            "guest sessions from encryption (they have no session key), so guests would use "
+            "the shares in clear text",
+            field_path=".encryption",
+        ),
+        Rule(
+            f"self.encryption != 'required' || {_SMB_DIALECT_RANK}[self.maxDialect] >= 2",
+            "adapters.smb.encryption required needs maxDialect 3.0 or newer: SMB 2.x cannot "
+            "encrypt, so no client could use a share",
+            field_path=".encryption",
+        ),
+    )
 
     enabled: bool = field("Serve SMB.", default=True)
     guest: bool = field(
@@ -1546,8 +1630,39 @@ class SMBAdapter:
         "match no user get the shares' defaultPermission. Off, both are refused at login. "
         "DittoFS 0.29 has no switch of its own for this: it refuses guests exactly when SMB "
         "signing is required, so off makes signing required (every session signed) and on "
-        "makes it negotiable.",
+        "makes it enabled (offered, not required); see signing.",
         default=False,
+    )
+    signing: Literal["enabled", "required"] | None = field(
+        "SMB message signing. required: every request and answer of a logged-in session is "
+        "signed, and a client that does not sign is disconnected. enabled: signing is offered "
+        "and used when the client asks for it (SMB 3.1.1 sessions of users are always signed). "
+        "Unset, it follows guest: required when guest is false, enabled when it is true; "
+        "DittoFS 0.29 refuses guests exactly when signing is required, so the other pairs "
+        "are rejected. DittoFS's third mode, disabled, is not offered: with it DittoFS "
+        "refuses the signed requests Samba's and Windows' clients send after a login.",
+        default=None,
+    )
+    encryption: Literal["preferred", "required"] = field(
+        "SMB 3 encryption. preferred: sessions of SMB 3.0 and newer can encrypt, and clients "
+        "that ask for it get it, but a client that does not encrypt is served in clear text. "
+        "required: every share demands encryption (its SMB2_SHAREFLAG_ENCRYPT_DATA is set), "
+        "so a client that does not encrypt, or speaks SMB 2.x, can log in but cannot use "
+        "any share. Windows and Linux's kernel client encrypt by themselves for such shares. "
+        "DittoFS applies a share's encryption when it starts, so changing this on a running "
+        "server restarts the pod (ServerConfigured says StoresReopening meanwhile). DittoFS "
+        "0.29 cannot turn SMB encryption off.",
+        default="preferred",
+    )
+    min_dialect: SMBDialect = field(
+        "Oldest SMB dialect served: 2.0.2, 2.1, 3.0, 3.0.2 or 3.1.1. A client whose newest "
+        "dialect is older cannot connect. Applied live (within DittoFS's 10 s settings poll).",
+        default="2.0.2",
+    )
+    max_dialect: SMBDialect = field(
+        "Newest SMB dialect served; a client whose oldest dialect is newer cannot connect. "
+        "Applied live.",
+        default="3.1.1",
     )
     port: int = _port("Container port DittoFS listens on for SMB.", 12445)
     service_port: int = field(

@@ -129,6 +129,7 @@ CLIENT_CA_DIR = "/tls-client-ca"
 ENCRYPTION_DIR = "/encryption"
 ENCRYPTION_PASSPHRASE_KEY = "passphrase"
 ENCRYPTION_KEY_FILE_KEY = "key.pem"
+NFS_TLS_DIR = "/nfs-tls"
 POSTGRES_CA_DIR = "/postgres-ca"
 
 

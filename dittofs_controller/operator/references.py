@@ -34,6 +34,8 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
             names.add(cp.tls.client_ca.secret_name)
         if cp.tls.operator_certificate:
             names.add(cp.tls.operator_certificate.secret_name)
+    if spec.adapters.nfs.tls:
+        names.add(spec.adapters.nfs.tls.secret_name)
     if spec.postgres and spec.postgres.external:
         names.add(spec.postgres.external.secret_name)
         if spec.postgres.external.ssl_root_cert_secret_ref:

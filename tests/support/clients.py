@@ -7,7 +7,10 @@ A write the server refuses is made through the same libnfs library directly, to 
 NFS status it answered with (see write_error).
 The port is given in the URL (MOUNT shares the NFS port in DittoFS), so no portmapper is
 involved. AUTH_SYS as uid/gid 0: the samples' shares set `squash: none`.
-SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password).
+SMB: Samba's smbclient, SMB3 only, as a DittoFS user (NTLM from its password); `options`
+add smbclient options (a dialect range, signing, encryption). smbclient signs whenever the
+server requires it, whatever it is told, so an unsigned session is made with smbprotocol
+(unsigned_tree_connect).
 There is no rename or delete in libnfs-utils, so those go through SMB and are checked over NFS.
 """
 
@@ -21,11 +24,20 @@ import re
 import select
 import shlex
 import shutil
+import socket
+import ssl
+import struct
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from smbprotocol.connection import Connection, Dialects
+from smbprotocol.exceptions import SMBException
+from smbprotocol.session import Session
+from smbprotocol.tree import TreeConnect
 
 NFS_PORT = 12049  # the DittoServer's default container ports
 SMB_PORT = 12445
@@ -81,6 +93,9 @@ async def check(*argv: str, what: str, cwd: Path | None = None) -> str:
 
 
 # -- NFS -----------------------------------------------------------------------------------
+
+NFS_PROGRAM = 100003
+AUTH_NONE, AUTH_TLS = 0, 7  # RPC credential flavors; AUTH_TLS is RFC 9289's STARTTLS probe
 
 _LIBNFS_V4_ACCESS_REFUSAL = re.compile(r"Insufficient ACCESS\. Wanted [0-9a-f]{8} but got 000001ff")
 
@@ -145,6 +160,33 @@ class Nfs:
         """None if the export answers an NFSv4 listing, else why not."""
         code, text = await run("nfs-ls", self.url(version=4), timeout=15)
         return None if code == 0 else f"exit {code}: {text.strip()[-500:]}"
+
+    async def null_over_tls(self, certificate: str) -> str:
+        """The TLS version of an RPC-over-TLS (RFC 9289) connection that answered an NFSv3
+        NULL call: an AUTH_TLS probe, the server's STARTTLS verifier, a TLS 1.3 handshake that
+        trusts only `certificate` (PEM), then NULL inside TLS. A ClientError says which step
+        failed. libnfs has no RPC-over-TLS, hence this small client."""
+        return await asyncio.to_thread(self._null_over_tls, certificate)
+
+    def _null_over_tls(self, certificate: str) -> str:
+        trusted = ssl.create_default_context(cadata=certificate)
+        trusted.check_hostname = False  # the certificate names no pod IP; its key is checked
+        trusted.minimum_version = ssl.TLSVersion.TLSv1_3
+        with socket.create_connection((self.host, self.port), timeout=10) as raw:
+            raw.sendall(_rpc_null(1, AUTH_TLS))
+            verifier, accepted = _rpc_reply(raw)
+            if verifier != b"STARTTLS" or not accepted:
+                raise ClientError(f"{self}: AUTH_TLS probe answered {verifier!r}, {accepted=}")
+            try:
+                with trusted.wrap_socket(raw) as sealed:
+                    sealed.sendall(_rpc_null(2, AUTH_NONE))
+                    _, accepted = _rpc_reply(sealed)
+                    version = str(sealed.version())
+            except (ssl.SSLError, OSError) as error:
+                raise ClientError(f"{self}: TLS after STARTTLS failed: {error}") from None
+        if not accepted:
+            raise ClientError(f"{self}: NULL over TLS was not accepted")
+        return version
 
     def __str__(self) -> str:
         return f"nfs://{self.host}:{self.port}{self.share}"
@@ -243,6 +285,37 @@ def _libnfs_write(url: str, content: bytes, timeout: float = DEFAULT_TIMEOUT) ->
         lib.nfs_destroy_context(nfs)
 
 
+def _rpc_null(xid: int, flavor: int) -> bytes:
+    """An NFSv3 NULL call with an empty credential of `flavor`, record-marked for TCP."""
+    call = struct.pack(">10I", xid, 0, 2, NFS_PROGRAM, 3, 0, flavor, 0, AUTH_NONE, 0)
+    return struct.pack(">I", 0x80000000 | len(call)) + call
+
+
+def _rpc_reply(conn: socket.socket) -> tuple[bytes, bool]:
+    """The verifier body of one RPC reply, and whether the call was accepted (SUCCESS)."""
+    message = b""
+    last = False
+    while not last:
+        (mark,) = struct.unpack(">I", _received(conn, 4))
+        last, size = bool(mark & 0x80000000), mark & 0x7FFFFFFF
+        message += _received(conn, size)
+    _, kind, replied, _, length = struct.unpack(">5I", message[:20])
+    verifier = message[20 : 20 + length]
+    padded = 20 + (length + 3) // 4 * 4
+    accepted = kind == 1 and replied == 0 and message[padded : padded + 4] == b"\0\0\0\0"
+    return verifier, accepted
+
+
+def _received(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ClientError("the NFS server closed the connection")
+        data += chunk
+    return data
+
+
 # -- SMB -----------------------------------------------------------------------------------
 
 _LISTED = re.compile(r"^  (?P<name>\S.*?)\s+[A-Z]*\s+\d+\s+\w{3} \w{3} +\d+ [\d:]+ \d{4}$")
@@ -261,11 +334,25 @@ class Smb:
     user: str
     password: str
     port: int = SMB_PORT
+    # More smbclient options, e.g. ("--client-protection=off",) for neither signing nor
+    # encryption, or ("--option=client max protocol=SMB2_10",) for a dialect range.
+    options: tuple[str, ...] = ()
 
     def _argv(self, commands: str) -> list[str]:
         service = f"//{self.host}/{self.share}"
         auth = ["-U", f"{self.user}%{self.password}"]
-        return ["smbclient", service, "-p", str(self.port), "-m", "SMB3", *auth, "-c", commands]
+        return [
+            "smbclient",
+            service,
+            "-p",
+            str(self.port),
+            "-m",
+            "SMB3",
+            *auth,
+            *self.options,
+            "-c",
+            commands,
+        ]
 
     async def run(self, commands: str, what: str, cwd: Path | None = None) -> str:
         """smbclient -c `commands`; smbclient exits 0 even when a command fails, so any
@@ -330,6 +417,26 @@ class Smb:
     async def mkdir(self, path: str) -> None:
         await self.run(f'mkdir "{path}"', f"SMB mkdir {self}/{path}")
 
+    async def unsigned_tree_connect(self, dialect: str) -> str | None:
+        """None if a session of `dialect` ("2.1", "3.0", "3.0.2" or "3.1.1") that signs
+        nothing may connect to the share, else why not. smbprotocol logs in (signing the
+        session setup where the server demands it), then sends TREE_CONNECT unsigned."""
+        return await asyncio.to_thread(self._unsigned_tree_connect, _SMBPROTOCOL_DIALECTS[dialect])
+
+    def _unsigned_tree_connect(self, dialect: int) -> str | None:
+        connection = Connection(uuid.uuid4(), self.host, self.port, require_signing=False)
+        try:
+            connection.connect(dialect=dialect, timeout=10)
+            session = Session(connection, self.user, self.password, require_encryption=False)
+            session.connect()
+            session.signing_required = False
+            TreeConnect(session, rf"\\{self.host}\{self.share}").connect()
+        except (SMBException, OSError) as error:  # refused, or the connection dropped
+            return f"{type(error).__name__}: {error}"
+        finally:
+            connection.disconnect(close=True)
+        return None
+
     def __str__(self) -> str:
         return f"smb://{self.user}@{self.host}:{self.port}/{self.share}"
 
@@ -339,3 +446,11 @@ def _upload(scratch: Path, path: str, content: str) -> Path:
     local = scratch / f"smb-upload-{path.strip('/').replace('/', '_')}"
     local.write_text(content)
     return local
+
+
+_SMBPROTOCOL_DIALECTS = {
+    "2.1": Dialects.SMB_2_1_0,
+    "3.0": Dialects.SMB_3_0_0,
+    "3.0.2": Dialects.SMB_3_0_2,
+    "3.1.1": Dialects.SMB_3_1_1,
+}

@@ -116,7 +116,7 @@ PLAIN_UTILITIES = frozenset(
 
 NFS_OPTIONS = frozenset(
     {"vers", "nfsvers", "port", "mountport", "nolock", "proto", "hard", "soft", "timeo"}
-    | {"retrans", "rsize", "wsize", "noatime", "tcp", "sec", "actimeo"}
+    | {"retrans", "rsize", "wsize", "noatime", "tcp", "sec", "actimeo", "xprtsec"}
 )
 MACOS_NFS_OPTIONS = frozenset({"vers", "port", "mountport", "nolocks", "resvport", "noresvport"})
 CIFS_OPTIONS = frozenset(

@@ -181,6 +181,13 @@ class ConfigReconciler(ServerReconciler):
                 # client CA bundle only when it starts: a changed bundle restarts the pod.
                 ref = SecretKeySelector(name=client_ca.secret_name, key=client_ca.key)
                 restart[(ref.name, ref.key)] = await value(ref, "spec.controlPlane.tls.clientCA")
+        if (nfs_tls := spec.adapters.nfs.tls) is not None:
+            await reader.require_keys(
+                namespace,
+                nfs_tls.secret_name,
+                (build.TLS_CERT_KEY, build.TLS_KEY_KEY),
+                what="spec.adapters.nfs.tls",
+            )
         external = spec.postgres.external if build.uses_postgres(spec) and spec.postgres else None
         for ref in build.postgres_env(server_name, spec).values():
             if external is not None:

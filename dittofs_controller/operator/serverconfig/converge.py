@@ -16,6 +16,7 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_KINDS,
     STORE_PATHS,
     STORE_WHAT,
+    Adapter,
     Desired,
     Share,
     Store,
@@ -54,6 +55,8 @@ class Converge:
         self.failed_stores: set[tuple[StoreKind, str]] = set()
         self.snapshot_policies: dict[str, Obj] = {}  # share name -> the server's policy
         self.quotas: dict[str, list[Obj]] = {}  # share name -> the server's quotas
+        self.smb_settings: Obj = {}  # the adapters' settings as the server reports them
+        self.nfs_settings: Obj = {}
 
     async def run(self) -> Observed:
         # Managed from the first attempt on: removed from the spec after a failed pass, a
@@ -88,49 +91,58 @@ class Converge:
     async def _adapters(self) -> None:
         enabled = {adapter.type for adapter in self.desired.adapters if adapter.enabled}
         if "smb" in enabled:
-            await self._smb_guest()
+            await self._smb_settings()
         reported = {adapter.get("type"): adapter for adapter in await self._list("/adapters")}
         for adapter in self.desired.adapters:
-            change = payloads.adapter_change(adapter, reported.get(adapter.type))
+            found = reported.get(adapter.type)
+            change = payloads.adapter_change(adapter, found)
             if change is not None:
                 method, path, body = change
                 what = f"{adapter.type} adapter (port {adapter.port})"
-                await self._attempt("AdapterRejected", what, self.api.request(method, path, body))
+                call = self.api.request(method, path, body)
+                done, _ = await self._attempt("AdapterRejected", what, call)
+                # A listener on an unchanged port is kept across a PUT, with its old config.
+                if done and found is not None and "config" in body and adapter.enabled:
+                    await self._restart_adapter(adapter)
         if "nfs" in enabled:
-            await self._portmapper()
+            await self._nfs_settings()
 
-    async def _smb_guest(self) -> None:
-        """Guest sessions as declared. Before the adapters: the SMB listener reads its settings
-        when it (re)starts, as it does when the operator moves it to its port, so it never
-        serves a guest; a running one picks a change up within its settings watcher's poll."""
-        settings = await self.api.get("/adapters/smb/settings") or {}
-        patch = payloads.smb_guest_patch(self.desired.smb_guest, settings)
+    async def _restart_adapter(self, adapter: Adapter) -> None:
+        """Stop and start an adapter, for what DittoFS reads only when its listener starts."""
+        stop = self.api.put(f"/adapters/{adapter.type}", {"enabled": False})
+        await self._attempt("AdapterRejected", f"{adapter.type} adapter stop", stop)
+        start = self.api.put(f"/adapters/{adapter.type}", {"enabled": True, "port": adapter.port})
+        await self._attempt("AdapterRejected", f"{adapter.type} adapter start", start)
+
+    async def _smb_settings(self) -> None:
+        """Signing (and so guests) and dialects as declared. Before the adapters: the SMB
+        listener reads its settings when it (re)starts, as it does when the operator moves it
+        to its port, so it never serves a guest; a running one picks a change up within its
+        settings watcher's poll."""
+        self.smb_settings = await self.api.get("/adapters/smb/settings") or {}
+        patch = payloads.smb_settings_patch(self.desired.smb, self.smb_settings)
         if patch is not None:
-            what = f"SMB guest sessions {'on' if self.desired.smb_guest else 'off'}"
-            await self._attempt(
+            what = f"SMB settings ({', '.join(sorted(patch))})"
+            done, answered = await self._attempt(
                 "AdapterRejected", what, self.api.patch("/adapters/smb/settings", patch)
             )
+            if done and answered:
+                self.smb_settings = answered
 
-    async def _portmapper(self) -> None:
-        nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
-        settings = await self.api.get("/adapters/nfs/settings") or {}
-        patch = payloads.portmapper_patch(self.desired.portmapper, settings)
+    async def _nfs_settings(self) -> None:
+        self.nfs_settings = await self.api.get("/adapters/nfs/settings") or {}
+        patch = payloads.nfs_settings_patch(self.desired.nfs, self.nfs_settings)
         if patch is None:
             return
-        what = "NFS portmapper settings"
-        done, _ = await self._attempt(
+        what = f"NFS settings ({', '.join(sorted(patch))})"
+        done, answered = await self._attempt(
             "AdapterRejected", what, self.api.patch("/adapters/nfs/settings", patch)
         )
-        if done:  # the NFS adapter reads them when it starts: restart it
-            await self._attempt(
-                "AdapterRejected",
-                "NFS adapter stop",
-                self.api.put("/adapters/nfs", {"enabled": False}),
-            )
-            body = {"enabled": True, "port": nfs.port}
-            await self._attempt(
-                "AdapterRejected", "NFS adapter start", self.api.put("/adapters/nfs", body)
-            )
+        if done and answered:
+            self.nfs_settings = answered
+        if done and "portmapper_enabled" in patch:  # read when the adapter starts
+            nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
+            await self._restart_adapter(nfs)
 
     async def _groups(self) -> None:
         reported = {group.get("name"): group for group in await self._list("/groups")}
@@ -239,10 +251,16 @@ class Converge:
         done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
         if done:
             # Saved, not in use: the running server keeps the store it opened.
-            revision = credentials.stores_revision(self.digest_key, self.desired.stores)
-            self.memory.stores_revision = revision
+            self._restart_for_change()
             if store.secrets:
                 applied[store.item] = secret
+
+    def _restart_for_change(self) -> None:
+        """A change DittoFS reads only when it starts was saved: publish the revision the pod
+        must be started for."""
+        self.memory.stores_revision = credentials.stores_revision(
+            self.digest_key, self.desired.stores, self.desired.shares
+        )
 
     async def _shares(self, ids: payloads.StoreIds, users: dict[str, Obj]) -> None:
         reported = {share.get("name"): share for share in await self._list("/shares")}
@@ -296,7 +314,9 @@ class Converge:
             if not done:
                 return
         elif update := payloads.share_update_body(share, found, ids):
-            await self._attempt("ShareRejected", what, self.api.put(share.path, update))
+            done, _ = await self._attempt("ShareRejected", what, self.api.put(share.path, update))
+            if done and "encrypt_data" in update:  # used once DittoFS starts again
+                self._restart_for_change()
         if found is not None and found.get("enabled", True) != share.enabled:
             action = "enable" if share.enabled else "disable"
             call = self.api.post(f"{share.path}/{action}")
@@ -399,4 +419,5 @@ class Converge:
             groups=await self._list("/groups"),
             snapshot_policies=self.snapshot_policies,
             quotas=self.quotas,
+            settings={"smb": self.smb_settings, "nfs": self.nfs_settings},
         )

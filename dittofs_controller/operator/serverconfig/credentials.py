@@ -14,6 +14,7 @@ from dittofs_controller.operator import names
 from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.serverconfig.model import (
     POSTGRES_FIELDS,
+    Share,
     Spec,
     Store,
     postgres_source,
@@ -73,10 +74,13 @@ def digest(key: str, item: str, values: Sequence[str]) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
-def stores_revision(key: str, stores: Iterable[Store]) -> str:
-    """What the declared stores hold, as a keyed digest (credentials never in the clear): the
-    revision a pod must be started for once a store was changed over the API."""
-    return digest(key, "stores", [f"{store.item} {store.config_text()}" for store in stores])
+def stores_revision(key: str, stores: Iterable[Store], shares: Iterable[Share] = ()) -> str:
+    """What DittoFS reads only when it starts, as declared: the stores and which shares SMB
+    clients must encrypt, as a keyed digest (credentials never in the clear). The revision a pod
+    must be started for once one of them was changed over the API."""
+    held = [f"{store.item} {store.config_text()}" for store in stores]
+    held += [f"share {share.name} encrypted" for share in shares if share.encrypted]
+    return digest(key, "stores", held)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -72,12 +72,52 @@ class Adapter:
     type: str
     enabled: bool
     port: int
+    # The adapter's config object, or None to leave the server's alone (SMB's).
+    config: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def tls(self) -> Any:
+        return (self.config or {}).get("tls")
 
 
 @attrs.frozen
 class Portmapper:
     enabled: bool
     port: int
+
+
+@attrs.frozen
+class NFSSettings:
+    """The NFS adapter's settings the spec declares (/adapters/nfs/settings)."""
+
+    portmapper: Portmapper
+    lease_seconds: int
+    grace_period_seconds: int
+
+
+# The spec's SMB dialects as DittoFS names them (it calls 2.0.2 "SMB2.0").
+SMB_DIALECT_NAMES = {
+    "2.0.2": "SMB2.0",
+    "2.1": "SMB2.1",
+    "3.0": "SMB3.0",
+    "3.0.2": "SMB3.0.2",
+    "3.1.1": "SMB3.1.1",
+}
+
+
+@attrs.frozen
+class SMBSettings:
+    """The SMB adapter's settings the spec declares (/adapters/smb/settings), with DittoFS's
+    values: `signing` is required or enabled, dialects are named as DittoFS names them."""
+
+    signing: str
+    min_dialect: str
+    max_dialect: str
+
+    @property
+    def guest(self) -> bool:
+        """DittoFS 0.29 admits guests exactly when signing is not required."""
+        return self.signing != "required"
 
 
 @attrs.frozen
@@ -222,6 +262,7 @@ class Share:
     snapshots: SnapshotPolicy | None = None
     quota_bytes: int = 0  # the share-wide limit; 0 is none
     quotas: tuple[Quota, ...] = ()
+    encrypted: bool = False  # SMB clients must encrypt (SMB2_SHAREFLAG_ENCRYPT_DATA)
 
     @property
     def path(self) -> str:
@@ -242,8 +283,8 @@ class Share:
 @attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
-    portmapper: Portmapper
-    smb_guest: bool
+    nfs: NFSSettings
+    smb: SMBSettings
     groups: tuple[Group, ...]
     users: tuple[User, ...]
     stores: tuple[Store, ...]
@@ -272,11 +313,19 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
     nfs, smb = spec.adapters.nfs, spec.adapters.smb
     return Desired(
         adapters=(
-            Adapter("nfs", nfs.enabled, nfs.port),
+            Adapter("nfs", nfs.enabled, nfs.port, _nfs_config(nfs.tls)),
             Adapter("smb", smb.enabled, smb.port),
         ),
-        portmapper=Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
-        smb_guest=smb.guest,
+        nfs=NFSSettings(
+            Portmapper(nfs.portmapper.enabled, nfs.portmapper.port),
+            nfs.lease_seconds,
+            nfs.grace_period_seconds,
+        ),
+        smb=SMBSettings(
+            signing=smb.signing or ("enabled" if smb.guest else "required"),
+            min_dialect=SMB_DIALECT_NAMES[smb.min_dialect],
+            max_dialect=SMB_DIALECT_NAMES[smb.max_dialect],
+        ),
         groups=tuple(Group(group.name, group.gid) for group in spec.groups),
         users=tuple(
             User(
@@ -291,6 +340,20 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
         stores=tuple(_stores(server_name, spec, values)),
         shares=tuple(_share(share, spec) for share in spec.shares),
     )
+
+
+def _nfs_config(tls: v1alpha1.NFSTLS | None) -> Obj:
+    """The NFS adapter's config: TLS from the Secret the workload mounts, or none."""
+    if tls is None:
+        return {}
+    directory = names.NFS_TLS_DIR
+    return {
+        "tls": {
+            "cert_file": f"{directory}/{config.TLS_CERT_KEY}",
+            "key_file": f"{directory}/{config.TLS_KEY_KEY}",
+            "mode": tls.mode,
+        }
+    }
 
 
 def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Store]:
@@ -392,6 +455,7 @@ def _share(share: v1alpha1.Share, spec: Spec) -> Share:
         snapshots=_snapshot_policy(share.snapshots),
         quota_bytes=byte_count(share.quota),
         quotas=_quotas(share.quotas, spec),
+        encrypted=spec.adapters.smb.encryption == "required",
     )
 
 

@@ -27,6 +27,13 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   {scope} that route does not have), so the default-user quota goes through
   /quotas/default-user/0, whose id that scope ignores.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
+  An adapter's `config` object (NFS's `tls`: cert_file, key_file, mode) is replaced whole by
+  PUT, which restarts the listener with it.
+  The NFS lease and grace times and the SMB signing mode and dialect range are read by
+  DittoFS's settings watcher (a 10 s poll) and apply live; the grace period is used from the
+  next start.
+- A share's `encrypt_data` (SMB clients must encrypt) is used from a share's creation, but a
+  change made by PUT only once DittoFS starts again: the stores revision is bumped for it.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_PATHS,
     Adapter,
     Group,
+    NFSSettings,
     PermissionKey,
-    Portmapper,
     Quota,
     QuotaKey,
     QuotaLimits,
     QuotaScope,
     Share,
+    SMBSettings,
     SnapshotPolicy,
     Store,
     StoreKind,
@@ -57,34 +65,52 @@ ROLE = "user"
 
 
 def adapter_change(adapter: Adapter, reported: Obj | None) -> tuple[str, str, Obj] | None:
-    """(method, path, body) that makes the server's adapter match, or None."""
-    body = {"enabled": adapter.enabled, "port": adapter.port}
+    """(method, path, body) that makes the server's adapter match, or None. A config (NFS's
+    TLS) is sent when it differs; PUT restarts the listener with it."""
+    body: Obj = {"enabled": adapter.enabled, "port": adapter.port}
+    shown = ((reported or {}).get("config") or {}).get("tls")
+    config_differs = adapter.config is not None and shown != adapter.tls
+    if adapter.config or config_differs:
+        body["config"] = dict(adapter.config or {})
     if reported is None:
         return ("POST", "/adapters", {"type": adapter.type, **body}) if adapter.enabled else None
     if reported.get("enabled") != adapter.enabled or (
-        adapter.enabled and reported.get("port") != adapter.port
+        adapter.enabled and (reported.get("port") != adapter.port or config_differs)
     ):
         return "PUT", f"/adapters/{adapter.type}", body
     return None
 
 
-def portmapper_patch(portmapper: Portmapper, settings: Obj) -> Obj | None:
-    """PATCH /adapters/nfs/settings body when the embedded portmapper differs, or None."""
-    if settings.get("portmapper_enabled") == portmapper.enabled and (
-        not portmapper.enabled or settings.get("portmapper_port") == portmapper.port
+def nfs_settings_patch(wanted: NFSSettings, settings: Obj) -> Obj | None:
+    """PATCH /adapters/nfs/settings body for what differs, or None."""
+    body: Obj = {}
+    portmapper = wanted.portmapper
+    if settings.get("portmapper_enabled") != portmapper.enabled or (
+        portmapper.enabled and settings.get("portmapper_port") != portmapper.port
     ):
-        return None
-    return {"portmapper_enabled": portmapper.enabled, "portmapper_port": portmapper.port}
+        body.update(portmapper_enabled=portmapper.enabled, portmapper_port=portmapper.port)
+    if settings.get("lease_time") != wanted.lease_seconds:
+        body["lease_time"] = wanted.lease_seconds
+    if settings.get("grace_period") != wanted.grace_period_seconds:
+        body["grace_period"] = wanted.grace_period_seconds
+    return body or None
 
 
-def smb_guest_patch(guest: bool, settings: Obj) -> Obj | None:
-    """PATCH /adapters/smb/settings body when guest sessions are not as declared, or None.
+def smb_settings_patch(wanted: SMBSettings, settings: Obj) -> Obj | None:
+    """PATCH /adapters/smb/settings body for what differs, or None.
 
     DittoFS 0.29 refuses guest and anonymous sessions exactly when signing is required (its
-    guest switch has no API), so the signing mode carries the choice.
+    guest switch has no API), so the signing mode carries the spec's guest choice too. An
+    unset signing ("", inherit the server's file config) counts as different.
     """
-    signing = "enabled" if guest else "required"
-    return None if settings.get("signing") == signing else {"signing": signing}
+    body: Obj = {}
+    if settings.get("signing") != wanted.signing:
+        body["signing"] = wanted.signing
+    if settings.get("min_dialect") != wanted.min_dialect:
+        body["min_dialect"] = wanted.min_dialect
+    if settings.get("max_dialect") != wanted.max_dialect:
+        body["max_dialect"] = wanted.max_dialect
+    return body or None
 
 
 def group_create_body(group: Group) -> Obj:
@@ -158,6 +184,8 @@ def share_create_body(share: Share) -> Obj:
         body["owner"] = share.owner
     if share.quota_bytes:
         body["quota_bytes"] = str(share.quota_bytes)
+    if share.encrypted:
+        body["encrypt_data"] = True
     return body
 
 
@@ -187,6 +215,8 @@ def share_update_body(share: Share, reported: Obj, ids: StoreIds) -> Obj | None:
         body["default_permission"] = share.default_permission
     if (reported.get("quota_bytes") or "") != byte_size_text(share.quota_bytes):
         body["quota_bytes"] = str(share.quota_bytes)  # "0" removes the limit
+    if bool(reported.get("encrypt_data")) != share.encrypted:
+        body["encrypt_data"] = share.encrypted
     return body or None
 
 

@@ -12,7 +12,12 @@ from dittofs_controller.operator import names
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.conditions import Outcome
 from dittofs_controller.operator.serverconfig.credentials import scrub
-from dittofs_controller.operator.serverconfig.model import STORE_KINDS, Desired, StoreKind
+from dittofs_controller.operator.serverconfig.model import (
+    SMB_DIALECT_NAMES,
+    STORE_KINDS,
+    Desired,
+    StoreKind,
+)
 
 # How often a converged server is compared again, to notice changes made through its API.
 DRIFT_INTERVAL = 300.0
@@ -51,6 +56,7 @@ class Observed:
     groups: Sequence[Obj]
     snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
     quotas: Mapping[str, Sequence[Obj]] = attrs.field(factory=dict)  # by share name
+    settings: Mapping[str, Obj] = attrs.field(factory=dict)  # by adapter type, when enabled
 
 
 def _health(obj: Obj) -> str:
@@ -81,6 +87,8 @@ def server_status(
                 "enabled": bool(adapter.get("enabled")),
                 "running": bool(adapter.get("running")),
                 "port": adapter.get("port"),
+                **_adapter_settings(str(adapter.get("type")), observed.settings),
+                **_tls(adapter),
             }
             for adapter in observed.adapters
         },
@@ -97,6 +105,7 @@ def server_status(
                     if share.get("remote_block_store_id")
                     else {}
                 ),
+                **({"encryptData": True} if share.get("encrypt_data") else {}),
                 **(
                     {"snapshots": _snapshot_policy(policy)}
                     if (policy := observed.snapshot_policies.get(str(share.get("name"))))
@@ -125,6 +134,36 @@ def server_status(
             for store in sorted(observed.stores[kind], key=lambda s: str(s.get("name")))
         ]
     return status
+
+
+_SPEC_DIALECTS = {name: dialect for dialect, name in SMB_DIALECT_NAMES.items()}
+
+
+def _adapter_settings(kind: str, settings: Mapping[str, Obj]) -> Obj:
+    """The protocol security an adapter's settings report, in the spec's terms."""
+    found = settings.get(kind)
+    if not found:
+        return {}
+    if kind == "smb":
+        return {
+            "signing": found.get("signing") or "unset",
+            "minDialect": _SPEC_DIALECTS.get(
+                str(found.get("min_dialect")), found.get("min_dialect")
+            ),
+            "maxDialect": _SPEC_DIALECTS.get(
+                str(found.get("max_dialect")), found.get("max_dialect")
+            ),
+        }
+    return {
+        "leaseSeconds": found.get("lease_time"),
+        "gracePeriodSeconds": found.get("grace_period"),
+    }
+
+
+def _tls(adapter: Obj) -> Obj:
+    """An adapter's TLS mode, as its config reports it (file paths are left out)."""
+    tls = (adapter.get("config") or {}).get("tls")
+    return {"tls": {"mode": tls.get("mode") or "opportunistic"}} if tls else {}
 
 
 def _snapshot_policy(policy: Obj) -> Obj:
@@ -218,8 +257,9 @@ def reopen_pending(revision: str | None, pod: Obj | None) -> list[Issue]:
     return [
         Issue(
             "StoresReopening",
-            "a store changed on the server and DittoFS opens its stores only when it starts: "
-            "the pod is being replaced so the new settings (or credentials) are used",
+            "a store, or the SMB encryption of a share, changed on the server and DittoFS "
+            "reads them only when it starts: the pod is being replaced so the new settings "
+            "(or credentials) are used",
             NOT_RUNNING_RECHECK,
         )
     ]

@@ -241,6 +241,9 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
         if (client_ca := cp.tls.client_ca) is not None:
             source = secret_keys(client_ca.secret_name, client_ca.key)
             add("tls-client-ca", source, names.CLIENT_CA_DIR, read_only=True)
+    if (nfs_tls := spec.adapters.nfs.tls) is not None:
+        source = secret_keys(nfs_tls.secret_name, config.TLS_CERT_KEY, config.TLS_KEY_KEY)
+        add("nfs-tls", source, names.NFS_TLS_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
     if (secret := config.encryption_key_secret(server_name, spec)) is not None:

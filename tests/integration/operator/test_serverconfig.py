@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from tests.integration.operator.conftest import (
     load_manifest,
     wait_for,
 )
-from tests.support.clients import Nfs, Smb, missing_tools
+from tests.support.clients import ClientError, Nfs, Smb, missing_tools
 from tests.support.dfsctl import Dfsctl
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
@@ -222,8 +223,21 @@ async def test_sample_is_configured_and_serves_nfs_and_smb(
     assert "2 stores, 1 share, 1 user and 0 groups" in configured["message"]
     status = await server_status(kube, key)
     assert status["adapters"] == {
-        "nfs": {"enabled": True, "running": True, "port": 12049},
-        "smb": {"enabled": True, "running": True, "port": 12445},  # DittoFS starts it on 1445
+        "nfs": {
+            "enabled": True,
+            "running": True,
+            "port": 12049,
+            "leaseSeconds": 90,
+            "gracePeriodSeconds": 90,
+        },
+        "smb": {
+            "enabled": True,
+            "running": True,
+            "port": 12445,  # DittoFS starts it on 1445
+            "signing": "required",  # no guests
+            "minDialect": "2.0.2",
+            "maxDialect": "3.1.1",
+        },
     }
     (share,) = status["shares"]
     assert share.pop("health") in ("healthy", "degraded", "unknown")
@@ -921,3 +935,117 @@ def logged_requests(node: Node, key: ObjectKey, method: str, path: str) -> int:
         if re.fullmatch(path, str(entry.get("path"))):
             count += 1
     return count
+
+
+async def test_protocol_security_is_what_real_clients_meet(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: RunningOperator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SMB encryption required, signing required (no guests) and SMB 3.0 at least, then guests
+    with signing enabled and SMB 3.0.2 at most, as smbclient and smbprotocol meet them; NFS
+    lease and grace times; drift made by hand put back."""
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
+    nfs_times = {"leaseSeconds": 30, "gracePeriodSeconds": 45}
+    strict = {"smb": {"encryption": "required", "minDialect": "3.0"}, "nfs": nfs_times}
+    server = sample(namespace, adapters=strict)
+    key = await create(kube, namespace, server, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    status = await server_status(kube, key)
+    smb_status = {k: status["adapters"]["smb"][k] for k in ("signing", "minDialect", "maxDialect")}
+    assert smb_status == {"signing": "required", "minDialect": "3.0", "maxDialect": "3.1.1"}
+    nfs_status = status["adapters"]["nfs"]
+    assert (nfs_status["leaseSeconds"], nfs_status["gracePeriodSeconds"]) == (30, 45)
+    assert status["shares"][0]["encryptData"] is True
+
+    ip = await pod_ip(kube, key)
+    alice = Smb(ip, "export", "alice", ALICE_OLD)
+    sealed = replace(alice, options=("--option=client smb encrypt=required",))
+    await sealed.put("sealed.txt", "encrypted on the wire\n", tmp_path)
+    assert await sealed.read("sealed.txt", tmp_path) == "encrypted on the wire\n"
+    # A client that neither signs nor encrypts logs in, but no share serves it.
+    assert await replace(alice, options=("--client-protection=off",)).login_error() == (
+        "NT_STATUS_ACCESS_DENIED"
+    )
+    smb2_only = replace(sealed, options=("--option=client max protocol=SMB2_10",))
+    assert await smb2_only.login_error() == "NT_STATUS_NOT_SUPPORTED"
+    # smbclient signs whatever it is told when the server requires it: smbprotocol does not.
+    assert await alice.unsigned_tree_connect("3.0") is not None
+    anonymous = replace(sealed, user="", password="")
+    assert await anonymous.login_error() == "NT_STATUS_LOGON_FAILURE"
+
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    async with aiohttp.ClientSession() as http:
+        api = DittoFSClient(http, f"http://{ip}:8080", admin)
+        await api.patch("/adapters/smb/settings", {"signing": "enabled", "min_dialect": "SMB2.0"})
+        await api.patch("/adapters/nfs/settings", {"lease_time": 90})
+
+        async def settings_restored() -> bool:
+            smb = await api.get("/adapters/smb/settings")
+            nfs = await api.get("/adapters/nfs/settings")
+            return bool(
+                (smb["signing"], smb["min_dialect"], nfs["lease_time"])
+                == ("required", "SMB3.0", 30)
+            )
+
+        await wait_for(settings_restored, "SMB signing, dialect and NFS lease put back", 30)
+
+    # Guests, signing enabled, encryption preferred, SMB 3.0 to 3.0.2 (a merge patch: minDialect
+    # stays). DittoFS reads a share's encryption when it starts: the pod is replaced for it.
+    pod_uid = (await kube.get(PODS, names.pod(key.name), namespace))["metadata"]["uid"]
+    smb = {"guest": True, "encryption": "preferred", "maxDialect": "3.0.2"}
+    relaxed = {"smb": smb, "nfs": nfs_times}
+    await set_spec(kube, key, adapters=relaxed)
+    await until(kube, key, "ServerConfigured", "True", "Converged", timeout=READY_TIMEOUT)
+    assert (await kube.get(PODS, names.pod(key.name), namespace))["metadata"]["uid"] != pod_uid
+    status = await server_status(kube, key)
+    assert "encryptData" not in status["shares"][0]
+    assert (status["adapters"]["smb"]["signing"], status["adapters"]["smb"]["maxDialect"]) == (
+        "enabled",
+        "3.0.2",
+    )
+    ip = await pod_ip(kube, key)
+    alice, anonymous = replace(alice, host=ip), replace(anonymous, host=ip, options=())
+    plain = replace(alice, options=("--client-protection=off",))
+    assert await plain.read("sealed.txt", tmp_path) == "encrypted on the wire\n"
+    assert await alice.unsigned_tree_connect("3.0") is None
+    smb311_only = replace(alice, options=("--option=client min protocol=SMB3_11",))
+    assert await smb311_only.login_error() == "NT_STATUS_NOT_SUPPORTED"
+    assert await anonymous.login_error() is None
+
+
+async def test_nfs_over_tls_serves_the_certificate_of_its_secret(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    """NFS over TLS with a kubernetes.io/tls Secret mounted as files: TLS 1.3 after the
+    AUTH_TLS probe with exactly that certificate; mode require refuses clear-text clients
+    (libnfs), opportunistic serves them."""
+    cert, key_pem = self_signed("files-nfs.example")
+    tls = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "nfs-tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key_pem},
+    }
+    adapters = {"nfs": {"tls": {"secretName": "nfs-tls"}}}
+    server = sample(namespace, adapters=adapters)
+    key = await create(kube, namespace, server, tls, secret("alice-password", password=ALICE_OLD))
+    await ready(kube, key, node)
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert (await server_status(kube, key))["adapters"]["nfs"]["tls"] == {"mode": "require"}
+    nfs = Nfs(await pod_ip(kube, key), "/export")
+    assert await nfs.null_over_tls(cert) == "TLSv1.3"
+    other, _ = self_signed("someone-else.example")
+    with pytest.raises(ClientError, match="certificate verify failed"):
+        await nfs.null_over_tls(other)
+    assert await nfs.reachable() is not None  # libnfs speaks no TLS
+
+    await set_spec(kube, key, adapters={"nfs": {"tls": {"mode": "opportunistic"}}})
+    await until(kube, key, "ServerConfigured", "True", "Converged")
+    assert await nfs.reachable() is None
+    assert await nfs.null_over_tls(cert) == "TLSv1.3"

@@ -83,8 +83,9 @@ def test_badger_filesystem_sample() -> None:
         model.Adapter("nfs", True, 12049),
         model.Adapter("smb", True, 12445),  # DittoFS starts SMB on 1445: this moves it
     )
-    assert state.portmapper == model.Portmapper(False, 10111)
-    assert state.smb_guest is False
+    assert state.nfs == model.NFSSettings(model.Portmapper(False, 10111), 90, 90)
+    assert state.smb == model.SMBSettings("required", "SMB2.0", "SMB3.1.1")
+    assert not state.smb.guest
     (share,) = state.shares
     assert (share.name, share.path, share.squash, share.default_permission) == (
         "/export",
@@ -350,28 +351,118 @@ def test_adapters() -> None:
     assert payloads.adapter_change(off, {"enabled": False, "port": 999}) is None
 
 
-def test_portmapper() -> None:
-    defaults = {"portmapper_enabled": False, "portmapper_port": 10111}
-    assert payloads.portmapper_patch(model.Portmapper(False, 10111), defaults) is None
-    assert payloads.portmapper_patch(model.Portmapper(False, 20111), defaults) is None
-    assert payloads.portmapper_patch(model.Portmapper(True, 10111), defaults) == {
+def test_nfs_tls_is_the_adapters_config_sent_when_it_differs() -> None:
+    spec = spec_of(manifest(VALID / "protocol-security.yaml"))
+    nfs, _ = model.desired("files", spec, values_for("files", spec)).adapters
+    tls = {"cert_file": "/nfs-tls/tls.crt", "key_file": "/nfs-tls/tls.key", "mode": "require"}
+    assert nfs.config == {"tls": tls}
+    plain = {"type": "nfs", "enabled": True, "running": True, "port": 12049, "config": {}}
+    assert payloads.adapter_change(nfs, plain) == (
+        "PUT",
+        "/adapters/nfs",
+        {"enabled": True, "port": 12049, "config": {"tls": tls}},
+    )
+    assert payloads.adapter_change(nfs, {**plain, "config": {"tls": tls}}) is None
+    # Dropped from the spec, TLS is taken off; a server that never had it is left alone.
+    (without,) = [a for a in TEAMS_STATE.adapters if a.type == "nfs"]
+    assert without.config == {}
+    assert payloads.adapter_change(without, {**plain, "config": {"tls": tls}}) == (
+        "PUT",
+        "/adapters/nfs",
+        {"enabled": True, "port": 12049, "config": {}},
+    )
+    assert payloads.adapter_change(without, plain) is None
+    assert payloads.adapter_change(without, {**plain, "config": None}) is None
+    status = report.server_status(observed(adapters=[{**plain, "config": {"tls": tls}}]), {}, {})
+    assert status["adapters"]["nfs"]["tls"] == {"mode": "require"}
+    assert "/nfs-tls" not in json.dumps(status)
+
+
+# GET /adapters/nfs/settings of a fresh DittoFS (the keys the operator reads).
+NFS_DEFAULTS = {
+    "portmapper_enabled": False,
+    "portmapper_port": 10111,
+    "lease_time": 90,
+    "grace_period": 90,
+}
+
+
+def nfs(portmapper: tuple[bool, int] = (False, 10111), lease: int = 90, grace: int = 90) -> Any:
+    return model.NFSSettings(model.Portmapper(*portmapper), lease, grace)
+
+
+def test_nfs_settings() -> None:
+    assert payloads.nfs_settings_patch(nfs(), NFS_DEFAULTS) is None
+    assert payloads.nfs_settings_patch(nfs((False, 20111)), NFS_DEFAULTS) is None
+    assert payloads.nfs_settings_patch(nfs((True, 10111)), NFS_DEFAULTS) == {
         "portmapper_enabled": True,
         "portmapper_port": 10111,
     }
-    on = {"portmapper_enabled": True, "portmapper_port": 10111}
-    assert payloads.portmapper_patch(model.Portmapper(True, 10112), on) == {
+    on = {**NFS_DEFAULTS, "portmapper_enabled": True}
+    assert payloads.nfs_settings_patch(nfs((True, 10112)), on) == {
         "portmapper_enabled": True,
         "portmapper_port": 10112,
     }
+    assert payloads.nfs_settings_patch(nfs(lease=30, grace=120), NFS_DEFAULTS) == {
+        "lease_time": 30,
+        "grace_period": 120,
+    }
 
 
-def test_smb_guests_are_refused_through_required_signing_unless_declared() -> None:
+def smb_spec(**smb: Any) -> Any:
+    document = manifest(SAMPLES / "badger-filesystem.yaml")
+    document["spec"]["adapters"] = {"smb": smb}
+    spec = spec_of(document)
+    return model.desired("files", spec, values_for("files", spec))
+
+
+def test_smb_signing_follows_guest_unless_declared() -> None:
+    assert smb_spec().smb.signing == "required"
+    assert smb_spec(guest=True).smb.signing == "enabled"
+    assert smb_spec(guest=True).smb.guest
+    assert smb_spec(signing="required").smb.signing == "required"
+    assert smb_spec(guest=True, signing="enabled").smb.signing == "enabled"
+    dialects = smb_spec(minDialect="3.0", maxDialect="3.0.2").smb
+    assert (dialects.min_dialect, dialects.max_dialect) == ("SMB3.0", "SMB3.0.2")
+
+
+def test_smb_settings_patch_guests_refused_through_required_signing() -> None:
+    wanted = model.SMBSettings("required", "SMB2.0", "SMB3.1.1")
+    current = {"signing": "required", "min_dialect": "SMB2.0", "max_dialect": "SMB3.1.1"}
+    assert payloads.smb_settings_patch(wanted, current) is None
     # A fresh DittoFS reports "" (inherit the file config, which lets guests in).
-    assert payloads.smb_guest_patch(False, {"signing": ""}) == {"signing": "required"}
-    assert payloads.smb_guest_patch(False, {}) == {"signing": "required"}
-    assert payloads.smb_guest_patch(False, {"signing": "required"}) is None
-    assert payloads.smb_guest_patch(True, {"signing": "required"}) == {"signing": "enabled"}
-    assert payloads.smb_guest_patch(True, {"signing": "enabled"}) is None
+    fresh = {**current, "signing": ""}
+    assert payloads.smb_settings_patch(wanted, fresh) == {"signing": "required"}
+    assert payloads.smb_settings_patch(wanted, {}) == {
+        "signing": "required",
+        "min_dialect": "SMB2.0",
+        "max_dialect": "SMB3.1.1",
+    }
+    guests = model.SMBSettings("enabled", "SMB3.0", "SMB3.1.1")
+    assert payloads.smb_settings_patch(guests, current) == {
+        "signing": "enabled",
+        "min_dialect": "SMB3.0",
+    }
+
+
+def test_smb_encryption_required_marks_every_share() -> None:
+    plain = smb_spec()
+    (share,) = plain.shares
+    assert not share.encrypted
+    assert "encrypt_data" not in payloads.share_create_body(share)
+    encrypted = smb_spec(encryption="required", minDialect="3.0")
+    (share,) = encrypted.shares
+    assert share.encrypted
+    assert payloads.share_create_body(share)["encrypt_data"] is True
+    reported = reported_share(name="/export", default_permission="read", encrypt_data=False)
+    assert payloads.share_update_body(share, reported, IDS) == {"encrypt_data": True}
+    reported["encrypt_data"] = True
+    assert payloads.share_update_body(share, reported, IDS) is None
+    # DittoFS reads a share's encryption when it starts: a change is a new revision.
+    key = "digest-key"
+    before = credentials.stores_revision(key, plain.stores, plain.shares)
+    assert before == credentials.stores_revision(key, plain.stores)
+    assert credentials.stores_revision(key, encrypted.stores, encrypted.shares) != before
 
 
 def test_stores_revision_follows_every_store_setting_and_credential_keyed() -> None:
@@ -834,6 +925,30 @@ def test_status_reports_state_names_and_digests_never_configs() -> None:
         "nfs": {"enabled": True, "running": True, "port": 12049},
         "smb": {"enabled": True, "running": True, "port": 12445},
     }
+    settings = {
+        "smb": {"signing": "required", "min_dialect": "SMB3.0", "max_dialect": "SMB3.1.1"},
+        "nfs": {**NFS_DEFAULTS, "lease_time": 30},
+    }
+    encrypted = [reported_share(encrypt_data=True)]
+    found = report.server_status(observed(settings=settings, shares=encrypted), {}, {})
+    assert found["adapters"] == {
+        "nfs": {
+            "enabled": True,
+            "running": True,
+            "port": 12049,
+            "leaseSeconds": 30,
+            "gracePeriodSeconds": 90,
+        },
+        "smb": {
+            "enabled": True,
+            "running": True,
+            "port": 12445,
+            "signing": "required",
+            "minDialect": "3.0",
+            "maxDialect": "3.1.1",
+        },
+    }
+    assert found["shares"][0]["encryptData"] is True
     assert status["shares"] == [
         {
             "name": "/engineering",

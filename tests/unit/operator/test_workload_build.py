@@ -12,7 +12,7 @@ import yaml
 
 from dittofs_controller.api.schema import parse
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
-from dittofs_controller.operator import names
+from dittofs_controller.operator import names, references
 from dittofs_controller.operator.children import needs_apply
 from dittofs_controller.operator.workload import build
 
@@ -196,6 +196,16 @@ def test_go_heap_follows_the_memory_limit_when_there_is_one() -> None:
         }
     )
     assert env(own)["GOMEMLIMIT"] == {"name": "GOMEMLIMIT", "value": "900MiB"}
+
+
+def test_nfs_tls_secret_is_mounted_read_only_as_files() -> None:
+    tls = mounts(sample("protocol-security.yaml"))[names.NFS_TLS_DIR]
+    assert tls["readOnly"] is True
+    assert tls["secret"]["secretName"] == "nfs-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+    assert names.NFS_TLS_DIR not in mounts(spec_of())
+    # Watched, so a Secret created later (or renewed) wakes the reconcilers.
+    assert "nfs-tls" in references.referenced_secret_names(sample("protocol-security.yaml"))
 
 
 def test_percona_root_ca_is_mounted_and_named_to_libpq() -> None:
