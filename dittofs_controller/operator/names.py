@@ -129,6 +129,7 @@ ENCRYPTION_DIR = "/encryption"
 ENCRYPTION_PASSPHRASE_KEY = "passphrase"
 ENCRYPTION_KEY_FILE_KEY = "key.pem"
 POSTGRES_CA_DIR = "/postgres-ca"
+LDAP_CA_DIR = "/ldap-ca"
 
 
 def metadata_dir(store: str) -> str:

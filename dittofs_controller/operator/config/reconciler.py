@@ -189,6 +189,8 @@ class ConfigReconciler(ServerReconciler):
         if external is not None and external.ssl_root_cert_secret_ref is not None:
             ca = external.ssl_root_cert_secret_ref
             await value(ca, "spec.postgres.external.sslRootCertSecretRef")
+        if (ldap_ca := build.ldap_ca(spec)) is not None:
+            await value(ldap_ca, "spec.identity.ldap.tls.caSecretRef")
         if (secret := build.encryption_key_secret(server_name, spec)) is not None:
             what = "spec.encryptionKey" if spec.encryption_key else "generated"
             passphrase = SecretKeySelector(name=secret, key=names.ENCRYPTION_PASSPHRASE_KEY)

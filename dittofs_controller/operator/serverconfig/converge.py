@@ -13,6 +13,7 @@ from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.serverconfig import credentials, payloads
 from dittofs_controller.operator.serverconfig.memory import Memory
 from dittofs_controller.operator.serverconfig.model import (
+    LDAP,
     STORE_KINDS,
     STORE_PATHS,
     STORE_WHAT,
@@ -22,7 +23,12 @@ from dittofs_controller.operator.serverconfig.model import (
     StoreKind,
     User,
 )
-from dittofs_controller.operator.serverconfig.report import CATEGORIES, Issue, Observed
+from dittofs_controller.operator.serverconfig.report import (
+    CATEGORIES,
+    NOT_RUNNING_RECHECK,
+    Issue,
+    Observed,
+)
 
 log = structlog.get_logger("dittofs_controller.operator.serverconfig")
 
@@ -63,8 +69,9 @@ class Converge:
         users = await self._users()
         stores = await self._stores()
         await self._shares(stores, users)
+        ldap = await self._ldap()
         await self._prune()
-        return await self._observe()
+        return await self._observe(ldap)
 
     async def _attempt(self, reason: str, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
         """Make one change; a rejection becomes an issue naming `what`, anything else raises."""
@@ -344,6 +351,59 @@ class Converge:
         if reported is not None:
             self.snapshot_policies[share.name] = reported
 
+    async def _ldap(self) -> Obj | None:
+        """The declared directory, or the one the operator configured turned off; then whether
+        DittoFS can reach it and bind. The server's config once converged (for status)."""
+        ldap = self.desired.ldap
+        path = LDAP.path
+        try:
+            reported: Obj | None = await self.api.get(path)
+        except DittoFSError as error:
+            if error.status != 404:
+                raise
+            reported = None
+        if ldap is None:
+            managed = self.memory.managed.setdefault("identity", set())
+            body = payloads.ldap_disable_body(reported) if reported is not None else None
+            if "ldap" in managed and body is not None:
+                what = "LDAP directory (no longer in the spec: disabled)"
+                call = self.api.put(path, body)
+                done, answered = await self._attempt("IdentityProviderRejected", what, call)
+                if not done:
+                    return reported
+                reported = answered or reported
+            managed.discard("ldap")
+            return reported
+        secret = self._digest(LDAP.item, [ldap.bind_password])
+        applied = self.memory.applied.get(LDAP.item)
+        if drift := payloads.ldap_drift(ldap, reported, applied, secret):
+            what = f"LDAP directory {ldap.settings['url']} ({drift})"
+            call = self.api.put(path, ldap.body(ldap.bind_password))
+            done, answered = await self._attempt("IdentityProviderRejected", what, call)
+            if not done:
+                return reported
+            self.memory.applied[LDAP.item] = secret
+            reported = answered or reported
+        await self._ldap_reachable(ldap)
+        return reported
+
+    async def _ldap_reachable(self, ldap: LDAP) -> None:
+        """Ask DittoFS to dial and bind with what it stored: a wrong password or an unreachable
+        directory is accepted by PUT and would otherwise only show when a user logs in."""
+        body = ldap.body(payloads.REDACTED)
+        result = await self.api.post("/identity-providers/ldap/test", body) or {}
+        if not result.get("ok"):
+            stage = result.get("stage") or "test"
+            detail = credentials.scrub(str(result.get("message") or "no detail"), self.secrets)
+            self.issues.append(
+                Issue(
+                    "IdentityProviderUnreachable",
+                    f"DittoFS cannot use the LDAP directory {ldap.settings['url']} ({stage}): "
+                    f"{detail}",
+                    NOT_RUNNING_RECHECK,
+                )
+            )
+
     async def _prune(self) -> None:
         """Delete what the operator created and the spec no longer names (payloads.PRUNE_ORDER)."""
         declared = self.desired.names()
@@ -361,14 +421,17 @@ class Converge:
                     if not done:
                         kept.add(name)
             managed[category] = declared[category] | kept
-        current = {user.item for user in self.desired.users} | {
-            store.item for store in self.desired.stores if store.secrets
-        }
+        current = (
+            {user.item for user in self.desired.users}
+            | {store.item for store in self.desired.stores if store.secrets}
+            | ({LDAP.item} if self.desired.ldap is not None else set())
+        )
         for item in set(self.memory.applied) - current:
             del self.memory.applied[item]
 
-    async def _observe(self) -> Observed:
+    async def _observe(self, ldap: Obj | None) -> Observed:
         return Observed(
+            ldap=ldap,
             adapters=await self._list("/adapters"),
             stores={kind: await self._list(STORE_PATHS[kind]) for kind in STORE_KINDS},
             shares=await self._list("/shares"),

@@ -58,6 +58,9 @@ def secret_keys(server_name: str, spec: Spec) -> list[SecretKey]:
             what = f"S3 credentials of remote block store {store.name}"
             keys.append(SecretKey(creds.name, creds.access_key_id_key, what))
             keys.append(SecretKey(creds.name, creds.secret_access_key_key, what))
+    if (ldap := spec.identity.ldap) is not None:
+        ref = ldap.bind_password_secret_ref
+        keys.append(SecretKey(ref.name, ref.key, "bind password of the LDAP directory"))
     if any(store.type == "postgres" for store in spec.metadata_stores):
         secret, fields, _ = postgres_source(server_name, spec)
         what = "PostgreSQL connection of the postgres metadata stores"

@@ -192,6 +192,21 @@ class Share:
 
 
 @attrs.frozen
+class LDAP:
+    """The LDAP directory DittoFS resolves domain identities in, as its API names the fields
+    (the bind password aside: it is compared by digest, never read back)."""
+
+    settings: Mapping[str, Any]
+    bind_password: str = attrs.field(repr=False)
+
+    item = "identity/ldap"
+    path = "/identity-providers/ldap/config"
+
+    def body(self, bind_password: str) -> Obj:
+        return {**self.settings, "bind_password": bind_password}
+
+
+@attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
     portmapper: Portmapper
@@ -200,6 +215,7 @@ class Desired:
     users: tuple[User, ...]
     stores: tuple[Store, ...]
     shares: tuple[Share, ...]
+    ldap: LDAP | None = None
 
     def names(self) -> dict[str, set[str]]:
         """Declared names per category of status.server.managed."""
@@ -207,6 +223,7 @@ class Desired:
             "shares": {share.name for share in self.shares},
             "users": {user.name for user in self.users},
             "groups": {group.name for group in self.groups},
+            "identity": {"ldap"} if self.ldap is not None else set(),
         }
         for kind in STORE_KINDS:
             found[kind] = {store.name for store in self.stores if store.kind == kind}
@@ -214,9 +231,11 @@ class Desired:
 
     def credentials(self) -> list[str]:
         """Every credential the desired state carries (to keep them out of messages)."""
-        return [user.password for user in self.users] + [
-            secret for store in self.stores for secret in store.secrets
-        ]
+        return (
+            [user.password for user in self.users]
+            + [secret for store in self.stores for secret in store.secrets]
+            + ([self.ldap.bind_password] if self.ldap is not None else [])
+        )
 
 
 def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
@@ -242,7 +261,38 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
         ),
         stores=tuple(_stores(server_name, spec, values)),
         shares=tuple(_share(share) for share in spec.shares),
+        ldap=_ldap(spec, values),
     )
+
+
+def _ldap(spec: Spec, values: SecretValues) -> LDAP | None:
+    ldap = spec.identity.ldap
+    if ldap is None:
+        return None
+    tls = ldap.tls or v1alpha1.LDAPTLS()
+    password = ldap.bind_password_secret_ref
+    settings: Obj = {
+        "enabled": True,
+        "url": ldap.url,
+        "start_tls": ldap.start_tls,
+        "allow_plaintext": ldap.allow_plaintext,
+        "base_dn": ldap.base_dn,
+        "bind_dn": ldap.bind_dn,
+        "user_attr": ldap.user_attribute,
+        "realm": ldap.realm or "",
+        "idmap": ldap.idmap,
+        "nested_groups": ldap.nested_groups,
+        "timeout": ldap.timeout,
+        "max_group_results": ldap.max_group_results,
+        "tls": {
+            "ca_cert_file": config.ldap_ca_file(spec) or "",
+            "client_cert_file": "",
+            "client_key_file": "",
+            "insecure_skip_verify": tls.insecure_skip_verify,
+            "min_version": tls.min_version,
+        },
+    }
+    return LDAP(settings, values[(password.name, password.key)])
 
 
 def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Store]:

@@ -19,6 +19,10 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
   durations are compared in seconds.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
+- Identity providers (/identity-providers/ldap/config) are replaced whole by PUT and read back
+  with DittoFS' defaults filled in, the timeout as Go writes it ("1m0s") and the bind password
+  as `********` (or "" when none is stored); a PUT whose password is "" or `********` keeps the
+  stored one. LDAP changes apply at once (DittoFS rebuilds its resolvers).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Mapping, Sequence
 
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.serverconfig.model import (
+    LDAP,
     STORE_PATHS,
     Adapter,
     Group,
@@ -278,3 +283,43 @@ def object_path(category: str, name: str) -> str:
 
 def listed_name(category: str, item: Obj) -> str:
     return str(item.get("username" if category == "users" else "name"))
+
+
+# What DittoFS answers for a stored secret on read, and takes on write as "keep the stored one".
+REDACTED = "********"
+
+
+def ldap_drift(ldap: LDAP, reported: Obj | None, applied: str | None, current: str) -> str | None:
+    """What differs between the declared directory and the server's, or None.
+
+    `current` is the digest of the declared bind password, `applied` that of the one last sent.
+    """
+    if reported is None:
+        return "not configured"
+    changed = sorted(
+        key
+        for key, value in ldap.settings.items()
+        if not _same_setting(key, value, reported.get(key))
+    )
+    if changed:
+        return f"settings {', '.join(changed)}"
+    if reported.get("bind_password") != REDACTED or applied != current:
+        return "bind password"
+    return None
+
+
+def _same_setting(key: str, declared: object, reported: object) -> bool:
+    if key == "timeout":
+        return duration_seconds(str(declared)) == duration_seconds(str(reported or ""))
+    if isinstance(declared, dict):
+        found = reported if isinstance(reported, dict) else {}
+        return all(_same_setting(k, v, found.get(k)) for k, v in declared.items())
+    return declared == reported
+
+
+def ldap_disable_body(reported: Obj) -> Obj | None:
+    """PUT body that turns off a directory the spec no longer declares, keeping its settings
+    (and stored password) on the server; None when it is off already."""
+    if not reported.get("enabled"):
+        return None
+    return {**reported, "enabled": False, "bind_password": REDACTED}

@@ -27,6 +27,7 @@ CATEGORIES: dict[str, str] = {
     "shares": "shares",
     "users": "users",
     "groups": "groups",
+    "identity": "identityProviders",
 }
 
 
@@ -49,6 +50,7 @@ class Observed:
     users: Sequence[Obj]
     groups: Sequence[Obj]
     snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
+    ldap: Obj | None = None  # /identity-providers/ldap/config, when one is stored
 
 
 def _health(obj: Obj) -> str:
@@ -106,6 +108,7 @@ def server_status(
         },
         "applied": dict(sorted(applied.items())),
         **({"storesRevision": stores_revision} if stores_revision else {}),
+        **({"identity": {"ldap": _ldap(observed.ldap)}} if observed.ldap is not None else {}),
     }
     for kind in STORE_KINDS:
         status[CATEGORIES[kind]] = [
@@ -125,6 +128,24 @@ def _snapshot_policy(policy: Obj) -> Obj:
         found["ttl"] = policy["ttl"]
     if policy.get("name_prefix"):
         found["namePrefix"] = policy["name_prefix"]
+    return found
+
+
+def _ldap(reported: Obj) -> Obj:
+    """The directory as the server has it: where and how it looks users up, never the bind
+    password (not even whether one is stored)."""
+    found: Obj = {
+        "enabled": bool(reported.get("enabled")),
+        "url": reported.get("url"),
+        "baseDN": reported.get("base_dn"),
+        "bindDN": reported.get("bind_dn"),
+        "userAttribute": reported.get("user_attr"),
+        "idmap": reported.get("idmap"),
+        "startTLS": bool(reported.get("start_tls")),
+        "nestedGroups": bool(reported.get("nested_groups")),
+    }
+    if reported.get("realm"):
+        found["realm"] = reported["realm"]
     return found
 
 
@@ -202,8 +223,10 @@ def verdict(desired_state: Desired, issues: Sequence[Issue]) -> tuple[Outcome, f
         f"{_count(desired_state.users, 'user')} and {_count(desired_state.groups, 'group')}"
     )
     served = f"; {listening}" if listening else "; no protocol adapter enabled"
+    ldap = desired_state.ldap
+    directory = f"; LDAP directory {ldap.settings['url']}" if ldap is not None else ""
     return Outcome.true(
-        "Converged", f"the server matches the spec: {counts}{served}"
+        "Converged", f"the server matches the spec: {counts}{served}{directory}"
     ), DRIFT_INTERVAL
 
 

@@ -215,7 +215,7 @@ def _from_secret(variable: str, ref: SecretKeySelector) -> Obj:
 
 
 def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
-    """Volumes and their mounts: config, TLS, CA, the storage reconciler's claims, /tmp."""
+    """Volumes and their mounts: config, TLS, CAs, the storage reconciler's claims, /tmp."""
     volumes: list[Obj] = []
     mounts: list[Obj] = []
 
@@ -240,6 +240,8 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
         add("tls", source, names.TLS_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
+    if (ldap_ca := config.ldap_ca(spec)) is not None:
+        add("ldap-ca", secret_keys(ldap_ca.name, ldap_ca.key), names.LDAP_CA_DIR, read_only=True)
     if (secret := config.encryption_key_secret(server_name, spec)) is not None:
         source = secret_keys(secret, names.ENCRYPTION_KEY_FILE_KEY)
         add("encryption", source, names.ENCRYPTION_DIR, read_only=True)

@@ -248,6 +248,7 @@ def test_users_groups_and_permissions() -> None:
         "metadata": {"meta"},
         "local": {"blocks"},
         "remote": set(),
+        "identity": set(),
     }
 
 
@@ -767,3 +768,102 @@ def test_inputs_digest_follows_what_a_pass_depends_on() -> None:
     assert base != memory.inputs_digest(restarted, "http://a:8080", values, None)
     edited = {**obj, "spec": {"replicas": 1}}
     assert base != memory.inputs_digest(edited, "http://a:8080", values, None)
+
+
+# --- identity -------------------------------------------------------------------------------
+
+LDAP_SPEC = spec_of(manifest(VALID / "identity-ldap.yaml"))
+LDAP_STATE = model.desired("directory", LDAP_SPEC, values_for("directory", LDAP_SPEC))
+
+
+def ldap_reported(**overrides: Any) -> Obj:
+    """GET /identity-providers/ldap/config as DittoFS answers it for LDAP_STATE's PUT."""
+    assert LDAP_STATE.ldap is not None
+    found = copy.deepcopy(dict(LDAP_STATE.ldap.settings))
+    found.update({"timeout": "5s", "bind_password": "********", **overrides})
+    return found
+
+
+def test_ldap_of_the_spec_names_every_field_the_api_has() -> None:
+    ldap = LDAP_STATE.ldap
+    assert ldap is not None and ldap.bind_password == "ldap-bind:password:value"
+    assert "ldap-bind:password:value" not in repr(ldap)
+    assert dict(ldap.settings) == {
+        "enabled": True,
+        "url": "ldaps://dc1.example.com:636",
+        "start_tls": False,
+        "allow_plaintext": False,
+        "base_dn": "DC=example,DC=com",
+        "bind_dn": "CN=dittofs,OU=Service Accounts,DC=example,DC=com",
+        "user_attr": "sAMAccountName",
+        "realm": "EXAMPLE.COM",
+        "idmap": "rfc2307",
+        "nested_groups": True,
+        "timeout": "5s",
+        "max_group_results": 200,
+        "tls": {
+            "ca_cert_file": "/ldap-ca/ca.crt",
+            "client_cert_file": "",
+            "client_key_file": "",
+            "insecure_skip_verify": False,
+            "min_version": "1.3",
+        },
+    }
+    assert ldap.body("secret")["bind_password"] == "secret"
+    assert ("ldap-bind", "password") in {
+        (ref.name, ref.key) for ref in credentials.secret_keys("directory", LDAP_SPEC)
+    }
+    assert "ldap-bind:password:value" in LDAP_STATE.credentials()
+    assert LDAP_STATE.names()["identity"] == {"ldap"}
+    assert TEAMS_STATE.ldap is None and TEAMS_STATE.names()["identity"] == set()
+
+
+def test_ldap_drift_compares_settings_and_the_bind_password_by_digest() -> None:
+    ldap = LDAP_STATE.ldap
+    assert ldap is not None
+    current = credentials.digest("key-1", ldap.item, [ldap.bind_password])
+    assert payloads.ldap_drift(ldap, ldap_reported(), current, current) is None
+    # Go writes durations its own way: 5s is 5s, 1m is 1m0s.
+    assert payloads.ldap_drift(ldap, ldap_reported(timeout="5.0s"), current, current) is None
+    assert payloads.ldap_drift(ldap, None, current, current) == "not configured"
+    assert payloads.ldap_drift(ldap, ldap_reported(), None, current) == "bind password"
+    assert payloads.ldap_drift(ldap, ldap_reported(bind_password=""), current, current) == (
+        "bind password"
+    )
+    changed = ldap_reported(enabled=False, base_dn="DC=other", timeout="1m0s")
+    assert payloads.ldap_drift(ldap, changed, current, current) == (
+        "settings base_dn, enabled, timeout"
+    )
+    tls = ldap_reported()
+    tls["tls"]["insecure_skip_verify"] = True
+    assert payloads.ldap_drift(ldap, tls, current, current) == "settings tls"
+
+
+def test_ldap_removed_from_the_spec_is_disabled_with_its_settings_kept() -> None:
+    body = payloads.ldap_disable_body(ldap_reported())
+    assert body is not None and body["enabled"] is False
+    assert body["bind_password"] == "********"  # DittoFS keeps the stored one
+    assert body["url"] == "ldaps://dc1.example.com:636"
+    assert payloads.ldap_disable_body(ldap_reported(enabled=False)) is None
+
+
+def test_status_reports_the_directory_never_its_password() -> None:
+    status = report.server_status(observed(ldap=ldap_reported()), {"identity": {"ldap"}}, {})
+    assert status["identity"] == {
+        "ldap": {
+            "enabled": True,
+            "url": "ldaps://dc1.example.com:636",
+            "baseDN": "DC=example,DC=com",
+            "bindDN": "CN=dittofs,OU=Service Accounts,DC=example,DC=com",
+            "userAttribute": "sAMAccountName",
+            "idmap": "rfc2307",
+            "startTLS": False,
+            "nestedGroups": True,
+            "realm": "EXAMPLE.COM",
+        }
+    }
+    assert status["managed"] == {"identityProviders": ["ldap"]}
+    assert "password" not in json.dumps(status) and "****" not in json.dumps(status)
+    assert "identity" not in report.server_status(observed(), {}, {})
+    outcome, _ = report.verdict(LDAP_STATE, [])
+    assert outcome.message.endswith("; LDAP directory ldaps://dc1.example.com:636")

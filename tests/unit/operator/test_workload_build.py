@@ -14,6 +14,7 @@ from dittofs_controller.api.schema import parse
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
 from dittofs_controller.operator import names
 from dittofs_controller.operator.children import needs_apply
+from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.workload import build
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
@@ -157,6 +158,20 @@ def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
     ca = mounts(sample("external-postgres.yaml"))[names.POSTGRES_CA_DIR]
     assert ca["secret"] == {"secretName": "rds-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
     assert names.TLS_DIR not in mounts(spec_of())
+
+
+def test_the_ldap_ca_is_mounted_where_the_server_is_told_to_read_it() -> None:
+    spec = sample("identity-ldap.yaml")
+    ca = mounts(spec)[names.LDAP_CA_DIR]
+    assert ca["readOnly"] is True
+    assert ca["secret"] == {
+        "secretName": "company-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    assert config.ldap_ca_file(spec) == f"{names.LDAP_CA_DIR}/ca.crt"
+    # The bind password never reaches the pod: DittoFS gets it over its REST API.
+    assert "ldap-bind" not in str(pod(spec))
+    assert names.LDAP_CA_DIR not in mounts(spec_of())
 
 
 def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
