@@ -138,6 +138,8 @@ class Nfs:
 
 _LISTED = re.compile(r"^  (?P<name>\S.*?)\s+[A-Z]*\s+\d+\s+\w{3} \w{3} +\d+ [\d:]+ \d{4}$")
 _NT_STATUS = re.compile(r"NT_STATUS_[A-Z_]+")
+_OWNER_SID = re.compile(r"^\s*Owner SID:\s*(S-[0-9-]+)$", re.MULTILINE)
+_GROUP_SID = re.compile(r"^\s*Group SID:\s*(S-[0-9-]+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,14 @@ class Smb:
         text = await self.run(command, f"SMB listing of {self}/{directory}")
         names = [m.group("name") for line in text.splitlines() if (m := _LISTED.match(line))]
         return [name for name in names if name not in (".", "..")]
+
+    async def owner_and_group(self, path: str) -> tuple[str, str]:
+        """The owner and group SIDs of a file's security descriptor (smbclient's showacls)."""
+        text = await self.run(f'showacls; ls "{path}"', f"SMB security descriptor of {path}")
+        owner, group = _OWNER_SID.search(text), _GROUP_SID.search(text)
+        if owner is None or group is None:
+            raise ClientError(f"no owner or group SID for {self}/{path} in:\n{text.strip()}")
+        return owner.group(1), group.group(1)
 
     async def rename(self, old: str, new: str) -> None:
         await self.run(f'rename "{old}" "{new}"', f"SMB rename {old} -> {new} on {self}")

@@ -1073,7 +1073,8 @@ class _PodWorker:
             value = parse_quantity(self.node._node_status()["allocatable"].get(resource, "0"))
         else:
             value = parse_quantity(0)
-        divisor = parse_quantity(ref.get("divisor") or "1")
+        # The API server defaults an unset divisor to 0, which kubelet reads as 1.
+        divisor = parse_quantity(ref.get("divisor") or "1") or parse_quantity(1)
         return str(math.ceil(value / divisor))
 
     # -- env ----------------------------------------------------------------------------------
