@@ -1552,12 +1552,91 @@ class LDAP:
 
 
 @model
+class ConfigMapKeySelector:
+    """One key of a ConfigMap in the DittoServer's namespace."""
+
+    name: str = field(
+        "Name of the ConfigMap, in the DittoServer's namespace.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    key: str = field("Key inside the ConfigMap.", pattern=SECRET_KEY, max_length=253)
+
+
+@model
+class Kerberos:
+    """Kerberos for NFS (RPCSEC_GSS) and SMB (SPNEGO): DittoFS' service principal and keytab."""
+
+    service_principal: str = field(
+        "The service principal DittoFS accepts tickets for, e.g. "
+        "nfs/files.example.com@EXAMPLE.COM; its key must be in the keytab.",
+        pattern=r"^[^@\s]+@[^@/\s]+$",
+        max_length=253,
+    )
+    keytab_secret_ref: SecretKeySelector = field(
+        "Secret key holding the keytab (binary) with the service principal's keys; mounted "
+        "into the pod."
+    )
+    krb5_conf_config_map_ref: ConfigMapKeySelector = field(
+        "ConfigMap key holding the krb5.conf (realms, KDCs); mounted into the pod. DittoFS "
+        "loads one when its adapters start, and the image has none."
+    )
+    realm: str | None = field(
+        "The Kerberos realm; omit to take it from the service principal.",
+        default=None,
+        pattern=r"^[^@/\s]+$",
+        max_length=253,
+    )
+    netbios_domain: str | None = field(
+        "The Active Directory domain's NetBIOS name (e.g. EXAMPLE), advertised to SMB clients.",
+        default=None,
+        pattern=r"^[^.@/\s]+$",
+        max_length=15,
+    )
+    dns_domain: str | None = field(
+        "The Active Directory domain's DNS name (e.g. example.com).",
+        default=None,
+        pattern=HOSTNAME,
+        max_length=253,
+    )
+    max_clock_skew: str | None = field(
+        "Largest clock difference accepted between client and server (DittoFS: 5m).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    context_ttl: str | None = field(
+        "Lifetime of an established security context (DittoFS: 8h).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    max_contexts: int | None = field(
+        "At most this many security contexts are kept (DittoFS: 10000).",
+        default=None,
+        minimum=1,
+        maximum=10000000,
+    )
+    enabled: bool = field(
+        "false turns Kerberos off on the server (the keytab stays mounted); do this, and wait "
+        "for ServerConfigured, before removing spec.identity.kerberos: DittoFS exits at start "
+        "when Kerberos is on and its keytab is missing.",
+        default=True,
+    )
+
+
+@model
 class Identity:
     """Directory services DittoFS resolves users and groups in, besides its own users."""
 
     ldap: LDAP | None = field(
         "An LDAP or Active Directory directory. Removing it disables the directory on the "
         "server (the operator turns off what it configured).",
+        default=None,
+    )
+    kerberos: Kerberos | None = field(
+        "Kerberos for NFS and SMB. DittoFS reads it when it starts, so the operator restarts "
+        "the pod after a change. Turn it off with enabled: false before removing it.",
         default=None,
     )
 
@@ -1789,6 +1868,15 @@ class DittoServerSpec:
     """The desired state of a DittoFS server."""
 
     __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(oldSelf.identity) || !has(oldSelf.identity.kerberos) || "
+            "!oldSelf.identity.kerberos.enabled || "
+            "(has(self.identity) && has(self.identity.kerberos))",
+            "identity.kerberos can only be removed once it is off: set "
+            "identity.kerberos.enabled: false first and wait for ServerConfigured (DittoFS "
+            "exits at start when Kerberos is on and its keytab is no longer mounted)",
+            field_path=".identity",
+        ),
         Rule(
             "self.replicas <= 1",
             "replicas must be 0 (stopped) or 1: DittoFS is a single-node server and two "

@@ -130,6 +130,10 @@ ENCRYPTION_PASSPHRASE_KEY = "passphrase"
 ENCRYPTION_KEY_FILE_KEY = "key.pem"
 POSTGRES_CA_DIR = "/postgres-ca"
 LDAP_CA_DIR = "/ldap-ca"
+KERBEROS_DIR = "/kerberos"
+KEYTAB_FILE = "krb5.keytab"
+KRB5_CONF_DIR = "/kerberos-conf"
+KRB5_CONF_FILE = "krb5.conf"
 
 
 def metadata_dir(store: str) -> str:

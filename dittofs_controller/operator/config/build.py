@@ -221,6 +221,11 @@ def ldap_ca_file(spec: Spec) -> str | None:
     return f"{names.LDAP_CA_DIR}/{ca.key}" if ca is not None else None
 
 
+# Where the pod finds the files of spec.identity.kerberos (mounted under fixed names).
+KEYTAB_PATH = f"{names.KERBEROS_DIR}/{names.KEYTAB_FILE}"
+KRB5_CONF_PATH = f"{names.KRB5_CONF_DIR}/{names.KRB5_CONF_FILE}"
+
+
 def render(spec: Spec) -> str:
     """The config file's text: deterministic, so an unchanged spec renders identical bytes."""
     text: str = yaml.safe_dump(config_document(spec), sort_keys=False, default_flow_style=False)

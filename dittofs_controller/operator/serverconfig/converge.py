@@ -18,6 +18,7 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_PATHS,
     STORE_WHAT,
     Desired,
+    Kerberos,
     Share,
     Store,
     StoreKind,
@@ -70,8 +71,9 @@ class Converge:
         stores = await self._stores()
         await self._shares(stores, users)
         ldap = await self._ldap()
+        kerberos = await self._kerberos()
         await self._prune()
-        return await self._observe(ldap)
+        return await self._observe(ldap, kerberos)
 
     async def _attempt(self, reason: str, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
         """Make one change; a rejection becomes an issue naming `what`, anything else raises."""
@@ -244,8 +246,7 @@ class Converge:
         done, _ = await self._attempt("StoreRejected", f"{store.what} ({drift})", call)
         if done:
             # Saved, not in use: the running server keeps the store it opened.
-            revision = credentials.stores_revision(self.digest_key, self.desired.stores)
-            self.memory.stores_revision = revision
+            self._restart_revision()
             if store.secrets:
                 applied[store.item] = secret
 
@@ -351,34 +352,43 @@ class Converge:
         if reported is not None:
             self.snapshot_policies[share.name] = reported
 
+    async def _provider(self, path: str) -> Obj | None:
+        """An identity provider's config as the server has it, or None when it has none."""
+        try:
+            found: Obj | None = await self.api.get(path)
+        except DittoFSError as error:
+            if error.status != 404:
+                raise
+            return None
+        return found
+
+    async def _disabled(self, name: str, what: str, path: str, reported: Obj | None) -> Obj | None:
+        """A provider the spec no longer declares turned off, if the operator configured it
+        (one configured by hand through the API is left alone); the server's config after."""
+        managed = self.memory.managed.setdefault("identity", set())
+        body = payloads.disable_body(reported) if reported is not None else None
+        if name in managed and body is not None:
+            call = self.api.put(path, body)
+            reason = "IdentityProviderRejected"
+            done, answered = await self._attempt(reason, f"{what} (no longer in the spec)", call)
+            if not done:
+                return reported
+            reported = answered or reported
+        managed.discard(name)
+        return reported
+
     async def _ldap(self) -> Obj | None:
         """The declared directory, or the one the operator configured turned off; then whether
         DittoFS can reach it and bind. The server's config once converged (for status)."""
         ldap = self.desired.ldap
-        path = LDAP.path
-        try:
-            reported: Obj | None = await self.api.get(path)
-        except DittoFSError as error:
-            if error.status != 404:
-                raise
-            reported = None
+        reported = await self._provider(LDAP.path)
         if ldap is None:
-            managed = self.memory.managed.setdefault("identity", set())
-            body = payloads.ldap_disable_body(reported) if reported is not None else None
-            if "ldap" in managed and body is not None:
-                what = "LDAP directory (no longer in the spec: disabled)"
-                call = self.api.put(path, body)
-                done, answered = await self._attempt("IdentityProviderRejected", what, call)
-                if not done:
-                    return reported
-                reported = answered or reported
-            managed.discard("ldap")
-            return reported
+            return await self._disabled("ldap", "LDAP directory", LDAP.path, reported)
         secret = self._digest(LDAP.item, [ldap.bind_password])
         applied = self.memory.applied.get(LDAP.item)
         if drift := payloads.ldap_drift(ldap, reported, applied, secret):
             what = f"LDAP directory {ldap.settings['url']} ({drift})"
-            call = self.api.put(path, ldap.body(ldap.bind_password))
+            call = self.api.put(LDAP.path, ldap.body(ldap.bind_password))
             done, answered = await self._attempt("IdentityProviderRejected", what, call)
             if not done:
                 return reported
@@ -386,6 +396,35 @@ class Converge:
             reported = answered or reported
         await self._ldap_reachable(ldap)
         return reported
+
+    async def _kerberos(self) -> Obj | None:
+        """The declared Kerberos settings, or the ones the operator configured turned off. DittoFS
+        binds them when it starts, so a change moves the revision the pod is started for (as a
+        store change does). The server's config once converged (for status)."""
+        kerberos = self.desired.kerberos
+        reported = await self._provider(Kerberos.path)
+        if kerberos is None:
+            after = await self._disabled("kerberos", "Kerberos settings", Kerberos.path, reported)
+            if after is not reported:
+                self._restart_revision()
+            return after
+        if drift := payloads.kerberos_drift(kerberos, reported):
+            what = f"Kerberos for {kerberos.settings['service_principal']} ({drift})"
+            body = payloads.kerberos_body(kerberos, reported)
+            call = self.api.put(Kerberos.path, body)
+            done, answered = await self._attempt("IdentityProviderRejected", what, call)
+            if not done:
+                return reported
+            reported = answered or reported
+            self._restart_revision()
+        return reported
+
+    def _restart_revision(self) -> None:
+        """What the pod must be started for now that a store or Kerberos changed on the server."""
+        revision = credentials.stores_revision(
+            self.digest_key, self.desired.stores, self.desired.kerberos
+        )
+        self.memory.stores_revision = revision
 
     async def _ldap_reachable(self, ldap: LDAP) -> None:
         """Ask DittoFS to dial and bind with what it stored: a wrong password or an unreachable
@@ -429,9 +468,10 @@ class Converge:
         for item in set(self.memory.applied) - current:
             del self.memory.applied[item]
 
-    async def _observe(self, ldap: Obj | None) -> Observed:
+    async def _observe(self, ldap: Obj | None, kerberos: Obj | None) -> Observed:
         return Observed(
             ldap=ldap,
+            kerberos=kerberos,
             adapters=await self._list("/adapters"),
             stores={kind: await self._list(STORE_PATHS[kind]) for kind in STORE_KINDS},
             shares=await self._list("/shares"),

@@ -14,6 +14,7 @@ from dittofs_controller.operator import names
 from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.serverconfig.model import (
     POSTGRES_FIELDS,
+    Kerberos,
     Spec,
     Store,
     postgres_source,
@@ -76,10 +77,14 @@ def digest(key: str, item: str, values: Sequence[str]) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
-def stores_revision(key: str, stores: Iterable[Store]) -> str:
-    """What the declared stores hold, as a keyed digest (credentials never in the clear): the
-    revision a pod must be started for once a store was changed over the API."""
-    return digest(key, "stores", [f"{store.item} {store.config_text()}" for store in stores])
+def stores_revision(key: str, stores: Iterable[Store], kerberos: Kerberos | None = None) -> str:
+    """What the declared stores (and Kerberos settings, which DittoFS also reads only when it
+    starts) hold, as a keyed digest (credentials never in the clear): the revision a pod must
+    be started for once one of them was changed over the API."""
+    parts = [f"{store.item} {store.config_text()}" for store in stores]
+    if kerberos is not None:
+        parts.append(f"{kerberos.item} {json.dumps(dict(kerberos.settings), sort_keys=True)}")
+    return digest(key, "stores", parts)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

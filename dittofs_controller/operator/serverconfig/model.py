@@ -207,6 +207,16 @@ class LDAP:
 
 
 @attrs.frozen
+class Kerberos:
+    """DittoFS' Kerberos settings as its API names them (no secret: the keytab is a file)."""
+
+    settings: Mapping[str, Any]
+
+    item = "identity/kerberos"
+    path = "/identity-providers/kerberos/config"
+
+
+@attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
     portmapper: Portmapper
@@ -216,6 +226,7 @@ class Desired:
     stores: tuple[Store, ...]
     shares: tuple[Share, ...]
     ldap: LDAP | None = None
+    kerberos: Kerberos | None = None
 
     def names(self) -> dict[str, set[str]]:
         """Declared names per category of status.server.managed."""
@@ -223,7 +234,11 @@ class Desired:
             "shares": {share.name for share in self.shares},
             "users": {user.name for user in self.users},
             "groups": {group.name for group in self.groups},
-            "identity": {"ldap"} if self.ldap is not None else set(),
+            "identity": {
+                name
+                for name, declared in (("ldap", self.ldap), ("kerberos", self.kerberos))
+                if declared is not None
+            },
         }
         for kind in STORE_KINDS:
             found[kind] = {store.name for store in self.stores if store.kind == kind}
@@ -262,7 +277,27 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
         stores=tuple(_stores(server_name, spec, values)),
         shares=tuple(_share(share) for share in spec.shares),
         ldap=_ldap(spec, values),
+        kerberos=_kerberos(spec),
     )
+
+
+def _kerberos(spec: Spec) -> Kerberos | None:
+    kerberos = spec.identity.kerberos
+    if kerberos is None:
+        return None
+    settings: Obj = {
+        "enabled": kerberos.enabled,
+        "keytab_path": config.KEYTAB_PATH,
+        "service_principal": kerberos.service_principal,
+        "realm": kerberos.realm or kerberos.service_principal.rsplit("@", 1)[1],
+        "netbios_domain": kerberos.netbios_domain or "",
+        "dns_domain": kerberos.dns_domain or "",
+        "krb5_conf": config.KRB5_CONF_PATH,
+        "max_clock_skew": kerberos.max_clock_skew or "",
+        "context_ttl": kerberos.context_ttl or "",
+        "max_contexts": kerberos.max_contexts or 0,
+    }
+    return Kerberos(settings)
 
 
 def _ldap(spec: Spec, values: SecretValues) -> LDAP | None:

@@ -19,10 +19,12 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   back with its durations as Go writes them ("30m0s" for "30m", "24h0m0s" for "@daily"), so
   durations are compared in seconds.
 - Adapter ports change live; the NFS portmapper settings only apply when the adapter starts.
-- Identity providers (/identity-providers/ldap/config) are replaced whole by PUT and read back
-  with DittoFS' defaults filled in, the timeout as Go writes it ("1m0s") and the bind password
-  as `********` (or "" when none is stored); a PUT whose password is "" or `********` keeps the
-  stored one. LDAP changes apply at once (DittoFS rebuilds its resolvers).
+- Identity providers (/identity-providers/{ldap,kerberos}/config) are replaced whole by PUT.
+  LDAP is read back with DittoFS' defaults filled in, the timeout as Go writes it ("1m0s") and
+  the bind password as `********` (or "" when none is stored); a PUT whose password is "" or
+  `********` keeps the stored one. LDAP changes apply at once (DittoFS rebuilds its
+  resolvers); Kerberos is read back as sent (the machine account's secret redacted the same
+  way) and applies when the server starts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dittofs_controller.operator.serverconfig.model import (
     STORE_PATHS,
     Adapter,
     Group,
+    Kerberos,
     PermissionKey,
     Portmapper,
     Share,
@@ -308,8 +311,30 @@ def ldap_drift(ldap: LDAP, reported: Obj | None, applied: str | None, current: s
     return None
 
 
+def kerberos_drift(kerberos: Kerberos, reported: Obj | None) -> str | None:
+    """What differs between the declared Kerberos settings and the server's, or None."""
+    if reported is None:
+        return "not configured"
+    changed = sorted(
+        key
+        for key, value in kerberos.settings.items()
+        if not _same_setting(key, value, reported.get(key))
+    )
+    return f"settings {', '.join(changed)}" if changed else None
+
+
+def kerberos_body(kerberos: Kerberos, reported: Obj | None) -> Obj:
+    """PUT body: the declared settings, and the machine account (NTLM pass-through, not in the
+    spec) as the server has it; its secret reads back redacted, which keeps the stored one."""
+    machine_account = (reported or {}).get("machine_account") or {}
+    return {**kerberos.settings, "machine_account": machine_account}
+
+
+DURATION_SETTINGS = ("timeout", "max_clock_skew", "context_ttl")
+
+
 def _same_setting(key: str, declared: object, reported: object) -> bool:
-    if key == "timeout":
+    if key in DURATION_SETTINGS:
         return duration_seconds(str(declared)) == duration_seconds(str(reported or ""))
     if isinstance(declared, dict):
         found = reported if isinstance(reported, dict) else {}
@@ -317,9 +342,10 @@ def _same_setting(key: str, declared: object, reported: object) -> bool:
     return declared == reported
 
 
-def ldap_disable_body(reported: Obj) -> Obj | None:
-    """PUT body that turns off a directory the spec no longer declares, keeping its settings
-    (and stored password) on the server; None when it is off already."""
+def disable_body(reported: Obj) -> Obj | None:
+    """PUT body that turns off an identity provider the spec no longer declares, keeping its
+    settings on the server (its secrets read back redacted, which keeps the stored ones);
+    None when it is off already."""
     if not reported.get("enabled"):
         return None
-    return {**reported, "enabled": False, "bind_password": REDACTED}
+    return {**reported, "enabled": False}

@@ -51,6 +51,7 @@ class Observed:
     groups: Sequence[Obj]
     snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
     ldap: Obj | None = None  # /identity-providers/ldap/config, when one is stored
+    kerberos: Obj | None = None  # /identity-providers/kerberos/config, when one is stored
 
 
 def _health(obj: Obj) -> str:
@@ -108,7 +109,7 @@ def server_status(
         },
         "applied": dict(sorted(applied.items())),
         **({"storesRevision": stores_revision} if stores_revision else {}),
-        **({"identity": {"ldap": _ldap(observed.ldap)}} if observed.ldap is not None else {}),
+        **({"identity": identity} if (identity := _identity(observed)) else {}),
     }
     for kind in STORE_KINDS:
         status[CATEGORIES[kind]] = [
@@ -128,6 +129,28 @@ def _snapshot_policy(policy: Obj) -> Obj:
         found["ttl"] = policy["ttl"]
     if policy.get("name_prefix"):
         found["namePrefix"] = policy["name_prefix"]
+    return found
+
+
+def _identity(observed: Observed) -> Obj:
+    found: Obj = {}
+    if observed.ldap is not None:
+        found["ldap"] = _ldap(observed.ldap)
+    if observed.kerberos is not None:
+        found["kerberos"] = _kerberos(observed.kerberos)
+    return found
+
+
+def _kerberos(reported: Obj) -> Obj:
+    """Kerberos as the server has it: the principal and where its files are."""
+    found: Obj = {
+        "enabled": bool(reported.get("enabled")),
+        "servicePrincipal": reported.get("service_principal"),
+        "realm": reported.get("realm"),
+        "keytab": reported.get("keytab_path"),
+    }
+    if reported.get("krb5_conf"):
+        found["krb5Conf"] = reported["krb5_conf"]
     return found
 
 
@@ -201,8 +224,9 @@ def reopen_pending(revision: str | None, pod: Obj | None) -> list[Issue]:
     return [
         Issue(
             "StoresReopening",
-            "a store changed on the server and DittoFS opens its stores only when it starts: "
-            "the pod is being replaced so the new settings (or credentials) are used",
+            "a store or Kerberos changed on the server and DittoFS opens its stores and binds "
+            "Kerberos only when it starts: the pod is being replaced so the new settings (or "
+            "credentials) are used",
             NOT_RUNNING_RECHECK,
         )
     ]
@@ -223,10 +247,12 @@ def verdict(desired_state: Desired, issues: Sequence[Issue]) -> tuple[Outcome, f
         f"{_count(desired_state.users, 'user')} and {_count(desired_state.groups, 'group')}"
     )
     served = f"; {listening}" if listening else "; no protocol adapter enabled"
-    ldap = desired_state.ldap
-    directory = f"; LDAP directory {ldap.settings['url']}" if ldap is not None else ""
+    ldap, kerberos = desired_state.ldap, desired_state.kerberos
+    identity = (f"; LDAP directory {ldap.settings['url']}" if ldap is not None else "") + (
+        f"; Kerberos for {kerberos.settings['service_principal']}" if kerberos is not None else ""
+    )
     return Outcome.true(
-        "Converged", f"the server matches the spec: {counts}{served}{directory}"
+        "Converged", f"the server matches the spec: {counts}{served}{identity}"
     ), DRIFT_INTERVAL
 
 

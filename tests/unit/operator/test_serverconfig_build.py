@@ -840,11 +840,11 @@ def test_ldap_drift_compares_settings_and_the_bind_password_by_digest() -> None:
 
 
 def test_ldap_removed_from_the_spec_is_disabled_with_its_settings_kept() -> None:
-    body = payloads.ldap_disable_body(ldap_reported())
+    body = payloads.disable_body(ldap_reported())
     assert body is not None and body["enabled"] is False
     assert body["bind_password"] == "********"  # DittoFS keeps the stored one
     assert body["url"] == "ldaps://dc1.example.com:636"
-    assert payloads.ldap_disable_body(ldap_reported(enabled=False)) is None
+    assert payloads.disable_body(ldap_reported(enabled=False)) is None
 
 
 def test_status_reports_the_directory_never_its_password() -> None:
@@ -867,3 +867,71 @@ def test_status_reports_the_directory_never_its_password() -> None:
     assert "identity" not in report.server_status(observed(), {}, {})
     outcome, _ = report.verdict(LDAP_STATE, [])
     assert outcome.message.endswith("; LDAP directory ldaps://dc1.example.com:636")
+
+
+KERBEROS_SPEC = spec_of(manifest(VALID / "identity-kerberos.yaml"))
+KERBEROS_STATE = model.desired("k", KERBEROS_SPEC, values_for("k", KERBEROS_SPEC))
+
+
+def test_kerberos_of_the_spec_points_at_the_mounted_files() -> None:
+    kerberos = KERBEROS_STATE.kerberos
+    assert kerberos is not None and KERBEROS_STATE.ldap is None
+    assert dict(kerberos.settings) == {
+        "enabled": True,
+        "keytab_path": "/kerberos/krb5.keytab",
+        "service_principal": "nfs/files.example.com@EXAMPLE.COM",
+        "realm": "EXAMPLE.COM",  # from the principal
+        "netbios_domain": "EXAMPLE",
+        "dns_domain": "example.com",
+        "krb5_conf": "/kerberos-conf/krb5.conf",
+        "max_clock_skew": "2m",
+        "context_ttl": "",
+        "max_contexts": 0,
+    }
+    assert KERBEROS_STATE.names()["identity"] == {"kerberos"}
+    # The keytab is a file, never a credential the operator sends.
+    assert KERBEROS_STATE.credentials() == []
+
+
+def test_kerberos_drift_and_body_keep_the_machine_account_of_the_server() -> None:
+    kerberos = KERBEROS_STATE.kerberos
+    assert kerberos is not None
+    machine = {"enabled": True, "account_name": "FILES$", "secret": "********"}
+    reported = {**kerberos.settings, "max_clock_skew": "2m0s", "machine_account": machine}
+    assert payloads.kerberos_drift(kerberos, reported) is None
+    assert payloads.kerberos_drift(kerberos, None) == "not configured"
+    moved = {**reported, "keytab_path": "/etc/krb5.keytab", "enabled": False}
+    assert payloads.kerberos_drift(kerberos, moved) == "settings enabled, keytab_path"
+    body = payloads.kerberos_body(kerberos, reported)
+    assert body["machine_account"] == machine  # its redacted secret keeps the stored one
+    assert body["service_principal"] == "nfs/files.example.com@EXAMPLE.COM"
+    assert payloads.kerberos_body(kerberos, None)["machine_account"] == {}
+
+
+def test_a_kerberos_change_moves_the_revision_the_pod_is_started_for() -> None:
+    stores = KERBEROS_STATE.stores
+    plain = credentials.stores_revision("key", stores)
+    assert credentials.stores_revision("key", stores, None) == plain  # unchanged without it
+    with_kerberos = credentials.stores_revision("key", stores, KERBEROS_STATE.kerberos)
+    assert with_kerberos != plain
+    assert KERBEROS_STATE.kerberos is not None
+    other = model.Kerberos({**KERBEROS_STATE.kerberos.settings, "realm": "OTHER.COM"})
+    assert credentials.stores_revision("key", stores, other) != with_kerberos
+
+
+def test_status_reports_kerberos_as_the_server_has_it() -> None:
+    assert KERBEROS_STATE.kerberos is not None
+    reported = {**KERBEROS_STATE.kerberos.settings, "machine_account": {"secret": "********"}}
+    status = report.server_status(observed(kerberos=reported), {"identity": {"kerberos"}}, {})
+    assert status["identity"] == {
+        "kerberos": {
+            "enabled": True,
+            "servicePrincipal": "nfs/files.example.com@EXAMPLE.COM",
+            "realm": "EXAMPLE.COM",
+            "keytab": "/kerberos/krb5.keytab",
+            "krb5Conf": "/kerberos-conf/krb5.conf",
+        }
+    }
+    assert "****" not in json.dumps(status)
+    outcome, _ = report.verdict(KERBEROS_STATE, [])
+    assert outcome.message.endswith("; Kerberos for nfs/files.example.com@EXAMPLE.COM")

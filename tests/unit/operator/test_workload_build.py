@@ -174,6 +174,18 @@ def test_the_ldap_ca_is_mounted_where_the_server_is_told_to_read_it() -> None:
     assert names.LDAP_CA_DIR not in mounts(spec_of())
 
 
+def test_the_keytab_and_krb5_conf_are_mounted_at_fixed_names() -> None:
+    found = mounts(sample("identity-kerberos.yaml"))
+    keytab, conf = found[names.KERBEROS_DIR], found[names.KRB5_CONF_DIR]
+    assert keytab["readOnly"] is True and conf["readOnly"] is True
+    items = [{"key": "krb5.keytab", "path": names.KEYTAB_FILE}]
+    assert keytab["secret"] == {"secretName": "files-keytab", "items": items}
+    items = [{"key": "krb5.conf", "path": names.KRB5_CONF_FILE}]
+    assert conf["configMap"] == {"name": "krb5", "items": items}
+    assert f"{names.KERBEROS_DIR}/{names.KEYTAB_FILE}" == config.KEYTAB_PATH
+    assert names.KERBEROS_DIR not in mounts(spec_of())
+
+
 def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
     sealed = sample("s3-encrypted.yaml")
     key = mounts(sealed)[names.ENCRYPTION_DIR]
