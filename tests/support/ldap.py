@@ -11,6 +11,8 @@ msuser.schema shipped with slapd lacks), next to inetOrgPerson/posixAccount and 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import ipaddress
 import socket
 import struct
 import subprocess
@@ -20,6 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 SLAPD = "/usr/sbin/slapd"
 SCHEMA_DIR = Path("/etc/ldap/schema")
@@ -80,7 +87,8 @@ class DirectoryGroup:
 
 @dataclass(frozen=True)
 class Directory:
-    """A running slapd: its URL, the service account DittoFS binds as, what it holds."""
+    """A running slapd: its URL, the service account DittoFS binds as, what it holds, and the
+    certificate it serves ldaps:// with (self-signed, so it is its own CA)."""
 
     url: str
     bind_dn: str
@@ -88,6 +96,36 @@ class Directory:
     base_dn: str
     user: DirectoryUser
     group: DirectoryGroup
+    certificate: str
+
+
+def _certificate(address: str) -> tuple[str, str]:
+    """(certificate PEM, key PEM) for the IP address clients dial (DittoFS checks the URL's
+    host against the certificate)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dittofs-test-directory")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 def _free_port(address: str) -> int:
@@ -137,7 +175,8 @@ memberOf: {group_dn}
 
 @contextmanager
 def running_ldap(address: str, bind_password: str = "Bind-Passw0rd") -> Iterator[Directory]:
-    """slapd listening on `address` (a free port) with one user and one group; stopped after."""
+    """slapd on `address` with one user and one group, serving ldaps:// (`url`, with its
+    `certificate`) and ldap:// (for the seed) on free ports; stopped after."""
     user = DirectoryUser("carol", uid=7001, gid=7100, rid=1105)
     group = DirectoryGroup("engineers", gid=7100, rid=1201)
     root_password = "Root-Passw0rd"
@@ -145,6 +184,9 @@ def running_ldap(address: str, bind_password: str = "Bind-Passw0rd") -> Iterator
         work = Path(scratch)
         (work / "db").mkdir()
         (work / "ad.schema").write_text(AD_SCHEMA)
+        certificate, key = _certificate(address)
+        (work / "tls.crt").write_text(certificate)
+        (work / "tls.key").write_text(key)
         schemas = ["core", "cosine", "inetorgperson", "nis"]
         includes = [f"include {SCHEMA_DIR / name}.schema" for name in schemas]
         (work / "slapd.conf").write_text(
@@ -153,6 +195,8 @@ def running_ldap(address: str, bind_password: str = "Bind-Passw0rd") -> Iterator
                     *includes,
                     f"include {work / 'ad.schema'}",
                     f"pidfile {work / 'slapd.pid'}",
+                    f"TLSCertificateFile {work / 'tls.crt'}",
+                    f"TLSCertificateKeyFile {work / 'tls.key'}",
                     "modulepath /usr/lib/ldap",
                     "moduleload back_mdb",
                     "database mdb",
@@ -164,14 +208,16 @@ def running_ldap(address: str, bind_password: str = "Bind-Passw0rd") -> Iterator
                 ]
             )
         )
-        url = f"ldap://{address}:{_free_port(address)}"
+        plain_url = f"ldap://{address}:{_free_port(address)}"
+        url = f"ldaps://{address}:{_free_port(address)}"
         log = (work / "slapd.log").open("w")
         # -d keeps slapd in the foreground (a child the test can stop), logging to stderr.
-        command = [SLAPD, "-f", str(work / "slapd.conf"), "-h", f"{url}/", "-d", "none"]
+        listen = f"{plain_url}/ {url}/"
+        command = [SLAPD, "-f", str(work / "slapd.conf"), "-h", listen, "-d", "none"]
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _added(url, root_password, _seed(user, group, bind_password), server, work)
-            yield Directory(url, BIND_DN, bind_password, BASE_DN, user, group)
+            _added(plain_url, root_password, _seed(user, group, bind_password), server, work)
+            yield Directory(url, BIND_DN, bind_password, BASE_DN, user, group, certificate)
         finally:
             server.terminate()
             server.wait(timeout=10)
