@@ -29,6 +29,8 @@ SYSTEM_PACKAGES = {
     "pg_ctlcluster": "postgresql",  # the end-to-end suite's local PostgreSQL (initdb, postgres)
     "nft": "nftables",  # kube-proxy (nftables mode) and the testbed's forwarding filter
     "conntrack": "conntrack",  # kube-proxy clears stale UDP flows with it
+    "slapd": "slapd",  # the identity tests' LDAP directory (OpenLDAP, run by a fixture)
+    "ldapadd": "ldap-utils",
 }
 
 

@@ -1756,6 +1756,231 @@ class Group:
     )
 
 
+# --- identity -------------------------------------------------------------------------------
+
+# A distinguished name such as DC=example,DC=com: no line breaks (DittoFS writes them into
+# search requests and logs).
+DISTINGUISHED_NAME = r"^[^\r\n]+$"
+
+
+@model
+class LDAPTLS:
+    """How DittoFS verifies the directory's certificate (ldaps:// or startTLS)."""
+
+    ca_secret_ref: SecretKeySelector | None = field(
+        "Secret key holding the PEM CA bundle that signed the directory's certificate; "
+        "mounted into the pod. Omit to trust the image's system roots.",
+        default=None,
+    )
+    insecure_skip_verify: bool = field(
+        "Accept any certificate the directory presents. For a lab only: anyone on the path "
+        "could then read the bind password.",
+        default=False,
+    )
+    min_version: Literal["1.2", "1.3"] = field("Lowest TLS version accepted.", default="1.2")
+
+
+@model
+class LDAP:
+    """An LDAP or Active Directory directory that DittoFS resolves domain identities in."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!self.url.startsWith('ldap://') || self.startTLS || self.allowPlaintext",
+            "identity.ldap.url uses plaintext ldap://: set startTLS: true to upgrade the "
+            "connection to TLS, or allowPlaintext: true to send the bind password unencrypted "
+            "(DittoFS refuses a plaintext bind otherwise)",
+            field_path=".url",
+        ),
+        Rule(
+            "!self.startTLS || self.url.startsWith('ldap://')",
+            "identity.ldap.startTLS only applies to ldap:// URLs (ldaps:// is TLS already)",
+            field_path=".startTLS",
+        ),
+        Rule(
+            "!self.allowPlaintext || !self.startTLS",
+            "identity.ldap.allowPlaintext and startTLS contradict each other: choose one",
+            field_path=".allowPlaintext",
+        ),
+        Rule(
+            "!has(self.tls) || self.url.startsWith('ldaps://') || self.startTLS",
+            "identity.ldap.tls needs an encrypted connection: an ldaps:// URL or startTLS: true",
+            field_path=".tls",
+        ),
+    )
+
+    url: str = field(
+        "Directory URL: ldaps://host:636 (TLS), or ldap://host:389 with startTLS or "
+        "allowPlaintext.",
+        pattern=r"^ldaps?://[^/\s?#]+/?$",
+        max_length=253,
+    )
+    start_tls: bool = field(
+        "Upgrade an ldap:// connection to TLS (the StartTLS operation) before binding.",
+        default=False,
+        wire_name="startTLS",
+    )
+    allow_plaintext: bool = field(
+        "Bind over an unencrypted ldap:// connection. DittoFS refuses this unless asked: the "
+        "bind password would cross the network in the clear.",
+        default=False,
+    )
+    base_dn: str = field(
+        "Search base of user and group lookups, e.g. DC=example,DC=com.",
+        pattern=DISTINGUISHED_NAME,
+        max_length=1024,
+        wire_name="baseDN",
+    )
+    bind_dn: str = field(
+        "Distinguished name of the service account DittoFS binds as before it searches.",
+        pattern=DISTINGUISHED_NAME,
+        max_length=1024,
+        wire_name="bindDN",
+    )
+    bind_password_secret_ref: SecretKeySelector = field(
+        "Secret key holding the service account's password. It reaches DittoFS through its "
+        "REST API only; when the Secret changes, the operator sends the new password."
+    )
+    user_attribute: str = field(
+        "Attribute matched against a user's name (the part of user@REALM before the @); "
+        "sAMAccountName in Active Directory.",
+        default="sAMAccountName",
+        pattern=r"^[A-Za-z][A-Za-z0-9-]*$",
+        max_length=64,
+    )
+    realm: str | None = field(
+        "The directory's realm (e.g. EXAMPLE.COM): only principals user@REALM of this realm "
+        "are looked up here. Omit to look up principals of any realm.",
+        default=None,
+        pattern=r"^[^@/\s]+$",
+        max_length=253,
+    )
+    idmap: Literal["rfc2307", "rid"] = field(
+        "Where a user's Unix UID and GID come from: rfc2307 reads uidNumber and gidNumber "
+        "(falling back to rid when an entry has none); rid derives them from the last part "
+        "of the objectSid, as Samba's idmap_rid does.",
+        default="rfc2307",
+    )
+    nested_groups: bool = field(
+        "Resolve groups of groups (Active Directory's LDAP_MATCHING_RULE_IN_CHAIN); otherwise "
+        "only a user's direct memberOf groups count.",
+        default=False,
+    )
+    max_group_results: int = field(
+        "At most this many groups are resolved for one user.",
+        default=200,
+        minimum=1,
+        maximum=100000,
+    )
+    timeout: str = field(
+        "Time limit of each directory operation (dial, bind, search), e.g. 10s.",
+        default="10s",
+        pattern=DURATION,
+        max_length=32,
+        rules=(
+            Rule(
+                "duration(self) > duration('0s')",
+                "identity.ldap.timeout must be longer than zero",
+            ),
+        ),
+    )
+    tls: LDAPTLS | None = field(
+        "Certificate verification of an ldaps:// or startTLS connection; omit for the system "
+        "roots and TLS 1.2 or later.",
+        default=None,
+    )
+
+
+@model
+class ConfigMapKeySelector:
+    """One key of a ConfigMap in the DittoServer's namespace."""
+
+    name: str = field(
+        "Name of the ConfigMap, in the DittoServer's namespace.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    key: str = field("Key inside the ConfigMap.", pattern=SECRET_KEY, max_length=253)
+
+
+@model
+class Kerberos:
+    """Kerberos for NFS (RPCSEC_GSS) and SMB (SPNEGO): DittoFS' service principal and keytab."""
+
+    service_principal: str = field(
+        "The service principal DittoFS accepts tickets for, e.g. "
+        "nfs/files.example.com@EXAMPLE.COM; its key must be in the keytab.",
+        pattern=r"^[^@\s]+@[^@/\s]+$",
+        max_length=253,
+    )
+    keytab_secret_ref: SecretKeySelector = field(
+        "Secret key holding the keytab (binary) with the service principal's keys; mounted "
+        "into the pod."
+    )
+    krb5_conf_config_map_ref: ConfigMapKeySelector = field(
+        "ConfigMap key holding the krb5.conf (realms, KDCs); mounted into the pod. DittoFS "
+        "loads one when its adapters start, and the image has none."
+    )
+    realm: str | None = field(
+        "The Kerberos realm; omit to take it from the service principal.",
+        default=None,
+        pattern=r"^[^@/\s]+$",
+        max_length=253,
+    )
+    netbios_domain: str | None = field(
+        "The Active Directory domain's NetBIOS name (e.g. EXAMPLE), advertised to SMB clients.",
+        default=None,
+        pattern=r"^[^.@/\s]+$",
+        max_length=15,
+    )
+    dns_domain: str | None = field(
+        "The Active Directory domain's DNS name (e.g. example.com).",
+        default=None,
+        pattern=HOSTNAME,
+        max_length=253,
+    )
+    max_clock_skew: str | None = field(
+        "Largest clock difference accepted between client and server (DittoFS: 5m).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    context_ttl: str | None = field(
+        "Lifetime of an established security context (DittoFS: 8h).",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    max_contexts: int | None = field(
+        "At most this many security contexts are kept (DittoFS: 10000).",
+        default=None,
+        minimum=1,
+        maximum=10000000,
+    )
+    enabled: bool = field(
+        "false turns Kerberos off on the server (the keytab stays mounted); do this, and wait "
+        "for ServerConfigured, before removing spec.identity.kerberos: DittoFS exits at start "
+        "when Kerberos is on and its keytab is missing.",
+        default=True,
+    )
+
+
+@model
+class Identity:
+    """Directory services DittoFS resolves users and groups in, besides its own users."""
+
+    ldap: LDAP | None = field(
+        "An LDAP or Active Directory directory. Removing it disables the directory on the "
+        "server (the operator turns off what it configured).",
+        default=None,
+    )
+    kerberos: Kerberos | None = field(
+        "Kerberos for NFS and SMB. DittoFS reads it when it starts, so the operator restarts "
+        "the pod after a change. Turn it off with enabled: false before removing it.",
+        default=None,
+    )
+
+
 # --- exposure -------------------------------------------------------------------------------
 
 
@@ -1984,6 +2209,15 @@ class DittoServerSpec:
 
     __cel__: ClassVar[tuple[Rule, ...]] = (
         Rule(
+            "!has(oldSelf.identity) || !has(oldSelf.identity.kerberos) || "
+            "!oldSelf.identity.kerberos.enabled || "
+            "(has(self.identity) && has(self.identity.kerberos))",
+            "identity.kerberos can only be removed once it is off: set "
+            "identity.kerberos.enabled: false first and wait for ServerConfigured (DittoFS "
+            "exits at start when Kerberos is on and its keytab is no longer mounted)",
+            field_path=".identity",
+        ),
+        Rule(
             "self.replicas <= 1",
             "replicas must be 0 (stopped) or 1: DittoFS is a single-node server and two "
             "replicas would corrupt its data",
@@ -2173,6 +2407,10 @@ class DittoServerSpec:
         factory=list,
         max_items=32,
         map_key="name",
+    )
+    identity: Identity = field(
+        "Directory services (LDAP, Active Directory) that resolve domain users to Unix identities.",
+        factory=Identity,
     )
     expose: Expose = field(
         "Services, Ingress and NetworkPolicies that make the server reachable.", factory=Expose

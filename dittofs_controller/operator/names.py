@@ -131,6 +131,11 @@ ENCRYPTION_PASSPHRASE_KEY = "passphrase"
 ENCRYPTION_KEY_FILE_KEY = "key.pem"
 NFS_TLS_DIR = "/nfs-tls"
 POSTGRES_CA_DIR = "/postgres-ca"
+LDAP_CA_DIR = "/ldap-ca"
+KERBEROS_DIR = "/kerberos"
+KEYTAB_FILE = "krb5.keytab"
+KRB5_CONF_DIR = "/kerberos-conf"
+KRB5_CONF_FILE = "krb5.conf"
 
 
 def metadata_dir(store: str) -> str:

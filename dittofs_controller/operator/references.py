@@ -46,6 +46,12 @@ def referenced_secret_names(spec: v1alpha1.DittoServerSpec) -> set[str]:
     names.update(user.password_secret_ref.name for user in spec.users)
     if spec.encryption_key:
         names.add(spec.encryption_key.secret_name)
+    if (ldap := spec.identity.ldap) is not None:
+        names.add(ldap.bind_password_secret_ref.name)
+        if ldap.tls is not None and ldap.tls.ca_secret_ref is not None:
+            names.add(ldap.tls.ca_secret_ref.name)
+    if (kerberos := spec.identity.kerberos) is not None:
+        names.add(kerberos.keytab_secret_ref.name)
     names.update(ref.name for ref in spec.image_pull_secrets)
     return names
 

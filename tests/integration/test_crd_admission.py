@@ -213,6 +213,23 @@ async def test_share_keeps_its_metadata_store(dittoservers: KubeClient, namespac
     assert "shares[].metadataStore is immutable" in await rejected(dittoservers, obj)
 
 
+async def test_kerberos_is_turned_off_before_it_is_removed(
+    dittoservers: KubeClient, namespace: str
+) -> None:
+    obj = minimal("kerberos")
+    obj["spec"]["identity"] = load(CORPUS / "valid" / "identity-kerberos.yaml")["spec"]["identity"]
+    obj = await create(dittoservers, obj, namespace)
+    assert obj["spec"]["identity"]["kerberos"]["enabled"] is True
+    removed = copy.deepcopy(obj)
+    del removed["spec"]["identity"]
+    message = "identity.kerberos can only be removed once it is off"
+    assert message in await rejected(dittoservers, removed)
+    obj["spec"]["identity"]["kerberos"]["enabled"] = False
+    obj = await update(dittoservers, obj)
+    del obj["spec"]["identity"]["kerberos"]
+    await update(dittoservers, obj)
+
+
 async def test_stop_and_start(dittoservers: KubeClient, namespace: str) -> None:
     obj = await create(dittoservers, minimal("stop"), namespace)
     obj["spec"]["replicas"] = 0

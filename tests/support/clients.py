@@ -323,6 +323,8 @@ _NT_STATUS = re.compile(r"NT_STATUS_[A-Z_]+")
 _SPACE = re.compile(
     r"(?P<blocks>\d+) blocks of size (?P<size>\d+)\. (?P<free>\d+) blocks available"
 )
+_OWNER_SID = re.compile(r"^\s*Owner SID:\s*(S-[0-9-]+)$", re.MULTILINE)
+_GROUP_SID = re.compile(r"^\s*Group SID:\s*(S-[0-9-]+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -407,6 +409,14 @@ class Smb:
             raise ClientError(f"no free space in smbclient's du output:\n{text.strip()}")
         blocks, size, available = (int(found.group(name)) for name in ("blocks", "size", "free"))
         return blocks * size, available * size
+
+    async def owner_and_group(self, path: str) -> tuple[str, str]:
+        """The owner and group SIDs of a file's security descriptor (smbclient's showacls)."""
+        text = await self.run(f'showacls; ls "{path}"', f"SMB security descriptor of {path}")
+        owner, group = _OWNER_SID.search(text), _GROUP_SID.search(text)
+        if owner is None or group is None:
+            raise ClientError(f"no owner or group SID for {self}/{path} in:\n{text.strip()}")
+        return owner.group(1), group.group(1)
 
     async def rename(self, old: str, new: str) -> None:
         await self.run(f'rename "{old}" "{new}"', f"SMB rename {old} -> {new} on {self}")

@@ -219,6 +219,23 @@ def postgres_ca(server_name: str, spec: Spec) -> SecretKeySelector | None:
     return SecretKeySelector(name=names.percona_ca_secret(cluster), key=names.PERCONA_CA_KEY)
 
 
+def ldap_ca(spec: Spec) -> SecretKeySelector | None:
+    """The Secret key with the CA bundle that verifies the LDAP directory, or None."""
+    ldap = spec.identity.ldap
+    return ldap.tls.ca_secret_ref if ldap is not None and ldap.tls is not None else None
+
+
+def ldap_ca_file(spec: Spec) -> str | None:
+    """Where the pod finds ldap_ca (DittoFS reads it on every connection to the directory)."""
+    ca = ldap_ca(spec)
+    return f"{names.LDAP_CA_DIR}/{ca.key}" if ca is not None else None
+
+
+# Where the pod finds the files of spec.identity.kerberos (mounted under fixed names).
+KEYTAB_PATH = f"{names.KERBEROS_DIR}/{names.KEYTAB_FILE}"
+KRB5_CONF_PATH = f"{names.KRB5_CONF_DIR}/{names.KRB5_CONF_FILE}"
+
+
 def render(spec: Spec) -> str:
     """The config file's text: deterministic, so an unchanged spec renders identical bytes."""
     text: str = yaml.safe_dump(config_document(spec), sort_keys=False, default_flow_style=False)

@@ -201,6 +201,15 @@ class ConfigReconciler(ServerReconciler):
         if external is not None and external.ssl_root_cert_secret_ref is not None:
             ca = external.ssl_root_cert_secret_ref
             await value(ca, "spec.postgres.external.sslRootCertSecretRef")
+        if (ldap_ca := build.ldap_ca(spec)) is not None:
+            await value(ldap_ca, "spec.identity.ldap.tls.caSecretRef")
+        if (kerberos := spec.identity.kerberos) is not None:
+            # DittoFS loads the keytab when its adapters start: a new one needs a restart.
+            keytab = kerberos.keytab_secret_ref
+            what = "spec.identity.kerberos.keytabSecretRef"
+            restart[(keytab.name, keytab.key)] = await value(keytab, what)
+            conf = kerberos.krb5_conf_config_map_ref
+            await self._require_config_map_key(namespace, conf.name, conf.key)
         if (secret := build.encryption_key_secret(server_name, spec)) is not None:
             what = "spec.encryptionKey" if spec.encryption_key else "generated"
             passphrase = SecretKeySelector(name=secret, key=names.ENCRYPTION_PASSPHRASE_KEY)
@@ -210,6 +219,24 @@ class ConfigReconciler(ServerReconciler):
                 )
             restart[(secret, passphrase.key)] = await value(passphrase, what)
         return restart
+
+    async def _require_config_map_key(self, namespace: str, name: str, key: str) -> None:
+        """A ConfigMap the pod mounts (not one of ours, so not watched: looked at again every
+        30 s until it is there)."""
+        found = await self.client.get_or_none(CONFIGMAPS, name, namespace)
+        what = "spec.identity.kerberos.krb5ConfConfigMapRef"
+        if found is None:
+            raise Problem(
+                "ConfigMapNotFound",
+                f"ConfigMap {name!r} ({what}) does not exist",
+                requeue_after=UNWATCHED_RECHECK,
+            )
+        if key not in (found.get("data") or {}):
+            raise Problem(
+                "ConfigMapKeyNotFound",
+                f"ConfigMap {name!r} ({what}) has no key {key!r}",
+                requeue_after=UNWATCHED_RECHECK,
+            )
 
 
 def _source(field: str, ref: SecretKeySelector | None) -> str:

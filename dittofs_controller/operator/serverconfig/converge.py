@@ -13,18 +13,25 @@ from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.serverconfig import credentials, payloads
 from dittofs_controller.operator.serverconfig.memory import Memory
 from dittofs_controller.operator.serverconfig.model import (
+    LDAP,
     STORE_KINDS,
     STORE_PATHS,
     STORE_WHAT,
     Adapter,
     Desired,
+    Kerberos,
     Share,
     Store,
     StoreKind,
     User,
     quota_what,
 )
-from dittofs_controller.operator.serverconfig.report import CATEGORIES, Issue, Observed
+from dittofs_controller.operator.serverconfig.report import (
+    CATEGORIES,
+    NOT_RUNNING_RECHECK,
+    Issue,
+    Observed,
+)
 
 log = structlog.get_logger("dittofs_controller.operator.serverconfig")
 
@@ -68,8 +75,10 @@ class Converge:
         users = await self._users()
         stores = await self._stores()
         await self._shares(stores, users)
+        ldap = await self._ldap()
+        kerberos = await self._kerberos()
         await self._prune()
-        return await self._observe()
+        return await self._observe(ldap, kerberos)
 
     async def _attempt(self, reason: str, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
         """Make one change; a rejection becomes an issue naming `what`, anything else raises."""
@@ -259,7 +268,7 @@ class Converge:
         """A change DittoFS reads only when it starts was saved: publish the revision the pod
         must be started for."""
         self.memory.stores_revision = credentials.stores_revision(
-            self.digest_key, self.desired.stores, self.desired.shares
+            self.digest_key, self.desired.stores, self.desired.shares, self.desired.kerberos
         )
 
     async def _shares(self, ids: payloads.StoreIds, users: dict[str, Obj]) -> None:
@@ -387,6 +396,90 @@ class Converge:
                 del found[key]
         self.quotas[share.name] = list(found.values())
 
+    async def _provider(self, path: str) -> Obj | None:
+        """An identity provider's config as the server has it, or None when it has none."""
+        try:
+            found: Obj | None = await self.api.get(path)
+        except DittoFSError as error:
+            if error.status != 404:
+                raise
+            return None
+        return found
+
+    async def _disabled(self, name: str, what: str, path: str, reported: Obj | None) -> Obj | None:
+        """A provider the spec no longer declares turned off, if the operator configured it
+        (one configured by hand through the API is left alone); the server's config after."""
+        managed = self.memory.managed.setdefault("identity", set())
+        body = payloads.disable_body(reported) if reported is not None else None
+        if name in managed and body is not None:
+            call = self.api.put(path, body)
+            reason = "IdentityProviderRejected"
+            done, answered = await self._attempt(reason, f"{what} (no longer in the spec)", call)
+            if not done:
+                return reported
+            reported = answered or reported
+        managed.discard(name)
+        return reported
+
+    async def _ldap(self) -> Obj | None:
+        """The declared directory, or the one the operator configured turned off; then whether
+        DittoFS can reach it and bind. The server's config once converged (for status)."""
+        ldap = self.desired.ldap
+        reported = await self._provider(LDAP.path)
+        if ldap is None:
+            return await self._disabled("ldap", "LDAP directory", LDAP.path, reported)
+        secret = self._digest(LDAP.item, [ldap.bind_password])
+        applied = self.memory.applied.get(LDAP.item)
+        if drift := payloads.ldap_drift(ldap, reported, applied, secret):
+            what = f"LDAP directory {ldap.settings['url']} ({drift})"
+            call = self.api.put(LDAP.path, ldap.body(ldap.bind_password))
+            done, answered = await self._attempt("IdentityProviderRejected", what, call)
+            if not done:
+                return reported
+            self.memory.applied[LDAP.item] = secret
+            reported = answered or reported
+        await self._ldap_reachable(ldap)
+        return reported
+
+    async def _kerberos(self) -> Obj | None:
+        """The declared Kerberos settings, or the ones the operator configured turned off. DittoFS
+        binds them when it starts, so a change moves the revision the pod is started for (as a
+        store change does). The server's config once converged (for status)."""
+        kerberos = self.desired.kerberos
+        reported = await self._provider(Kerberos.path)
+        if kerberos is None:
+            after = await self._disabled("kerberos", "Kerberos settings", Kerberos.path, reported)
+            if after is not reported:
+                self._restart_for_change()
+            return after
+        if drift := payloads.kerberos_drift(kerberos, reported):
+            what = f"Kerberos for {kerberos.settings['service_principal']} ({drift})"
+            body = payloads.kerberos_body(kerberos, reported)
+            call = self.api.put(Kerberos.path, body)
+            done, answered = await self._attempt("IdentityProviderRejected", what, call)
+            if not done:
+                return reported
+            reported = answered or reported
+            self._restart_for_change()
+        return reported
+
+    async def _ldap_reachable(self, ldap: LDAP) -> None:
+        """Ask DittoFS to dial and bind with what it stored: a wrong password or an unreachable
+        directory is accepted by PUT and would otherwise only show when a user logs in."""
+        body = ldap.body(payloads.REDACTED)
+        result = await self.api.post("/identity-providers/ldap/test", body) or {}
+        if not result.get("ok"):
+            stage = result.get("stage") or "test"
+            detail = credentials.scrub(str(result.get("message") or "no detail"), self.secrets)
+            self.issues.append(
+                Issue(
+                    "IdentityProviderUnreachable",
+                    f"DittoFS cannot use the LDAP directory {ldap.settings['url']} ({stage}): "
+                    f"{detail}",
+                    NOT_RUNNING_RECHECK,
+                )
+            )
+
     async def _prune(self) -> None:
         """Delete what the operator created and the spec no longer names (payloads.PRUNE_ORDER)."""
         declared = self.desired.names()
@@ -404,14 +497,18 @@ class Converge:
                     if not done:
                         kept.add(name)
             managed[category] = declared[category] | kept
-        current = {user.item for user in self.desired.users} | {
-            store.item for store in self.desired.stores if store.secrets
-        }
+        current = (
+            {user.item for user in self.desired.users}
+            | {store.item for store in self.desired.stores if store.secrets}
+            | ({LDAP.item} if self.desired.ldap is not None else set())
+        )
         for item in set(self.memory.applied) - current:
             del self.memory.applied[item]
 
-    async def _observe(self) -> Observed:
+    async def _observe(self, ldap: Obj | None, kerberos: Obj | None) -> Observed:
         return Observed(
+            ldap=ldap,
+            kerberos=kerberos,
             adapters=await self._list("/adapters"),
             stores={kind: await self._list(STORE_PATHS[kind]) for kind in STORE_KINDS},
             shares=await self._list("/shares"),

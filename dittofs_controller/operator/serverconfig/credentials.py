@@ -14,6 +14,7 @@ from dittofs_controller.operator import names
 from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.serverconfig.model import (
     POSTGRES_FIELDS,
+    Kerberos,
     Share,
     Spec,
     Store,
@@ -59,6 +60,9 @@ def secret_keys(server_name: str, spec: Spec) -> list[SecretKey]:
             what = f"S3 credentials of remote block store {store.name}"
             keys.append(SecretKey(creds.name, creds.access_key_id_key, what))
             keys.append(SecretKey(creds.name, creds.secret_access_key_key, what))
+    if (ldap := spec.identity.ldap) is not None:
+        ref = ldap.bind_password_secret_ref
+        keys.append(SecretKey(ref.name, ref.key, "bind password of the LDAP directory"))
     if any(store.type == "postgres" for store in spec.metadata_stores):
         secret, fields, _ = postgres_source(server_name, spec)
         what = "PostgreSQL connection of the postgres metadata stores"
@@ -74,12 +78,19 @@ def digest(key: str, item: str, values: Sequence[str]) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
-def stores_revision(key: str, stores: Iterable[Store], shares: Iterable[Share] = ()) -> str:
-    """What DittoFS reads only when it starts, as declared: the stores and which shares SMB
-    clients must encrypt, as a keyed digest (credentials never in the clear). The revision a pod
-    must be started for once one of them was changed over the API."""
+def stores_revision(
+    key: str,
+    stores: Iterable[Store],
+    shares: Iterable[Share] = (),
+    kerberos: Kerberos | None = None,
+) -> str:
+    """What DittoFS reads only when it starts, as declared: the stores, which shares SMB
+    clients must encrypt and the Kerberos settings, as a keyed digest (credentials never in the
+    clear). The revision a pod must be started for once one of them was changed over the API."""
     held = [f"{store.item} {store.config_text()}" for store in stores]
     held += [f"share {share.name} encrypted" for share in shares if share.encrypted]
+    if kerberos is not None:
+        held.append(f"{kerberos.item} {json.dumps(dict(kerberos.settings), sort_keys=True)}")
     return digest(key, "stores", held)
 
 

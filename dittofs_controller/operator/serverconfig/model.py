@@ -281,6 +281,31 @@ class Share:
 
 
 @attrs.frozen
+class LDAP:
+    """The LDAP directory DittoFS resolves domain identities in, as its API names the fields
+    (the bind password aside: it is compared by digest, never read back)."""
+
+    settings: Mapping[str, Any]
+    bind_password: str = attrs.field(repr=False)
+
+    item = "identity/ldap"
+    path = "/identity-providers/ldap/config"
+
+    def body(self, bind_password: str) -> Obj:
+        return {**self.settings, "bind_password": bind_password}
+
+
+@attrs.frozen
+class Kerberos:
+    """DittoFS' Kerberos settings as its API names them (no secret: the keytab is a file)."""
+
+    settings: Mapping[str, Any]
+
+    item = "identity/kerberos"
+    path = "/identity-providers/kerberos/config"
+
+
+@attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
     nfs: NFSSettings
@@ -289,6 +314,8 @@ class Desired:
     users: tuple[User, ...]
     stores: tuple[Store, ...]
     shares: tuple[Share, ...]
+    ldap: LDAP | None = None
+    kerberos: Kerberos | None = None
 
     def names(self) -> dict[str, set[str]]:
         """Declared names per category of status.server.managed."""
@@ -296,6 +323,11 @@ class Desired:
             "shares": {share.name for share in self.shares},
             "users": {user.name for user in self.users},
             "groups": {group.name for group in self.groups},
+            "identity": {
+                name
+                for name, declared in (("ldap", self.ldap), ("kerberos", self.kerberos))
+                if declared is not None
+            },
         }
         for kind in STORE_KINDS:
             found[kind] = {store.name for store in self.stores if store.kind == kind}
@@ -303,9 +335,11 @@ class Desired:
 
     def credentials(self) -> list[str]:
         """Every credential the desired state carries (to keep them out of messages)."""
-        return [user.password for user in self.users] + [
-            secret for store in self.stores for secret in store.secrets
-        ]
+        return (
+            [user.password for user in self.users]
+            + [secret for store in self.stores for secret in store.secrets]
+            + ([self.ldap.bind_password] if self.ldap is not None else [])
+        )
 
 
 def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
@@ -339,6 +373,8 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
         ),
         stores=tuple(_stores(server_name, spec, values)),
         shares=tuple(_share(share, spec) for share in spec.shares),
+        ldap=_ldap(spec, values),
+        kerberos=_kerberos(spec),
     )
 
 
@@ -354,6 +390,55 @@ def _nfs_config(tls: v1alpha1.NFSTLS | None) -> Obj:
             "mode": tls.mode,
         }
     }
+
+
+def _kerberos(spec: Spec) -> Kerberos | None:
+    kerberos = spec.identity.kerberos
+    if kerberos is None:
+        return None
+    settings: Obj = {
+        "enabled": kerberos.enabled,
+        "keytab_path": config.KEYTAB_PATH,
+        "service_principal": kerberos.service_principal,
+        "realm": kerberos.realm or kerberos.service_principal.rsplit("@", 1)[1],
+        "netbios_domain": kerberos.netbios_domain or "",
+        "dns_domain": kerberos.dns_domain or "",
+        "krb5_conf": config.KRB5_CONF_PATH,
+        "max_clock_skew": kerberos.max_clock_skew or "",
+        "context_ttl": kerberos.context_ttl or "",
+        "max_contexts": kerberos.max_contexts or 0,
+    }
+    return Kerberos(settings)
+
+
+def _ldap(spec: Spec, values: SecretValues) -> LDAP | None:
+    ldap = spec.identity.ldap
+    if ldap is None:
+        return None
+    tls = ldap.tls or v1alpha1.LDAPTLS()
+    password = ldap.bind_password_secret_ref
+    settings: Obj = {
+        "enabled": True,
+        "url": ldap.url,
+        "start_tls": ldap.start_tls,
+        "allow_plaintext": ldap.allow_plaintext,
+        "base_dn": ldap.base_dn,
+        "bind_dn": ldap.bind_dn,
+        "user_attr": ldap.user_attribute,
+        "realm": ldap.realm or "",
+        "idmap": ldap.idmap,
+        "nested_groups": ldap.nested_groups,
+        "timeout": ldap.timeout,
+        "max_group_results": ldap.max_group_results,
+        "tls": {
+            "ca_cert_file": config.ldap_ca_file(spec) or "",
+            "client_cert_file": "",
+            "client_key_file": "",
+            "insecure_skip_verify": tls.insecure_skip_verify,
+            "min_version": tls.min_version,
+        },
+    }
+    return LDAP(settings, values[(password.name, password.key)])
 
 
 def _stores(server_name: str, spec: Spec, values: SecretValues) -> Iterable[Store]:

@@ -34,6 +34,12 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
   next start.
 - A share's `encrypt_data` (SMB clients must encrypt) is used from a share's creation, but a
   change made by PUT only once DittoFS starts again: the stores revision is bumped for it.
+- Identity providers (/identity-providers/{ldap,kerberos}/config) are replaced whole by PUT.
+  LDAP is read back with DittoFS' defaults filled in, the timeout as Go writes it ("1m0s") and
+  the bind password as `********` (or "" when none is stored); a PUT whose password is "" or
+  `********` keeps the stored one. LDAP changes apply at once (DittoFS rebuilds its
+  resolvers); Kerberos is read back as sent (the machine account's secret redacted the same
+  way) and applies when the server starts.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ from collections.abc import Mapping, Sequence
 
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.serverconfig.model import (
+    LDAP,
     STORE_PATHS,
     Adapter,
     Group,
+    Kerberos,
     NFSSettings,
     PermissionKey,
     Quota,
@@ -384,3 +392,66 @@ def object_path(category: str, name: str) -> str:
 
 def listed_name(category: str, item: Obj) -> str:
     return str(item.get("username" if category == "users" else "name"))
+
+
+# What DittoFS answers for a stored secret on read, and takes on write as "keep the stored one".
+REDACTED = "********"
+
+
+def ldap_drift(ldap: LDAP, reported: Obj | None, applied: str | None, current: str) -> str | None:
+    """What differs between the declared directory and the server's, or None.
+
+    `current` is the digest of the declared bind password, `applied` that of the one last sent.
+    """
+    if reported is None:
+        return "not configured"
+    changed = sorted(
+        key
+        for key, value in ldap.settings.items()
+        if not _same_setting(key, value, reported.get(key))
+    )
+    if changed:
+        return f"settings {', '.join(changed)}"
+    if reported.get("bind_password") != REDACTED or applied != current:
+        return "bind password"
+    return None
+
+
+def kerberos_drift(kerberos: Kerberos, reported: Obj | None) -> str | None:
+    """What differs between the declared Kerberos settings and the server's, or None."""
+    if reported is None:
+        return "not configured"
+    changed = sorted(
+        key
+        for key, value in kerberos.settings.items()
+        if not _same_setting(key, value, reported.get(key))
+    )
+    return f"settings {', '.join(changed)}" if changed else None
+
+
+def kerberos_body(kerberos: Kerberos, reported: Obj | None) -> Obj:
+    """PUT body: the declared settings, and the machine account (NTLM pass-through, not in the
+    spec) as the server has it; its secret reads back redacted, which keeps the stored one."""
+    machine_account = (reported or {}).get("machine_account") or {}
+    return {**kerberos.settings, "machine_account": machine_account}
+
+
+DURATION_SETTINGS = ("timeout", "max_clock_skew", "context_ttl")
+
+
+def _same_setting(key: str, declared: object, reported: object) -> bool:
+    if key in DURATION_SETTINGS:
+        return duration_seconds(str(declared)) == duration_seconds(str(reported or ""))
+    if isinstance(declared, dict):
+        found = reported if isinstance(reported, dict) else {}
+        return all(_same_setting(k, v, found.get(k)) for k, v in declared.items())
+    return declared == reported
+
+
+def disable_body(reported: Obj) -> Obj | None:
+    """PUT body that turns off an identity provider the spec no longer declares, keeping its
+    settings on the server (its secrets read back redacted, which keeps the stored ones);
+    None when it is off already."""
+    if not reported.get("enabled"):
+        return None
+    return {**reported, "enabled": False}

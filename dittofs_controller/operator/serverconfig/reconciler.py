@@ -1,5 +1,6 @@
-"""The serverconfig reconciler: DittoFS's own state (adapters, groups, users, stores, shares) made
-to match the spec over its REST API -> ServerConfigured and status.server.
+"""The serverconfig reconciler: DittoFS's own state (adapters, groups, users, stores, shares,
+identity providers) made to match the spec over its REST API -> ServerConfigured and
+status.server.
 
 It starts once Available is True for the current generation (a pod is ready) and logs in as
 the bootstrap `admin` with the password of the admin Secret. A pass creates what is missing and
@@ -40,7 +41,9 @@ PortForwardForbidden/PodNotFound/PortForwardRejected/PortForwardFailed, retried 
 the admin login refused -> AuthenticationFailed; a store, share, user, group or adapter the
 server rejects -> a False condition naming it and the server's words, and the rest of the pass
 goes on; a store the server accepted but reports unhealthy (its S3 endpoint or PostgreSQL
-unreachable) -> StoreUnhealthy, looked at again every 30 s.
+unreachable) -> StoreUnhealthy, looked at again every 30 s; an LDAP directory DittoFS cannot
+dial or bind to (its own test, asked for after each comparison) -> IdentityProviderUnreachable,
+looked at again every 30 s.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ CATEGORIES: dict[str, str] = {
     "shares": "shares",
     "users": "users",
     "groups": "groups",
+    "identity": "identityProviders",
 }
 
 
@@ -57,6 +58,8 @@ class Observed:
     snapshot_policies: Mapping[str, Obj] = attrs.field(factory=dict)  # by share name
     quotas: Mapping[str, Sequence[Obj]] = attrs.field(factory=dict)  # by share name
     settings: Mapping[str, Obj] = attrs.field(factory=dict)  # by adapter type, when enabled
+    ldap: Obj | None = None  # /identity-providers/ldap/config, when one is stored
+    kerberos: Obj | None = None  # /identity-providers/kerberos/config, when one is stored
 
 
 def _health(obj: Obj) -> str:
@@ -127,6 +130,7 @@ def server_status(
         },
         "applied": dict(sorted(applied.items())),
         **({"storesRevision": stores_revision} if stores_revision else {}),
+        **({"identity": identity} if (identity := _identity(observed)) else {}),
     }
     for kind in STORE_KINDS:
         status[CATEGORIES[kind]] = [
@@ -205,6 +209,46 @@ def _quotas(quotas: Sequence[Obj], identities: Mapping[tuple[str, Any], Any]) ->
     return sorted(found, key=lambda entry: (str(entry["scope"]), entry.get("id", -1)))
 
 
+def _identity(observed: Observed) -> Obj:
+    found: Obj = {}
+    if observed.ldap is not None:
+        found["ldap"] = _ldap(observed.ldap)
+    if observed.kerberos is not None:
+        found["kerberos"] = _kerberos(observed.kerberos)
+    return found
+
+
+def _kerberos(reported: Obj) -> Obj:
+    """Kerberos as the server has it: the principal and where its files are."""
+    found: Obj = {
+        "enabled": bool(reported.get("enabled")),
+        "servicePrincipal": reported.get("service_principal"),
+        "realm": reported.get("realm"),
+        "keytab": reported.get("keytab_path"),
+    }
+    if reported.get("krb5_conf"):
+        found["krb5Conf"] = reported["krb5_conf"]
+    return found
+
+
+def _ldap(reported: Obj) -> Obj:
+    """The directory as the server has it: where and how it looks users up, never the bind
+    password (not even whether one is stored)."""
+    found: Obj = {
+        "enabled": bool(reported.get("enabled")),
+        "url": reported.get("url"),
+        "baseDN": reported.get("base_dn"),
+        "bindDN": reported.get("bind_dn"),
+        "userAttribute": reported.get("user_attr"),
+        "idmap": reported.get("idmap"),
+        "startTLS": bool(reported.get("start_tls")),
+        "nestedGroups": bool(reported.get("nested_groups")),
+    }
+    if reported.get("realm"):
+        found["realm"] = reported["realm"]
+    return found
+
+
 def not_running(desired_state: Desired, observed: Observed) -> list[Issue]:
     """Enabled adapters whose listener does not run (a port in use, a bind failure)."""
     reported = {adapter.get("type"): adapter for adapter in observed.adapters}
@@ -257,9 +301,9 @@ def reopen_pending(revision: str | None, pod: Obj | None) -> list[Issue]:
     return [
         Issue(
             "StoresReopening",
-            "a store, or the SMB encryption of a share, changed on the server and DittoFS "
-            "reads them only when it starts: the pod is being replaced so the new settings "
-            "(or credentials) are used",
+            "a store, the SMB encryption of a share or Kerberos changed on the server and "
+            "DittoFS reads them only when it starts: the pod is being replaced so the new "
+            "settings (or credentials) are used",
             NOT_RUNNING_RECHECK,
         )
     ]
@@ -280,8 +324,12 @@ def verdict(desired_state: Desired, issues: Sequence[Issue]) -> tuple[Outcome, f
         f"{_count(desired_state.users, 'user')} and {_count(desired_state.groups, 'group')}"
     )
     served = f"; {listening}" if listening else "; no protocol adapter enabled"
+    ldap, kerberos = desired_state.ldap, desired_state.kerberos
+    identity = (f"; LDAP directory {ldap.settings['url']}" if ldap is not None else "") + (
+        f"; Kerberos for {kerberos.settings['service_principal']}" if kerberos is not None else ""
+    )
     return Outcome.true(
-        "Converged", f"the server matches the spec: {counts}{served}"
+        "Converged", f"the server matches the spec: {counts}{served}{identity}"
     ), DRIFT_INTERVAL
 
 

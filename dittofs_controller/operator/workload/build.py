@@ -215,7 +215,7 @@ def _from_secret(variable: str, ref: SecretKeySelector) -> Obj:
 
 
 def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
-    """Volumes and their mounts: config, TLS, CA, the storage reconciler's claims, /tmp."""
+    """Volumes and their mounts: config, TLS, CAs, the storage reconciler's claims, /tmp."""
     volumes: list[Obj] = []
     mounts: list[Obj] = []
 
@@ -246,6 +246,21 @@ def _volumes(server_name: str, spec: Spec) -> tuple[list[Obj], list[Obj]]:
         add("nfs-tls", source, names.NFS_TLS_DIR, read_only=True)
     if (ca := config.postgres_ca(server_name, spec)) is not None:
         add("postgres-ca", secret_keys(ca.name, ca.key), names.POSTGRES_CA_DIR, read_only=True)
+    if (ldap_ca := config.ldap_ca(spec)) is not None:
+        add("ldap-ca", secret_keys(ldap_ca.name, ldap_ca.key), names.LDAP_CA_DIR, read_only=True)
+    if (kerberos := spec.identity.kerberos) is not None:
+        keytab = kerberos.keytab_secret_ref
+        items = [{"key": keytab.key, "path": names.KEYTAB_FILE}]
+        add(
+            "keytab",
+            {"secret": {"secretName": keytab.name, "items": items}},
+            names.KERBEROS_DIR,
+            read_only=True,
+        )
+        conf = kerberos.krb5_conf_config_map_ref
+        items = [{"key": conf.key, "path": names.KRB5_CONF_FILE}]
+        source = {"configMap": {"name": conf.name, "items": items}}
+        add("krb5-conf", source, names.KRB5_CONF_DIR, read_only=True)
     if (secret := config.encryption_key_secret(server_name, spec)) is not None:
         source = secret_keys(secret, names.ENCRYPTION_KEY_FILE_KEY)
         add("encryption", source, names.ENCRYPTION_DIR, read_only=True)

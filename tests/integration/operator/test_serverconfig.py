@@ -30,7 +30,14 @@ from dittofs_controller.dittofs import (
     pinned_ssl_context,
 )
 from dittofs_controller.kube.client import KubeClient
-from dittofs_controller.kube.resources import DITTOSERVERS, EVENTS, PODS, SECRETS, ObjectKey
+from dittofs_controller.kube.resources import (
+    CONFIGMAPS,
+    DITTOSERVERS,
+    EVENTS,
+    PODS,
+    SECRETS,
+    ObjectKey,
+)
 from dittofs_controller.operator import names
 from dittofs_controller.operator.metrics import HEALTH_VALUES
 from dittofs_controller.operator.serverconfig import credentials, report
@@ -43,8 +50,10 @@ from tests.integration.operator.conftest import (
     load_manifest,
     wait_for,
 )
+from tests.support import kerberos as kerberos_files
 from tests.support.clients import ClientError, Nfs, Smb, missing_tools
 from tests.support.dfsctl import Dfsctl
+from tests.support.ldap import running_ldap
 from tests.support.s3 import running_s3
 from tests.testbed.node import Node
 from tests.unit.test_dittofs_client import issued, self_signed
@@ -1049,3 +1058,225 @@ async def test_nfs_over_tls_serves_the_certificate_of_its_secret(
     await until(kube, key, "ServerConfigured", "True", "Converged")
     assert await nfs.reachable() is None
     assert await nfs.null_over_tls(cert) == "TLSv1.3"
+
+
+LDAP_PATH = "/identity-providers/ldap/config"
+
+
+async def test_ldap_directory_maps_owners_to_its_accounts_and_is_disabled_when_removed(
+    kube: KubeClient,
+    namespace: str,
+    node: Node,
+    operator: RunningOperator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DittoFS 0.29 uses a directory for domain identities (Kerberos principals, NETLOGON and
+    SMB security descriptors); without Kerberos, what shows is the descriptor: a file written
+    over NFS by uid 7001/gid 7100, who exist only in the directory, is owned by their directory
+    SIDs over SMB, found by DittoFS through its uidNumber/gidNumber lookups."""
+    monkeypatch.setattr(report, "DRIFT_INTERVAL", 2.0)
+    with running_ldap(node.address) as directory:
+        ldap = {
+            "url": directory.url,  # ldaps://, verified with the CA of a Secret
+            "tls": {"caSecretRef": {"name": "directory-ca", "key": "ca.crt"}},
+            "baseDN": directory.base_dn,
+            "bindDN": directory.bind_dn,
+            "bindPasswordSecretRef": {"name": "ldap-bind", "key": "password"},
+            "userAttribute": "uid",
+            "timeout": "5s",
+        }
+        server = sample(namespace, identity={"ldap": ldap})
+        bind = secret("ldap-bind", password=directory.bind_password)
+        ca = secret("directory-ca", **{"ca.crt": directory.certificate})
+        alice = secret("alice-password", password=ALICE_OLD)
+        key = await create(kube, namespace, server, alice, bind, ca)
+        await ready(kube, key, node)
+        converged = await until(kube, key, "ServerConfigured", "True", "Converged")
+        assert converged["message"].endswith(f"; LDAP directory {directory.url}")
+        status = await server_status(kube, key)
+        assert status["identity"] == {
+            "ldap": {
+                "enabled": True,
+                "url": directory.url,
+                "baseDN": directory.base_dn,
+                "bindDN": directory.bind_dn,
+                "userAttribute": "uid",
+                "idmap": "rfc2307",
+                "startTLS": False,
+                "nestedGroups": False,
+            }
+        }
+        assert status["managed"]["identityProviders"] == ["ldap"]
+        assert "identity/ldap" in status["applied"]
+
+        ip = await pod_ip(kube, key)
+        carol, engineers = directory.user, directory.group
+        await Nfs(ip, "/export", uid=carol.uid, gid=carol.gid).write(
+            "/carol.txt", "from the directory\n", tmp_path
+        )
+        smb = Smb(ip, "export", "alice", ALICE_OLD)
+        assert await smb.owner_and_group("carol.txt") == (carol.sid, engineers.sid)
+
+        admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+        async with aiohttp.ClientSession() as http:
+            api = DittoFSClient(http, f"http://{ip}:8080", admin)
+
+            # Changed by hand, the directory is put back at the next comparison.
+            stored = await api.get(LDAP_PATH)
+            await api.put(LDAP_PATH, {**stored, "base_dn": "dc=elsewhere"})
+
+            async def base_dn_restored() -> bool:
+                return bool((await api.get(LDAP_PATH))["base_dn"] == directory.base_dn)
+
+            await wait_for(base_dn_restored, "the directory's base DN put back", timeout=30)
+
+            # A wrong bind password is accepted by DittoFS; its own test of the directory is
+            # not, and says why. The right one is sent again once the Secret has it.
+            await kube.merge_patch(
+                SECRETS, "ldap-bind", {"stringData": {"password": "Wrong-Passw0rd"}}, namespace
+            )
+            refused = await until(
+                kube, key, "ServerConfigured", "False", "IdentityProviderUnreachable"
+            )
+            assert "Invalid Credentials" in refused["message"], refused
+            await kube.merge_patch(
+                SECRETS,
+                "ldap-bind",
+                {"stringData": {"password": directory.bind_password}},
+                namespace,
+            )
+            await until(kube, key, "ServerConfigured", "True", "Converged")
+
+        # Removed from the spec, the directory is turned off (its settings kept), and DittoFS
+        # shows the file with its own SIDs for uid 7001 and gid 7100 again. The CA's volume
+        # goes with it, so a new pod serves by then.
+        await set_spec(kube, key, identity=None)
+        await ready(kube, key, node)
+        await until(kube, key, "ServerConfigured", "True", "Converged")
+        ip = await pod_ip(kube, key)
+        async with aiohttp.ClientSession() as http:
+            stored = await DittoFSClient(http, f"http://{ip}:8080", admin).get(LDAP_PATH)
+        assert (stored["enabled"], stored["url"]) == (False, directory.url)
+        smb = Smb(ip, "export", "alice", ALICE_OLD)
+        status = await server_status(kube, key)
+        assert status["identity"]["ldap"]["enabled"] is False
+        assert "identityProviders" not in status["managed"]
+        assert "identity/ldap" not in status["applied"]
+        owner, group = await smb.owner_and_group("carol.txt")
+        domain = carol.sid.rsplit("-", 1)[0]
+        assert not owner.startswith(domain) and not group.startswith(domain), (owner, group)
+        published = await everything_published(kube, key)
+        assert directory.bind_password not in published and "Wrong-Passw0rd" not in published
+
+
+KERBEROS_PATH = "/identity-providers/kerberos/config"
+PRINCIPAL = "nfs/files.example.com@EXAMPLE.COM"
+
+
+async def test_kerberos_is_stored_then_bound_by_a_restart_and_disabled_when_removed(
+    kube: KubeClient, namespace: str, node: Node, operator: RunningOperator
+) -> None:
+    """DittoFS binds the keytab and principal when its adapters start: after the operator
+    stores them, the pod is replaced, and the new one loads them from the database (its log says
+    so, and the SMB adapter, which cannot start with a keytab or krb5.conf it cannot read,
+    runs). No KDC is needed for that; none is run."""
+    kerberos = {
+        "servicePrincipal": PRINCIPAL,
+        "keytabSecretRef": {"name": "files-keytab", "key": "krb5.keytab"},
+        "krb5ConfConfigMapRef": {"name": "krb5", "key": "krb5.conf"},
+        "netbiosDomain": "EXAMPLE",
+        "maxClockSkew": "2m",
+    }
+    server = sample(namespace, identity={"kerberos": kerberos})
+    keytab = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "files-keytab"},
+        "data": {"krb5.keytab": base64.b64encode(kerberos_files.keytab(PRINCIPAL)).decode()},
+    }
+    conf = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "krb5"},
+        "data": {"krb5.conf": kerberos_files.krb5_conf("EXAMPLE.COM", f"{node.address}:88")},
+    }
+    key = await create(
+        kube, namespace, server, keytab, secret("alice-password", password=ALICE_OLD)
+    )
+    configured = await until(kube, key, "ConfigReady", "False", "ConfigMapNotFound")
+    assert "spec.identity.kerberos.krb5ConfConfigMapRef" in configured["message"]
+    await kube.create(CONFIGMAPS, conf, namespace)
+    await ready(kube, key, node)
+
+    async def bound() -> Obj | None:
+        found = await current(kube, key, "ServerConfigured")
+        status = await server_status(kube, key)
+        pod = await kube.get(PODS, names.pod(key.name), key.namespace)
+        annotations = pod["metadata"].get("annotations") or {}
+        started_for = annotations.get(names.STORES_REVISION_ANNOTATION)
+        if found is None or found["reason"] != "Converged" or not status.get("storesRevision"):
+            return None
+        return status if started_for == status["storesRevision"] else None
+
+    status = await wait_for(bound, "a pod started for the stored Kerberos settings", READY_TIMEOUT)
+    assert status["identity"] == {
+        "kerberos": {
+            "enabled": True,
+            "servicePrincipal": PRINCIPAL,
+            "realm": "EXAMPLE.COM",
+            "keytab": "/kerberos/krb5.keytab",
+            "krb5Conf": "/kerberos-conf/krb5.conf",
+        }
+    }
+    assert status["adapters"]["smb"]["running"] is True
+    assert status["managed"]["identityProviders"] == ["kerberos"]
+    log = node.logs(namespace, names.pod(key.name))
+    assert "Kerberos identity provider loaded from control-plane store" in log, log[-3000:]
+    assert f'"service_principal":"{PRINCIPAL}"' in log, log[-3000:]
+    revision = status["storesRevision"]
+
+    admin = await secret_value(kube, namespace, names.admin_secret(key.name), "password")
+    ip = await pod_ip(kube, key)
+    async with aiohttp.ClientSession() as http:
+        api = DittoFSClient(http, f"http://{ip}:8080", admin)
+        stored = await api.get(KERBEROS_PATH)
+        assert (stored["enabled"], stored["netbios_domain"], stored["max_clock_skew"]) == (
+            True,
+            "EXAMPLE",
+            "2m",
+        )
+
+    # Turned off: disabled on the server, and a pod started without it (the keytab still
+    # mounted: DittoFS exits at start when Kerberos is on and its keytab is missing).
+    await set_spec(kube, key, identity={"kerberos": {**kerberos, "enabled": False}})
+
+    async def unbound() -> Obj | None:
+        status = await bound()
+        return status if status and status["storesRevision"] != revision else None
+
+    status = await wait_for(unbound, "a pod started without Kerberos", READY_TIMEOUT)
+    assert status["identity"]["kerberos"]["enabled"] is False
+    (loaded,) = [
+        line
+        for line in node.logs(namespace, names.pod(key.name)).splitlines()
+        if "Kerberos identity provider loaded" in line
+    ]
+    assert '"enabled":false' in loaded, loaded
+
+    # Then removed from the spec: the mounts go, the server keeps it off.
+    before = (await kube.get(PODS, names.pod(key.name), key.namespace))["metadata"]["uid"]
+    await set_spec(kube, key, identity=None)
+
+    async def unmounted() -> Obj | None:
+        pod = await kube.get_or_none(PODS, names.pod(key.name), key.namespace)
+        if pod is None or pod["metadata"]["uid"] == before:
+            return None
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        if any(mount["mountPath"] == "/kerberos" for mount in mounts):
+            return None
+        return await bound()
+
+    status = await wait_for(unmounted, "a pod started without the keytab", READY_TIMEOUT)
+    assert status["identity"]["kerberos"]["enabled"] is False
+    assert "identityProviders" not in status["managed"]

@@ -249,6 +249,7 @@ def test_users_groups_and_permissions() -> None:
         "metadata": {"meta"},
         "local": {"blocks"},
         "remote": set(),
+        "identity": set(),
     }
 
 
@@ -1077,3 +1078,170 @@ def test_inputs_digest_follows_what_a_pass_depends_on() -> None:
     edited = {**obj, "spec": {"replicas": 1}}
     assert base != memory.inputs_digest(edited, "http://a:8080", values, None, None)
     assert base != memory.inputs_digest(obj, "http://a:8080", values, None, "renewed cert")
+
+
+# --- identity -------------------------------------------------------------------------------
+
+LDAP_SPEC = spec_of(manifest(VALID / "identity-ldap.yaml"))
+LDAP_STATE = model.desired("directory", LDAP_SPEC, values_for("directory", LDAP_SPEC))
+
+
+def ldap_reported(**overrides: Any) -> Obj:
+    """GET /identity-providers/ldap/config as DittoFS answers it for LDAP_STATE's PUT."""
+    assert LDAP_STATE.ldap is not None
+    found = copy.deepcopy(dict(LDAP_STATE.ldap.settings))
+    found.update({"timeout": "5s", "bind_password": "********", **overrides})
+    return found
+
+
+def test_ldap_of_the_spec_names_every_field_the_api_has() -> None:
+    ldap = LDAP_STATE.ldap
+    assert ldap is not None and ldap.bind_password == "ldap-bind:password:value"
+    assert "ldap-bind:password:value" not in repr(ldap)
+    assert dict(ldap.settings) == {
+        "enabled": True,
+        "url": "ldaps://dc1.example.com:636",
+        "start_tls": False,
+        "allow_plaintext": False,
+        "base_dn": "DC=example,DC=com",
+        "bind_dn": "CN=dittofs,OU=Service Accounts,DC=example,DC=com",
+        "user_attr": "sAMAccountName",
+        "realm": "EXAMPLE.COM",
+        "idmap": "rfc2307",
+        "nested_groups": True,
+        "timeout": "5s",
+        "max_group_results": 200,
+        "tls": {
+            "ca_cert_file": "/ldap-ca/ca.crt",
+            "client_cert_file": "",
+            "client_key_file": "",
+            "insecure_skip_verify": False,
+            "min_version": "1.3",
+        },
+    }
+    assert ldap.body("secret")["bind_password"] == "secret"
+    assert ("ldap-bind", "password") in {
+        (ref.name, ref.key) for ref in credentials.secret_keys("directory", LDAP_SPEC)
+    }
+    assert "ldap-bind:password:value" in LDAP_STATE.credentials()
+    assert LDAP_STATE.names()["identity"] == {"ldap"}
+    assert TEAMS_STATE.ldap is None and TEAMS_STATE.names()["identity"] == set()
+
+
+def test_ldap_drift_compares_settings_and_the_bind_password_by_digest() -> None:
+    ldap = LDAP_STATE.ldap
+    assert ldap is not None
+    current = credentials.digest("key-1", ldap.item, [ldap.bind_password])
+    assert payloads.ldap_drift(ldap, ldap_reported(), current, current) is None
+    # Go writes durations its own way: 5s is 5s, 1m is 1m0s.
+    assert payloads.ldap_drift(ldap, ldap_reported(timeout="5.0s"), current, current) is None
+    assert payloads.ldap_drift(ldap, None, current, current) == "not configured"
+    assert payloads.ldap_drift(ldap, ldap_reported(), None, current) == "bind password"
+    assert payloads.ldap_drift(ldap, ldap_reported(bind_password=""), current, current) == (
+        "bind password"
+    )
+    changed = ldap_reported(enabled=False, base_dn="DC=other", timeout="1m0s")
+    assert payloads.ldap_drift(ldap, changed, current, current) == (
+        "settings base_dn, enabled, timeout"
+    )
+    tls = ldap_reported()
+    tls["tls"]["insecure_skip_verify"] = True
+    assert payloads.ldap_drift(ldap, tls, current, current) == "settings tls"
+
+
+def test_ldap_removed_from_the_spec_is_disabled_with_its_settings_kept() -> None:
+    body = payloads.disable_body(ldap_reported())
+    assert body is not None and body["enabled"] is False
+    assert body["bind_password"] == "********"  # DittoFS keeps the stored one
+    assert body["url"] == "ldaps://dc1.example.com:636"
+    assert payloads.disable_body(ldap_reported(enabled=False)) is None
+
+
+def test_status_reports_the_directory_never_its_password() -> None:
+    status = report.server_status(observed(ldap=ldap_reported()), {"identity": {"ldap"}}, {})
+    assert status["identity"] == {
+        "ldap": {
+            "enabled": True,
+            "url": "ldaps://dc1.example.com:636",
+            "baseDN": "DC=example,DC=com",
+            "bindDN": "CN=dittofs,OU=Service Accounts,DC=example,DC=com",
+            "userAttribute": "sAMAccountName",
+            "idmap": "rfc2307",
+            "startTLS": False,
+            "nestedGroups": True,
+            "realm": "EXAMPLE.COM",
+        }
+    }
+    assert status["managed"] == {"identityProviders": ["ldap"]}
+    assert "password" not in json.dumps(status) and "****" not in json.dumps(status)
+    assert "identity" not in report.server_status(observed(), {}, {})
+    outcome, _ = report.verdict(LDAP_STATE, [])
+    assert outcome.message.endswith("; LDAP directory ldaps://dc1.example.com:636")
+
+
+KERBEROS_SPEC = spec_of(manifest(VALID / "identity-kerberos.yaml"))
+KERBEROS_STATE = model.desired("k", KERBEROS_SPEC, values_for("k", KERBEROS_SPEC))
+
+
+def test_kerberos_of_the_spec_points_at_the_mounted_files() -> None:
+    kerberos = KERBEROS_STATE.kerberos
+    assert kerberos is not None and KERBEROS_STATE.ldap is None
+    assert dict(kerberos.settings) == {
+        "enabled": True,
+        "keytab_path": "/kerberos/krb5.keytab",
+        "service_principal": "nfs/files.example.com@EXAMPLE.COM",
+        "realm": "EXAMPLE.COM",  # from the principal
+        "netbios_domain": "EXAMPLE",
+        "dns_domain": "example.com",
+        "krb5_conf": "/kerberos-conf/krb5.conf",
+        "max_clock_skew": "2m",
+        "context_ttl": "",
+        "max_contexts": 0,
+    }
+    assert KERBEROS_STATE.names()["identity"] == {"kerberos"}
+    # The keytab is a file, never a credential the operator sends.
+    assert KERBEROS_STATE.credentials() == []
+
+
+def test_kerberos_drift_and_body_keep_the_machine_account_of_the_server() -> None:
+    kerberos = KERBEROS_STATE.kerberos
+    assert kerberos is not None
+    machine = {"enabled": True, "account_name": "FILES$", "secret": "********"}
+    reported = {**kerberos.settings, "max_clock_skew": "2m0s", "machine_account": machine}
+    assert payloads.kerberos_drift(kerberos, reported) is None
+    assert payloads.kerberos_drift(kerberos, None) == "not configured"
+    moved = {**reported, "keytab_path": "/etc/krb5.keytab", "enabled": False}
+    assert payloads.kerberos_drift(kerberos, moved) == "settings enabled, keytab_path"
+    body = payloads.kerberos_body(kerberos, reported)
+    assert body["machine_account"] == machine  # its redacted secret keeps the stored one
+    assert body["service_principal"] == "nfs/files.example.com@EXAMPLE.COM"
+    assert payloads.kerberos_body(kerberos, None)["machine_account"] == {}
+
+
+def test_a_kerberos_change_moves_the_revision_the_pod_is_started_for() -> None:
+    stores = KERBEROS_STATE.stores
+    plain = credentials.stores_revision("key", stores)
+    assert credentials.stores_revision("key", stores, kerberos=None) == plain  # as without
+    with_kerberos = credentials.stores_revision("key", stores, kerberos=KERBEROS_STATE.kerberos)
+    assert with_kerberos != plain
+    assert KERBEROS_STATE.kerberos is not None
+    other = model.Kerberos({**KERBEROS_STATE.kerberos.settings, "realm": "OTHER.COM"})
+    assert credentials.stores_revision("key", stores, kerberos=other) != with_kerberos
+
+
+def test_status_reports_kerberos_as_the_server_has_it() -> None:
+    assert KERBEROS_STATE.kerberos is not None
+    reported = {**KERBEROS_STATE.kerberos.settings, "machine_account": {"secret": "********"}}
+    status = report.server_status(observed(kerberos=reported), {"identity": {"kerberos"}}, {})
+    assert status["identity"] == {
+        "kerberos": {
+            "enabled": True,
+            "servicePrincipal": "nfs/files.example.com@EXAMPLE.COM",
+            "realm": "EXAMPLE.COM",
+            "keytab": "/kerberos/krb5.keytab",
+            "krb5Conf": "/kerberos-conf/krb5.conf",
+        }
+    }
+    assert "****" not in json.dumps(status)
+    outcome, _ = report.verdict(KERBEROS_STATE, [])
+    assert outcome.message.endswith("; Kerberos for nfs/files.example.com@EXAMPLE.COM")

@@ -14,6 +14,7 @@ from dittofs_controller.api.schema import parse
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
 from dittofs_controller.operator import names, references
 from dittofs_controller.operator.children import needs_apply
+from dittofs_controller.operator.config import build as config
 from dittofs_controller.operator.workload import build
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
@@ -162,6 +163,32 @@ def test_tls_and_postgres_ca_are_mounted_read_only_from_their_secrets() -> None:
     items = [{"key": "ca.crt", "path": "ca.crt"}]
     assert client_ca["secret"] == {"secretName": "dittofs-client-ca", "items": items}
     assert names.CLIENT_CA_DIR not in mounts(sample("api-loadbalancer-tls.yaml"))
+
+
+def test_the_ldap_ca_is_mounted_where_the_server_is_told_to_read_it() -> None:
+    spec = sample("identity-ldap.yaml")
+    ca = mounts(spec)[names.LDAP_CA_DIR]
+    assert ca["readOnly"] is True
+    assert ca["secret"] == {
+        "secretName": "company-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    assert config.ldap_ca_file(spec) == f"{names.LDAP_CA_DIR}/ca.crt"
+    # The bind password never reaches the pod: DittoFS gets it over its REST API.
+    assert "ldap-bind" not in str(pod(spec))
+    assert names.LDAP_CA_DIR not in mounts(spec_of())
+
+
+def test_the_keytab_and_krb5_conf_are_mounted_at_fixed_names() -> None:
+    found = mounts(sample("identity-kerberos.yaml"))
+    keytab, conf = found[names.KERBEROS_DIR], found[names.KRB5_CONF_DIR]
+    assert keytab["readOnly"] is True and conf["readOnly"] is True
+    items = [{"key": "krb5.keytab", "path": names.KEYTAB_FILE}]
+    assert keytab["secret"] == {"secretName": "files-keytab", "items": items}
+    items = [{"key": "krb5.conf", "path": names.KRB5_CONF_FILE}]
+    assert conf["configMap"] == {"name": "krb5", "items": items}
+    assert f"{names.KERBEROS_DIR}/{names.KEYTAB_FILE}" == config.KEYTAB_PATH
+    assert names.KERBEROS_DIR not in mounts(spec_of())
 
 
 def test_encryption_key_file_is_mounted_and_its_passphrase_is_env() -> None:
