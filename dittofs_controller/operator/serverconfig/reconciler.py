@@ -45,24 +45,14 @@ unreachable) -> StoreUnhealthy, looked at again every 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import aiohttp
-
-from dittofs_controller.dittofs import (
-    AuthenticationFailed,
-    DittoFSClient,
-    DittoFSError,
-    DittoFSUnreachable,
-    pinned_ssl_context,
-)
-from dittofs_controller.kube.portforward import PortForward
+from dittofs_controller.dittofs import AuthenticationFailed, DittoFSError, DittoFSUnreachable
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
-from dittofs_controller.operator import conditions, metrics, names
+from dittofs_controller.operator import conditions, metrics, names, serverapi
 from dittofs_controller.operator.base import (
     Context,
     ServerReconciler,
@@ -73,22 +63,15 @@ from dittofs_controller.operator.base import (
     server_pod,
 )
 from dittofs_controller.operator.children import Obj
-from dittofs_controller.operator.config.build import TLS_CERT_KEY
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import percona_user_servers, servers_referencing
-from dittofs_controller.operator.serverconfig import access, credentials, gates, model, report
+from dittofs_controller.operator.serverconfig import credentials, gates, model, report
 from dittofs_controller.operator.serverconfig.converge import Converge
 from dittofs_controller.operator.serverconfig.memory import Memory, inputs_digest
 from dittofs_controller.runtime.controller import DONE, Result
 
 if TYPE_CHECKING:
     from dittofs_controller.runtime.manager import Manager
-
-ACCESS_WHAT: dict[access.Access, str] = {
-    "service": "the API Service",
-    "pod": "the pod IP",
-    "port-forward": "a port-forward through the API server",
-}
 
 
 class ServerConfigReconciler(ServerReconciler):
@@ -101,7 +84,7 @@ class ServerConfigReconciler(ServerReconciler):
     def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx)
         settings = ctx.settings
-        self.access = access.resolve_access(
+        self.access = serverapi.resolve_access(
             settings.dittofs_api_access, settings.kubeconfig, os.environ
         )
         self.clock = clock
@@ -121,12 +104,13 @@ class ServerConfigReconciler(ServerReconciler):
             return Synced(waiting)
         meta = server["metadata"]
         values = await self._secret_values(server, spec)
-        tls = await self._tls(server, spec)
-        pod_ip = self._pod_ip(server) if self.access == "pod" else None
+        tls = await serverapi.trusted_certificates(self.ctx.secret_values, server, spec)
+        running = server_pod(self.ctx.pods, server)
+        pod_ip = serverapi.pod_ip(running) if self.access == "pod" else None
         if self.access == "pod" and not pod_ip:
             pod = names.pod(meta["name"])
             return Synced(gates.waiting(f"pod {pod} has no IP address yet"))
-        url = access.api_url(server, spec, self.access, pod_ip)
+        url = serverapi.api_url(server, spec, self.access, pod_ip)
         desired = model.desired(meta["name"], spec, values)
         memory = self._memory(server)
         inputs = inputs_digest(server, url, values, tls)
@@ -137,19 +121,11 @@ class ServerConfigReconciler(ServerReconciler):
         digest_key = credentials.digest_key(meta["name"])
         key = values[(digest_key.name, digest_key.key)]
         secrets = [password, *desired.credentials()]
-        forward = None
-        if self.access == "port-forward":
-            pod = names.pod(meta["name"])
-            forward = PortForward(self.client, meta["namespace"], pod, spec.control_plane.port)
+        forward = serverapi.port_forward(self.client, server, spec, self.access)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                base_url = url
-                if forward is not None:
-                    await stack.enter_async_context(forward)
-                    base_url = access.forwarded_url(spec, forward.local_port)
-                connector = aiohttp.TCPConnector(ssl=pinned_ssl_context(tls) if tls else True)
-                http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-                api = DittoFSClient(http, base_url, password, tokens=memory.tokens)
+            async with serverapi.session(
+                spec, url, password, tls, forward, tokens=memory.tokens
+            ) as api:
                 converge = Converge(api, desired, memory, digest_key=key, secrets=secrets)
                 observed = await converge.run()
         except AuthenticationFailed as error:
@@ -167,12 +143,12 @@ class ServerConfigReconciler(ServerReconciler):
         except DittoFSUnreachable as error:
             metrics.count_api_error(meta, "unreachable")
             if forward is not None and forward.failure is not None:
-                reason, message = access.forward_problem(forward.failure)
+                reason, message = serverapi.forward_problem(forward.failure)
                 raise Problem(reason, f"{forward}: {message}", retry=True) from None
             raise Problem(
                 "ServerUnreachable",
                 f"cannot reach the DittoFS REST API ({error}); the operator reaches it "
-                f"through {ACCESS_WHAT[self.access]} (--dittofs-api-access)",
+                f"through {serverapi.ACCESS_WHAT[self.access]} (--dittofs-api-access)",
                 retry=True,
             ) from None
         except DittoFSError as error:
@@ -213,23 +189,6 @@ class ServerConfigReconciler(ServerReconciler):
                 namespace, ref.name, ref.key, what=ref.what
             )
         return values
-
-    async def _tls(self, server: Obj, spec: Spec) -> str | None:
-        """The certificates to trust when the API serves HTTPS: its own and its CA's."""
-        tls = spec.control_plane.tls
-        if tls is None:
-            return None
-        namespace = server["metadata"]["namespace"]
-        what = "TLS certificate of the REST API"
-        certificate = await self.ctx.secret_values.value(
-            namespace, tls.secret_name, TLS_CERT_KEY, what=what
-        )
-        data = await self.ctx.secret_values.data(namespace, tls.secret_name) or {}
-        return certificate + "\n" + data.get(access.TLS_CA_KEY, "")
-
-    def _pod_ip(self, server: Obj) -> str | None:
-        ip = ((server_pod(self.ctx.pods, server) or {}).get("status") or {}).get("podIP")
-        return str(ip) if ip else None
 
 
 def setup(manager: Manager, ctx: Context) -> None:
