@@ -80,6 +80,8 @@ NOT_REASONS = frozenset(
         "ConfigReady", "StorageReady", "DatabaseReady", "NetworkReady", "Available",
         "Progressing", "ServerConfigured", "Degraded", "Failed", "Summarise", "Delete",
         "ConfigReconciler", "WorkloadReconciler", "ServerConfigReconciler",
+        # status.uploadDrain: outcomes and causes
+        "Drained", "TimedOut", "Stop", "Restart", "Deletion",
     }
 )  # fmt: skip
 
