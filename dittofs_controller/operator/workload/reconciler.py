@@ -76,7 +76,16 @@ class WorkloadReconciler(ServerReconciler):
         self.config_maps = config_maps
         self.drains = drains
         self.request_drain = request_drain
+        # The status.uploadDrain each server was last given, by uid: every pass applies it
+        # again, since one judged from a cache without it yet would remove it.
+        self.reports: dict[ObjectKey, tuple[str, Obj]] = {}
         self.progressing_manager = f"{self.manager}-progressing"
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        if self.ctx.servers.get(key) is None:  # gone: so is what was kept for it
+            self.reports.pop(key, None)
+            self.drains.forget(key)
+        return await super().reconcile(key)
 
     async def sync(self, server: Obj, spec: Spec) -> Synced:
         meta = server["metadata"]
@@ -99,10 +108,10 @@ class WorkloadReconciler(ServerReconciler):
                 live = await self.client.merge_patch(
                     STATEFULSETS, key.name, {"spec": {"replicas": 0}}, key.namespace
                 )
-        status = None
         if drained is not None:
-            status = {"uploadDrain": drained.status()}
+            self.reports[ObjectKey.of(server)] = (meta["uid"], drained.status())
             await self._stopped_after(server, spec, drained)
+        status = self._report(server)
         waiting_message = "waiting for " + "; ".join(waiting)
         now = datetime.datetime.now(datetime.UTC)
         pod: Obj | None = None
@@ -164,6 +173,18 @@ class WorkloadReconciler(ServerReconciler):
         self.drains.forget(key)
         current.cause = cause  # what the stop is for now, which a drain begun earlier may not be
         return current, None
+
+    def _report(self, server: Obj) -> Obj | None:
+        """status.uploadDrain: the latest of what this process gave and what the cache shows
+        (another process may have led since)."""
+        cached = (server.get("status") or {}).get("uploadDrain")
+        uid, given = self.reports.get(ObjectKey.of(server), ("", None))
+        if uid != server["metadata"]["uid"]:
+            given = None
+        reports = [report for report in (given, cached) if report]
+        if not reports:
+            return None
+        return {"uploadDrain": max(reports, key=lambda report: report["startedAt"])}
 
     def _drain_recheck(self, server: Obj) -> float:
         """When to look at a drain again should the drainer's answer never come."""
