@@ -51,6 +51,7 @@ POSTGRES_IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
 SEMVER = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 
 STORE_NAME_MAX = 32
+MAX_UPLOAD_DRAIN_TIMEOUT = 3600
 ACCOUNT_NAME_MAX = 32
 SHARE_NAME_MAX = 64
 
@@ -680,6 +681,18 @@ class ControlPlane:
         default=30,
         minimum=1,
         maximum=600,
+    )
+    upload_drain_timeout: int = field(
+        "Seconds the operator waits, before it stops the pod (spec.replicas 0, a change that "
+        "restarts it, the DittoServer's deletion), for DittoFS to upload what its remote block "
+        "stores do not hold yet (POST /api/v1/system/drain-uploads): DittoFS uploads nothing "
+        "once it is told to stop. When the time is up or DittoFS cannot be asked, the pod "
+        "stops anyway, status.uploadDrain and a Warning Event say how many bytes were not "
+        "uploaded, and they wait in the local block store. 0 stops at once. Only servers with "
+        "remote block stores wait.",
+        default=600,
+        minimum=0,
+        maximum=MAX_UPLOAD_DRAIN_TIMEOUT,
     )
     jwt_secret_ref: SecretKeySelector | None = field(
         "Secret key holding the JWT signing secret of the REST API (at least 32 characters). "
@@ -2470,6 +2483,31 @@ class Endpoints:
 
 
 @model
+class UploadDrain:
+    """The operator's last wait for DittoFS' uploads to the remote block stores before it
+    stopped the pod (spec.controlPlane.uploadDrainTimeout)."""
+
+    outcome: Literal["Drained", "TimedOut", "Failed"] = field(
+        "Drained: DittoFS said every byte queued for the remote block stores was uploaded. "
+        "TimedOut: it was still uploading, or its uploads stalled, when the time was up. "
+        "Failed: DittoFS could not be asked (the message says why)."
+    )
+    cause: Literal["Stop", "Restart"] = field(
+        "Why the pod stopped: spec.replicas 0, or a change of its template. (A deletion's wait "
+        "is told by an Event only: the status goes with the DittoServer.)"
+    )
+    started_at: str = field("When the wait began (RFC 3339).", format="date-time")
+    finished_at: str = field("When it ended (RFC 3339).", format="date-time")
+    unsynced_bytes: int | None = field(
+        "Bytes the local block stores held that the remote ones did not when the wait ended, "
+        "as DittoFS counts them (GET /api/v1/blockstore/stats); absent when it could not say.",
+        default=None,
+        minimum=0,
+    )
+    message: str = field("What happened, in a sentence.", max_length=4096)
+
+
+@model
 class DittoServerStatus:
     """The observed state of a DittoFS server, written by the operator."""
 
@@ -2486,6 +2524,10 @@ class DittoServerStatus:
         map_key="type",
     )
     endpoints: Endpoints | None = field("Client endpoints.", default=None)
+    upload_drain: UploadDrain | None = field(
+        "The last wait for uploads to the remote block stores before the pod stopped.",
+        default=None,
+    )
     server: JSON | None = field(
         "Runtime state as the DittoFS server reports it over its REST API (stores, shares, "
         "adapters and their ports, health), for troubleshooting. Informational: its shape "

@@ -5,11 +5,12 @@ DittoServer ─┬─ config       -> ConfigMap, generated Secrets         -> Co
              ├─ database     -> PerconaPGCluster / external Secret   -> DatabaseReady
              ├─ network      -> Services, Ingress, NetworkPolicies    -> NetworkReady
              ├─ workload     -> StatefulSet (once the above are True) -> Available, Progressing
+             │                  (its uploads drained over REST before each stop)
              ├─ serverconfig -> stores, shares, users over REST       -> ServerConfigured
              └─ summary      -> Ready, phase, observedGeneration
 
-(In logs, metrics and field managers the workload controller is named `server` and the
-serverconfig one `runtime`.)
+(In logs, metrics and field managers the workload controller is named `server`, with
+`upload-drain` beside it, and the serverconfig one `runtime`.)
 The command line (cli.py) hands `setup` to the runtime's manager, which never imports this.
 """
 

@@ -109,11 +109,12 @@ class ServerReconciler(abc.ABC):
     async def sync(self, server: Obj, spec: Spec) -> Synced:
         """Converge this concern's children; return the verdict or raise Problem."""
 
-    async def release(self, server: Obj, spec: Spec | None) -> None:
+    async def release(self, server: Obj, spec: Spec | None) -> Result | None:
         """Run while the DittoServer is being deleted, before this reconciler's finalizer goes.
 
         `spec` is None if it cannot be parsed: release must then keep (Retain) everything.
         Only reconcilers that declare a `finalizer` are called; the default keeps everything.
+        A Result instead of None means "not yet": the finalizer stays, and the pass ends with it.
         """
         return None
 
@@ -131,10 +132,12 @@ class ServerReconciler(abc.ABC):
             if self.finalizer in finalizers:
                 try:
                     with owner_references_explained():
-                        await self.release(server, spec)
+                        pending = await self.release(server, spec)
                 except Problem as problem:  # said, and retried: the finalizer stays meanwhile
                     await self.publish(server, Outcome.false(problem.reason, problem.message))
                     raise
+                if pending is not None:
+                    return pending
                 await self._set_finalizer(server, present=False)
             return DONE
         if spec is None:

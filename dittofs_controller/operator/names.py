@@ -149,6 +149,9 @@ def blocks_dir(store: str) -> str:
 # Annotation on the ConfigMap (written by config) copied onto the pod template (by server): it
 # changes only when something the server reads at start changed, so only that restarts the pod.
 RESTART_HASH_ANNOTATION = "dittofs.io/restart-hash"
+# On the StatefulSet (not its template): a hash of the pod template it was applied with, so the
+# operator knows before applying a change whether it restarts the pod (and drains uploads first).
+TEMPLATE_HASH_ANNOTATION = "dittofs.io/pod-template-hash"
 # The stores revision (status.server.storesRevision) the pod was started for: DittoFS opens
 # a store when it starts, so a store changed over its API needs a new pod.
 STORES_REVISION_ANNOTATION = "dittofs.io/stores-revision"

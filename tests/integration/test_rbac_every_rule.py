@@ -107,7 +107,7 @@ WAVE = int(os.environ.get("DITTOFS_RBAC_WAVE", "22"))
 ONLY = [word for word in os.environ.get("DITTOFS_RBAC_ONLY", "").split(",") if word]
 POLL = 2.0
 SETTLE = 12.0
-FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database"}
+FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database", "dittofs.io/server"}
 
 # Claims of this class stay Pending (no pod is ever scheduled), and only the class says that is
 # fine: StorageReady reads it on every pass.

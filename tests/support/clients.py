@@ -123,7 +123,16 @@ class Nfs:
         """Write a file over NFSv3 (nfs-cp of a local copy)."""
         local = scratch / f"nfs-upload-{path.strip('/').replace('/', '_')}"
         local.write_text(content)
+        await self.upload(local, path)
+
+    async def upload(self, local: Path, path: str) -> None:
+        """Copy a local file to `path` over NFSv3, any size and content."""
         await check("nfs-cp", str(local), self.url(path), what=f"NFSv3 write of {self}{path}")
+
+    async def download(self, path: str, local: Path) -> None:
+        """Copy `path` over NFSv3 to a local file, byte for byte."""
+        await asyncio.to_thread(local.unlink, missing_ok=True)  # nfs-cp creates it
+        await check("nfs-cp", self.url(path), str(local), what=f"NFSv3 read of {self}{path}")
 
     async def read(self, path: str) -> str:
         """A file's content over NFSv3."""

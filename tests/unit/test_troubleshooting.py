@@ -82,6 +82,8 @@ NOT_REASONS = frozenset(
         "ConfigReconciler", "WorkloadReconciler", "ServerConfigReconciler",
         # units of the sizes DittoFS prints (serverconfig/payloads.py)
         "KiB", "MiB", "GiB", "TiB",
+        # status.uploadDrain: outcomes and causes
+        "Drained", "TimedOut", "Stop", "Restart", "Deletion",
     }
 )  # fmt: skip
 

@@ -48,26 +48,14 @@ looked at again every 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import aiohttp
-
-from dittofs_controller.dittofs import (
-    AuthenticationFailed,
-    ClientCertificate,
-    DittoFSClient,
-    DittoFSError,
-    DittoFSUnreachable,
-    pinned_ssl_context,
-)
-from dittofs_controller.kube.portforward import PortForward
+from dittofs_controller.dittofs import AuthenticationFailed, DittoFSError, DittoFSUnreachable
 from dittofs_controller.kube.resources import DITTOSERVERS, ObjectKey
-from dittofs_controller.operator import conditions, metrics, names
+from dittofs_controller.operator import conditions, metrics, names, serverapi
 from dittofs_controller.operator.base import (
     Context,
     ServerReconciler,
@@ -78,22 +66,15 @@ from dittofs_controller.operator.base import (
     server_pod,
 )
 from dittofs_controller.operator.children import Obj
-from dittofs_controller.operator.config.build import TLS_CERT_KEY, TLS_KEY_KEY
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.references import percona_user_servers, servers_referencing
-from dittofs_controller.operator.serverconfig import access, credentials, gates, model, report
+from dittofs_controller.operator.serverconfig import credentials, gates, model, report
 from dittofs_controller.operator.serverconfig.converge import Converge
 from dittofs_controller.operator.serverconfig.memory import Memory, inputs_digest
 from dittofs_controller.runtime.controller import DONE, Result
 
 if TYPE_CHECKING:
     from dittofs_controller.runtime.manager import Manager
-
-ACCESS_WHAT: dict[access.Access, str] = {
-    "service": "the API Service",
-    "pod": "the pod IP",
-    "port-forward": "a port-forward through the API server",
-}
 
 
 class ServerConfigReconciler(ServerReconciler):
@@ -106,7 +87,7 @@ class ServerConfigReconciler(ServerReconciler):
     def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx)
         settings = ctx.settings
-        self.access = access.resolve_access(
+        self.access = serverapi.resolve_access(
             settings.dittofs_api_access, settings.kubeconfig, os.environ
         )
         self.clock = clock
@@ -126,13 +107,14 @@ class ServerConfigReconciler(ServerReconciler):
             return Synced(waiting)
         meta = server["metadata"]
         values = await self._secret_values(server, spec)
-        tls = await self._tls(server, spec)
-        client = await self._operator_certificate(server, spec)
-        pod_ip = self._pod_ip(server) if self.access == "pod" else None
+        tls = await serverapi.trusted_certificates(self.ctx.secret_values, server, spec)
+        client = await serverapi.operator_certificate(self.ctx.secret_values, server, spec)
+        running = server_pod(self.ctx.pods, server)
+        pod_ip = serverapi.pod_ip(running) if self.access == "pod" else None
         if self.access == "pod" and not pod_ip:
             pod = names.pod(meta["name"])
             return Synced(gates.waiting(f"pod {pod} has no IP address yet"))
-        url = access.api_url(server, spec, self.access, pod_ip)
+        url = serverapi.api_url(server, spec, self.access, pod_ip)
         desired = model.desired(meta["name"], spec, values)
         memory = self._memory(server)
         inputs = inputs_digest(server, url, values, tls, client.certificate if client else None)
@@ -143,19 +125,11 @@ class ServerConfigReconciler(ServerReconciler):
         digest_key = credentials.digest_key(meta["name"])
         key = values[(digest_key.name, digest_key.key)]
         secrets = [password, *desired.credentials()]
-        forward = None
-        if self.access == "port-forward":
-            pod = names.pod(meta["name"])
-            forward = PortForward(self.client, meta["namespace"], pod, spec.control_plane.port)
+        forward = serverapi.port_forward(self.client, server, spec, self.access)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                base_url = url
-                if forward is not None:
-                    await stack.enter_async_context(forward)
-                    base_url = access.forwarded_url(spec, forward.local_port)
-                connector = aiohttp.TCPConnector(ssl=self._ssl(spec, tls, client))
-                http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-                api = DittoFSClient(http, base_url, password, tokens=memory.tokens)
+            async with serverapi.session(
+                spec, url, password, tls, forward, client=client, tokens=memory.tokens
+            ) as api:
                 converge = Converge(api, desired, memory, digest_key=key, secrets=secrets)
                 observed = await converge.run()
         except AuthenticationFailed as error:
@@ -173,12 +147,12 @@ class ServerConfigReconciler(ServerReconciler):
         except DittoFSUnreachable as error:
             metrics.count_api_error(meta, "unreachable")
             if forward is not None and forward.failure is not None:
-                reason, message = access.forward_problem(forward.failure)
+                reason, message = serverapi.forward_problem(forward.failure)
                 raise Problem(reason, f"{forward}: {message}", retry=True) from None
             raise Problem(
                 "ServerUnreachable",
                 f"cannot reach the DittoFS REST API ({error}); the operator reaches it "
-                f"through {ACCESS_WHAT[self.access]} (--dittofs-api-access)",
+                f"through {serverapi.ACCESS_WHAT[self.access]} (--dittofs-api-access)",
                 retry=True,
             ) from None
         except DittoFSError as error:
@@ -219,57 +193,6 @@ class ServerConfigReconciler(ServerReconciler):
                 namespace, ref.name, ref.key, what=ref.what
             )
         return values
-
-    async def _tls(self, server: Obj, spec: Spec) -> str | None:
-        """The certificates to trust when the API serves HTTPS: its own and its CA's."""
-        tls = spec.control_plane.tls
-        if tls is None:
-            return None
-        namespace = server["metadata"]["namespace"]
-        what = "TLS certificate of the REST API"
-        certificate = await self.ctx.secret_values.value(
-            namespace, tls.secret_name, TLS_CERT_KEY, what=what
-        )
-        data = await self.ctx.secret_values.data(namespace, tls.secret_name) or {}
-        return certificate + "\n" + data.get(access.TLS_CA_KEY, "")
-
-    async def _operator_certificate(self, server: Obj, spec: Spec) -> ClientCertificate | None:
-        """The client certificate to present when the API requires one (tls.clientCA)."""
-        tls = spec.control_plane.tls
-        if tls is None or tls.operator_certificate is None:
-            return None
-        namespace, secret = server["metadata"]["namespace"], tls.operator_certificate.secret_name
-        what = "client certificate of the operator, spec.controlPlane.tls.operatorCertificate"
-        read = self.ctx.secret_values.value
-        return ClientCertificate(
-            certificate=await read(namespace, secret, TLS_CERT_KEY, what=what),
-            key=await read(namespace, secret, TLS_KEY_KEY, what=what),
-        )
-
-    @staticmethod
-    def _ssl(
-        spec: Spec, tls: str | None, client: ClientCertificate | None
-    ) -> ssl.SSLContext | bool:
-        """The TLS context of a pass; a client certificate that does not load is a Problem."""
-        if tls is None:
-            return True
-        try:
-            return pinned_ssl_context(tls, client)
-        except ssl.SSLError as error:
-            tls_spec = spec.control_plane.tls
-            assert tls_spec is not None and tls_spec.operator_certificate is not None
-            secret = tls_spec.operator_certificate.secret_name
-            raise Problem(
-                "ClientCertificateInvalid",
-                f"the client certificate in Secret {secret!r} (tls.crt, tls.key) does not load "
-                f"({error.reason or error}): its certificate or key is not PEM, or the key is "
-                "not the certificate's. Without it the operator cannot call the REST API, "
-                "which requires client certificates (spec.controlPlane.tls.clientCA)",
-            ) from None
-
-    def _pod_ip(self, server: Obj) -> str | None:
-        ip = ((server_pod(self.ctx.pods, server) or {}).get("status") or {}).get("podIP")
-        return str(ip) if ip else None
 
 
 def setup(manager: Manager, ctx: Context) -> None:

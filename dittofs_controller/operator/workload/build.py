@@ -14,18 +14,21 @@ fixed template, so a bad change could not be rolled back.
 
 Shutdown, and why there is no preStop hook: on SIGTERM DittoFS drains by itself (API, snapshots,
 adapters, metadata flush) and exits on its own after at most 3 x shutdown_timeout + 5 s, so the
-grace period is that plus a margin. The only drain endpoint (POST /api/v1/system/drain-uploads)
-needs an admin token and has no time bound, and the image has no client we may rely on (the
-Alpine image happens to carry busybox wget, a mirrored or rebuilt image need not; an httpGet
-hook can only GET). Uploads still queued stay in the local block store on its volume and are
-sent after the restart. A `sleep` hook only helps when another replica takes over the traffic,
-which never exists here, so it would only delay the restart.
+grace period is that plus a margin. It uploads nothing more to its remote block stores then, so
+no grace period would get queued uploads out: the operator drains them over the REST API before
+each stop it makes (see drain.py). The drain endpoint (POST /api/v1/system/drain-uploads) needs
+an admin token, and the image has no client we may rely on for a hook (`dfs` has no such
+command; the Alpine image happens to carry busybox wget, a mirrored or rebuilt image need not;
+an httpGet hook can only GET). A `sleep` hook only helps when another replica takes over the
+traffic, which never exists here, so it would only delay the restart.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+import hashlib
+import json
+from typing import Any, Literal
 
 from dittofs_controller.api import v1alpha1
 from dittofs_controller.api.schema import to_wire
@@ -35,6 +38,7 @@ from dittofs_controller.operator.children import (
     Obj,
     age_seconds,
     child_metadata,
+    is_subset,
     object_for,
     selector_labels,
     stamped,
@@ -63,10 +67,12 @@ def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
     """
     name = server["metadata"]["name"]
     revision = ((server.get("status") or {}).get("server") or {}).get("storesRevision")
+    template = pod_template(name, spec, restart_hash, revision)
+    annotations = {names.TEMPLATE_HASH_ANNOTATION: _digest(template)}
     sts = object_for(
         "apps/v1",
         "StatefulSet",
-        child_metadata(server, names.statefulset(name), COMPONENT),
+        child_metadata(server, names.statefulset(name), COMPONENT, annotations=annotations),
         spec={
             "replicas": spec.replicas,
             "serviceName": names.service(name, "api"),
@@ -76,10 +82,15 @@ def statefulset(server: Obj, spec: Spec, restart_hash: str) -> Obj:
             # for the update and looping on that forever (kubernetes#58347).
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(name)},
-            "template": pod_template(name, spec, restart_hash, revision),
+            "template": template,
         },
     )
     return stamped(sts)
+
+
+def _digest(template: Obj) -> str:
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def pod_template(
@@ -331,6 +342,60 @@ def _overridden(defaults: Obj, override: object | None) -> Obj:
 def _present(**fields: Any) -> Obj:
     """Only the fields that are set: an empty one would never match the live object."""
     return {key: value for key, value in fields.items() if value not in (None, [], {})}
+
+
+# --- stopping the pod -----------------------------------------------------------------------
+
+StopCause = Literal["Stop", "Restart", "Deletion"]
+STOP_WHY: dict[StopCause, str] = {
+    "Stop": "spec.replicas is 0",
+    "Restart": "its pod template changed",
+    "Deletion": "the DittoServer is being deleted",
+}
+
+
+def stopping(live: Obj | None, desired: Obj) -> StopCause | None:
+    """Whether applying `desired` stops the pod of `live`, and why; None when it does not."""
+    if live is None or not live["spec"].get("replicas"):
+        return None
+    if desired["spec"]["replicas"] == 0:
+        return "Stop"
+    applied = (live["metadata"].get("annotations") or {}).get(names.TEMPLATE_HASH_ANNOTATION)
+    if applied is None:  # applied before the annotation existed: compare the fields it sets
+        same = is_subset(desired["spec"]["template"], live["spec"].get("template"))
+    else:
+        same = applied == desired["metadata"]["annotations"][names.TEMPLATE_HASH_ANNOTATION]
+    return None if same else "Restart"
+
+
+def serving(pod: Obj | None) -> bool:
+    """Whether the pod runs a DittoFS that has started (its startup probe passed) and is not
+    being deleted: one that can be asked to drain its uploads."""
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return False
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        if container.get("name") == CONTAINER:
+            return bool(container.get("started")) and "running" in (container.get("state") or {})
+    return False
+
+
+def drain_wanted(server: Obj, spec: Spec, pod: Obj | None) -> bool:
+    """Whether to wait for uploads before stopping the pod: a wait is allowed, the server has
+    remote block stores (in the spec, or still on the server as its status reports), and its
+    pod serves."""
+    published = ((server.get("status") or {}).get("server") or {}).get("remoteBlockStores")
+    remote = bool(spec.remote_block_stores) or bool(published)
+    return spec.control_plane.upload_drain_timeout > 0 and remote and serving(pod)
+
+
+def draining(spec: Spec, cause: StopCause, pod_name: str) -> Outcome:
+    """Progressing while the operator waits for the uploads."""
+    timeout = spec.control_plane.upload_drain_timeout
+    return Outcome.true(
+        "DrainingUploads",
+        f"waiting up to {timeout} s for DittoFS in pod {pod_name} to upload what the remote "
+        f"block stores lack before the pod stops ({STOP_WHY[cause]})",
+    )
 
 
 # --- judging the rollout --------------------------------------------------------------------

@@ -82,7 +82,7 @@ STEADY = {
     "Progressing": ("RollingOut", "to become ready"),
     "ServerConfigured": ("WaitingForServer", "see condition Available"),
 }
-FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database"}
+FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database", "dittofs.io/server"}
 
 # How long a namespace's DittoServers may take to converge: generous, since the machine may be
 # shared (the time taken is printed or visible in the durations, never asserted).

@@ -19,7 +19,7 @@ from dittofs_controller.operator.unseen import UnseenWrites
 from tests.bench.operator_bench import dittoserver
 from tests.integration.operator.conftest import RunningOperator, wait_for
 
-FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database"}
+FINALIZERS = {"dittofs.io/config", "dittofs.io/storage", "dittofs.io/database", "dittofs.io/server"}
 SERVERS = [f"server-{index}" for index in range(3)]
 
 

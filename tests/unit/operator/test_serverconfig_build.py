@@ -24,10 +24,9 @@ from dittofs_controller.kube.portforward import (
     PortForwardFailed,
     PortForwardRejected,
 )
-from dittofs_controller.operator import names
+from dittofs_controller.operator import names, serverapi
 from dittofs_controller.operator.problems import Problem
 from dittofs_controller.operator.serverconfig import (
-    access,
     credentials,
     gates,
     memory,
@@ -258,26 +257,26 @@ def test_users_groups_and_permissions() -> None:
 
 def test_access_auto_is_the_service_in_a_pod_and_a_port_forward_outside() -> None:
     in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
-    assert access.resolve_access("auto", None, in_pod) == "service"
-    assert access.resolve_access("auto", "/home/me/.kube/config", in_pod) == "port-forward"
-    assert access.resolve_access("auto", None, {}) == "port-forward"
-    assert access.resolve_access("service", "/kubeconfig", {}) == "service"
-    assert access.resolve_access("pod", None, in_pod) == "pod"
-    assert access.resolve_access("port-forward", None, in_pod) == "port-forward"
+    assert serverapi.resolve_access("auto", None, in_pod) == "service"
+    assert serverapi.resolve_access("auto", "/home/me/.kube/config", in_pod) == "port-forward"
+    assert serverapi.resolve_access("auto", None, {}) == "port-forward"
+    assert serverapi.resolve_access("service", "/kubeconfig", {}) == "service"
+    assert serverapi.resolve_access("pod", None, in_pod) == "pod"
+    assert serverapi.resolve_access("port-forward", None, in_pod) == "port-forward"
 
 
 def test_api_url() -> None:
     obj = server()
     spec = TEAMS
-    assert access.api_url(obj, spec, "service", None) == "http://files-api.team.svc:8080"
-    assert access.api_url(obj, spec, "pod", "10.233.0.7") == "http://10.233.0.7:8080"
-    assert access.api_url(obj, spec, "pod", "fd00::7") == "http://[fd00::7]:8080"
+    assert serverapi.api_url(obj, spec, "service", None) == "http://files-api.team.svc:8080"
+    assert serverapi.api_url(obj, spec, "pod", "10.233.0.7") == "http://10.233.0.7:8080"
+    assert serverapi.api_url(obj, spec, "pod", "fd00::7") == "http://[fd00::7]:8080"
     # Through a port-forward: the pod's name (stable across tunnels), and the tunnel's address.
-    assert access.api_url(obj, spec, "port-forward", None) == "port-forward://team/files-0:8080"
-    assert access.forwarded_url(spec, 40123) == "http://127.0.0.1:40123"
+    assert serverapi.api_url(obj, spec, "port-forward", None) == "port-forward://team/files-0:8080"
+    assert serverapi.forwarded_url(spec, 40123) == "http://127.0.0.1:40123"
     tls = spec_of(manifest(VALID / "api-loadbalancer-tls.yaml"))
-    assert access.api_url(obj, tls, "service", None).startswith("https://files-api.team.svc:")
-    assert access.forwarded_url(tls, 40123) == "https://127.0.0.1:40123"
+    assert serverapi.api_url(obj, tls, "service", None).startswith("https://files-api.team.svc:")
+    assert serverapi.forwarded_url(tls, 40123) == "https://127.0.0.1:40123"
 
 
 @pytest.mark.parametrize(
@@ -292,7 +291,7 @@ def test_api_url() -> None:
     ],
 )
 def test_forward_problem_names_the_cause(error: PortForwardError, reason: str, words: str) -> None:
-    found, message = access.forward_problem(error)
+    found, message = serverapi.forward_problem(error)
     assert found == reason
     assert words in message
 

@@ -12,10 +12,11 @@ import yaml
 
 from dittofs_controller.api.schema import parse
 from dittofs_controller.api.v1alpha1 import DittoServerSpec
+from dittofs_controller.kube.resources import ObjectKey
 from dittofs_controller.operator import names, references
 from dittofs_controller.operator.children import needs_apply
 from dittofs_controller.operator.config import build as config
-from dittofs_controller.operator.workload import build
+from dittofs_controller.operator.workload import build, drain
 
 VALID = Path(__file__).resolve().parents[1] / "api" / "valid"
 SERVER = {"metadata": {"name": "files", "namespace": "team", "uid": "u-1", "generation": 3}}
@@ -634,3 +635,99 @@ def test_only_the_startup_allowance_running_out_wakes_the_server_up() -> None:
     assert build.startup_deadline_seconds(created(allowance + 60), now) is None  # already late
     failed = created(5, phase="Failed", reason="Evicted")
     assert build.startup_deadline_seconds(failed, now) is None  # in trouble: nothing to wait for
+
+
+# --- stopping the pod, and draining its uploads first ---------------------------------------
+
+
+def applied(desired: Obj) -> Obj:
+    """`desired` as the API server holds it once applied (replicas as given)."""
+    return copy.deepcopy(desired)
+
+
+def test_a_change_stops_the_pod_when_it_scales_to_zero_or_changes_its_template() -> None:
+    spec = spec_of()
+    running = applied(build.statefulset(SERVER, spec, HASH))
+    assert build.stopping(running, build.statefulset(SERVER, spec, HASH)) is None
+    assert build.stopping(running, build.statefulset(SERVER, spec, "e" * 64)) == "Restart"
+    stopped = spec_of(replicas=0)
+    assert build.stopping(running, build.statefulset(SERVER, stopped, HASH)) == "Stop"
+    assert build.stopping(None, build.statefulset(SERVER, spec, HASH)) is None
+    # Starting a stopped server stops nothing, whatever else changes with it.
+    idle = applied(build.statefulset(SERVER, stopped, HASH))
+    assert build.stopping(idle, build.statefulset(SERVER, spec, "e" * 64)) is None
+    # A field the spec stops setting changes the template hash: a restart, seen before applying.
+    scheduled = applied(build.statefulset(SERVER, spec_of(pod={"nodeSelector": {"a": "b"}}), HASH))
+    assert build.stopping(scheduled, build.statefulset(SERVER, spec, HASH)) == "Restart"
+
+
+def test_a_statefulset_applied_before_the_template_hash_is_compared_field_by_field() -> None:
+    spec = spec_of()
+    older = applied(build.statefulset(SERVER, spec, HASH))
+    del older["metadata"]["annotations"][names.TEMPLATE_HASH_ANNOTATION]
+    assert build.stopping(older, build.statefulset(SERVER, spec, HASH)) is None
+    assert build.stopping(older, build.statefulset(SERVER, spec, "e" * 64)) == "Restart"
+
+
+def test_only_a_started_pod_that_is_not_being_deleted_is_asked_to_drain() -> None:
+    running = {"running": {"startedAt": STARTED}}
+    assert build.serving(live_pod(state=running, started=True))
+    assert not build.serving(None)
+    assert not build.serving(live_pod())
+    assert not build.serving(live_pod(state=running, started=False))  # startup probe pending
+    crashing = {"waiting": {"reason": "CrashLoopBackOff"}}
+    assert not build.serving(live_pod(state=crashing, started=False))
+    terminating = live_pod(state=running, started=True)
+    terminating["metadata"]["deletionTimestamp"] = CREATED
+    assert not build.serving(terminating)
+
+
+def test_uploads_are_drained_for_remote_block_stores_a_serving_pod_and_a_timeout() -> None:
+    serving = live_pod(state={"running": {"startedAt": STARTED}}, started=True)
+    s3 = sample("s3-cubbit.yaml")
+    assert s3.control_plane.upload_drain_timeout == 600
+    assert build.drain_wanted(SERVER, s3, serving)
+    assert not build.drain_wanted(SERVER, s3, live_pod())
+    assert not build.drain_wanted(SERVER, spec_of(), serving)  # nothing remote
+    # A remote store the spec dropped is still on the server until it is converged away.
+    published = {**SERVER, "status": {"server": {"remoteBlockStores": [{"name": "s3"}]}}}
+    assert build.drain_wanted(published, spec_of(), serving)
+    document = yaml.safe_load((VALID / "s3-cubbit.yaml").read_text())["spec"]
+    document["controlPlane"] = {"uploadDrainTimeout": 0}
+    assert not build.drain_wanted(SERVER, parse(DittoServerSpec, document), serving)
+    assert sample("s3-upload-drain-timeout.yaml").control_plane.upload_drain_timeout == 1800
+
+
+def test_a_drain_reports_its_end_in_status_and_where_undrained_bytes_went() -> None:
+    clock = [100.0]
+    drains = drain.Drains(clock=lambda: clock[0])
+    key = ObjectKey("team", "files")
+    started = drains.start(key, "Restart", 600)
+    assert drains.get(key) is started and not started.done
+    assert not drains.overdue(started)
+    clock[0] += 600 + drain.ANSWER_GRACE + 1
+    assert drains.overdue(started)  # the drainer never answered
+    started.finish("TimedOut", "DittoFS was still uploading", 4096, clock[0])
+    started.finish("Drained", "too late", 0, clock[0])  # the first answer stays
+    assert drains.usable(started)
+    assert started.status() == {
+        "outcome": "TimedOut",
+        "cause": "Restart",
+        "startedAt": started.started_at,
+        "finishedAt": started.finished_at,
+        "message": "DittoFS was still uploading",
+        "unsyncedBytes": 4096,
+    }
+    note = started.warning("files-0", "Retain")
+    assert note.startswith("pod files-0 stops (its pod template changed) with 4096 bytes")
+    assert "uploaded when a server starts again" in note
+    started.cause = "Deletion"
+    assert "lost with the local block store volumes" in started.warning("files-0", "Delete")
+    clock[0] += drain.FRESH_SECONDS
+    assert not drains.usable(started)  # the next stop drains again
+    unknown = drains.start(key, "Stop", 600)
+    unknown.finish("Failed", "the pod has no IP address", None, clock[0])
+    assert "unsyncedBytes" not in unknown.status()
+    assert "an unknown number of bytes" in unknown.warning("files-0", "Retain")
+    drains.forget(key)
+    assert drains.get(key) is None
