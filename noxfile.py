@@ -56,13 +56,29 @@ def lint(session: nox.Session) -> None:
     contracts that keep the layers one-way (ruff's and import-linter's settings are in
     pyproject.toml, mypy's in setup.cfg), then a collection of every test, so that a test module
     or conftest that no longer imports fails here in seconds rather than after the tests
-    session's half hour (an e2e conftest importing a moved fixture once did)."""
+    session's half hour (an e2e conftest importing a moved fixture once did), then actionlint
+    on the GitHub Actions workflows."""
     session.install("-e", ".[lint,test]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "dittofs_controller")
     session.run("lint-imports")
     session.run("pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "tests", silent=True)
+    actionlint(session)
+
+
+def actionlint(session: nox.Session) -> None:
+    """actionlint on .github/workflows (expressions, action inputs and outputs, runner labels),
+    built from its Go module like the test components: Go is needed only while it is not yet
+    in the cache. shellcheck and pyflakes, which it runs on `run:` scripts when they are on
+    PATH, are turned off so that every machine judges the workflows alike."""
+    build_binaries(session, "actionlint")
+    where = "from tests.testbed import binaries; print(binaries.component_dir('actionlint'))"
+    directory = session.run("python", "-c", where, silent=True)
+    assert isinstance(directory, str)
+    session.run(
+        str(Path(directory.strip()) / "actionlint"), "-shellcheck=", "-pyflakes=", external=True
+    )
 
 
 @nox.session(python=PYTHON)

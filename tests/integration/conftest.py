@@ -3,6 +3,9 @@ for the tests that run the operator as in its pod."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,14 @@ async def dittoservers(kube: KubeClient) -> KubeClient:
 
 
 @pytest.fixture(scope="session")
-def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The image's runtime: the wheel built and installed as the Containerfile does."""
-    work = tmp_path_factory.mktemp("image")
-    return incluster.install_runtime(incluster.build_wheel(work), work / "venv")
+def runtime_python() -> Iterator[Path]:
+    """The image's runtime: the wheel built and installed as the Containerfile does, on the
+    image's interpreter, where the image's user can read it (pytest's temporary directories
+    are root's alone)."""
+    work = Path(tempfile.mkdtemp(prefix="dittofs-image-"))
+    work.chmod(0o755)
+    try:
+        wheel = incluster.build_wheel(work)
+        yield incluster.install_runtime(wheel, work / "venv", incluster.IMAGE_PYTHON)
+    finally:
+        shutil.rmtree(work)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import uuid
@@ -209,7 +210,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
 
 def test_the_image_runtime_runs_read_only(runtime_python: Path) -> None:
     """`version`, `--help` and a `run` without a cluster, from the installed wheel, with the
-    image's environment on a read-only root filesystem."""
+    image's environment on a read-only root filesystem, as the image's user."""
     env = incluster.image_env(runtime_python)
 
     def python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -222,6 +223,9 @@ def test_the_image_runtime_runs_read_only(runtime_python: Path) -> None:
     # The sandbox really is read-only, so a write anywhere below would fail the entrypoint.
     write = python("-c", f"open({str(runtime_python.parent / 'probe')!r}, 'w')")
     assert write.returncode == 1 and "Read-only file system" in write.stderr
+    if os.geteuid() == 0:  # only root can switch users (the sandbox says why)
+        ids = python("-c", "import os; print(os.getuid(), os.getgid())")
+        assert tuple(map(int, ids.stdout.split())) == incluster.image_user(), ids.stderr
 
     version = entrypoint("version")
     assert (version.returncode, version.stdout.strip()) == (0, dittofs_controller.__version__)
@@ -326,6 +330,8 @@ async def test_the_operator_reconciles_under_the_charts_rbac(
 
     await eventually(lambda: operator.probe("/readyz") == 200, 30, "/readyz 200", operator)
     assert operator.probe("/healthz") == 200
+    if os.geteuid() == 0:  # only root can switch users (incluster.sandboxed says why)
+        assert operator.ids() == incluster.image_user()
     await operator.wait_for_log("became leader")
     key = await create_server(kube, namespace)
 

@@ -12,7 +12,10 @@ as the machine allows:
 - Mount and drive commands (Linux, macOS, Windows) must use the shares and ports the operator
   really publishes: the NFS options of the operator's own mount hint, the Services' ports.
 - Third-party artefacts (manifest URLs, Helm repositories and charts) must be pinned in
-  EXTERNAL_ARTEFACTS, with one version each across all docs.
+  EXTERNAL_ARTEFACTS, with one version each across all docs. The project's own chart from an
+  OCI registry must be the one .github/workflows/release.yaml publishes, at this tree's version.
+- Image references must be the operator's at the chart's version (in the chart's repository or
+  a registry of one's own) or DittoFS' at the version the operator runs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from tests.support.doccommands import REPO, SUBSTITUTION, Command, DocFacts
 Runner = Callable[[list[str], float], subprocess.CompletedProcess[str]]
 
 CHART = REPO / "deploy" / "helm" / "dittofs-operator"
+RELEASE_WORKFLOW = REPO / ".github" / "workflows" / "release.yaml"
 
 # -- pinned third-party facts ---------------------------------------------------------------
 
@@ -96,6 +100,14 @@ SCW_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     ("lb", "ip", "create"): frozenset({"zone", "project-id", "reverse", "is-ipv6", "tags.N"}),
     ("lb", "ip", "list"): frozenset({"zone", "project-id", "ip-address", "ip-type"}),
     ("lb", "ip", "delete"): frozenset({"ip-id", "zone"}),
+    ("registry", "namespace", "create"): frozenset(
+        {"name", "description", "project-id", "is-public", "organization-id", "region"}
+    ),
+    ("registry", "namespace", "list"): frozenset(
+        {"order-by", "project-id", "name", "organization-id", "region"}
+    ),
+    ("registry", "namespace", "delete"): frozenset({"namespace-id", "region"}),
+    ("registry", "login"): frozenset({"program", "region"}),
 }
 SCW_GLOBAL_FLAGS = frozenset({"-o", "--output", "-w", "--wait", "-p", "--profile"})
 
@@ -191,6 +203,25 @@ def chart_image() -> tuple[str, str]:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     return values["image"]["repository"], str(chart["appVersion"])
+
+
+@functools.cache
+def release_defaults() -> dict[str, str]:
+    """The release workflow's destinations when the repository sets no variables: its job's
+    `NAME: ${{ vars.NAME || 'default' }}` entries, as {NAME: default}."""
+    workflow = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    env: dict[str, str] = workflow["jobs"]["release"]["env"]
+    return {
+        name: match[1]
+        for name, value in env.items()
+        if (match := re.fullmatch(r"\$\{\{ vars\.\w+ \|\| '([^']+)' \}\}", value))
+    }
+
+
+def released_chart() -> str:
+    """The oci:// reference of the chart a release publishes by default."""
+    where = release_defaults()
+    return f"oci://{where['REGISTRY']}/{where['CHART_REPOSITORY']}/{CHART.name}"
 
 
 # How the test suite reads its own knobs (e.g. os.environ.get("DITTOFS_FAULTS_SEED")).
@@ -414,14 +445,17 @@ class Checks:
             self.helm_repos[name] = url
         if positional[:1] in (["install"], ["upgrade"], ["template"]):
             chart = positional[2] if len(positional) > 2 else ""
-            if "/" in chart and not (REPO / chart).exists():
+            version = _flag(args, "--version")
+            if chart == released_chart():
+                if version != chart_image()[1]:
+                    found.append(f"{chart}: use --version {chart_image()[1]} (this release)")
+            elif "/" in chart and not (REPO / chart).exists():
                 pinned = HELM_CHARTS.get(chart)
-                version = _flag(args, "--version")
                 if pinned is None:
                     found.append(f"unpinned Helm chart {chart}")
                 elif version != pinned:
                     found.append(f"{chart}: use --version {pinned} (pinned), not {version}")
-                if chart.split("/")[0] not in self.helm_repos:
+                if not chart.startswith("oci://") and chart.split("/")[0] not in self.helm_repos:
                     found.append(f"{chart}: its repository is never added in this document")
         return found + self._flags_parse("helm", args)
 
@@ -621,7 +655,6 @@ class Checks:
 
     def image_tool(self, command: Command) -> list[str]:
         args = list(command.argv[1:])
-        repository, version = chart_image()
         found: list[str] = []
         containerfile = _flag(args, "-f")
         if containerfile and not (REPO / containerfile).is_file():
@@ -629,12 +662,7 @@ class Checks:
         for arg in args:
             image = arg.removeprefix("docker://")
             if ":" in image and not image.startswith(("-", ".", "/")) and "=" not in image:
-                name, _, tag = image.rpartition(":")
-                if tag != version or ("/" in name and name != repository):
-                    found.append(
-                        f"image {image}: the chart runs {repository}:{version} "
-                        "(values.yaml image.repository, Chart.yaml appVersion)"
-                    )
+                found += _image_problems(image)
         return found
 
     def dfsctl(self, command: Command) -> list[str]:
@@ -680,6 +708,26 @@ def _throwaway_pem(directory: Path) -> dict[str, str]:
     (directory / "key.pem").write_text(key)
     cert_file, key_file = str(directory / "cert.pem"), str(directory / "key.pem")
     return dict(zip(DFSCTL_PEM_FLAGS, (cert_file, cert_file, key_file), strict=True))
+
+
+def _image_problems(image: str) -> list[str]:
+    """The operator's image at the chart's version, in the chart's repository or another
+    registry's `.../dittofs-operator` (a registry of one's own); or DittoFS' image, or a copy
+    of it elsewhere, at the version the operator runs by default."""
+    name, _, tag = image.rpartition(":")
+    repository, version = chart_image()
+    dittofs_repository, _, dittofs_version = v1alpha1.DEFAULT_IMAGE.rpartition(":")
+    basename = name.rpartition("/")[2]
+    if basename == dittofs_repository.rpartition("/")[2]:
+        if tag != dittofs_version:
+            return [f"image {image}: the operator runs {v1alpha1.DEFAULT_IMAGE} by default"]
+        return []
+    if tag != version or basename != repository.rpartition("/")[2]:
+        return [
+            f"image {image}: the chart runs {repository}:{version} "
+            "(values.yaml image.repository, Chart.yaml appVersion)"
+        ]
+    return []
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -9,11 +9,12 @@ What a pod gives the process, and how it is reproduced here:
   the kubelet injects; nothing of the test runner's environment leaks in;
 - the service-account volume at /var/run/secrets/kubernetes.io/serviceaccount (token from the
   TokenRequest API, ca.crt from the kube-root-ca.crt ConfigMap, namespace), mounted read-only;
-- readOnlyRootFilesystem.
-The last two come from a private mount namespace (`unshare`): a tmpfs over /run (where
-/var/run/secrets lives) holds the service-account files, and the root filesystem is remounted
-read-only for this process only. The operator's own code is used unchanged: its in-cluster
-config reads the standard paths, as in a pod.
+- readOnlyRootFilesystem, and the image's USER (65532) instead of root.
+The last three come from a private mount namespace (`unshare`): a tmpfs over /run (where
+/var/run/secrets lives) holds the service-account files, the root filesystem is remounted
+read-only for this process only, and `setpriv` drops to the image's user before the exec.
+The operator's own code is used unchanged: its in-cluster config reads the standard paths, as
+in a pod.
 """
 
 from __future__ import annotations
@@ -324,6 +325,12 @@ def pip_install_flags() -> list[str]:
     return shlex.split(flags)
 
 
+def image_user() -> tuple[int, int]:
+    """The runtime stage's USER, as (uid, gid)."""
+    uid, gid = (int(part) for part in dict(_stage("runtime"))["USER"].split(":"))
+    return uid, gid
+
+
 def image_env(python: Path) -> dict[str, str]:
     """The runtime stage's ENV, with its venv moved to `python`'s and the base image's PATH
     standing in for ${PATH}: the entrypoint's whole environment."""
@@ -381,14 +388,13 @@ def operator_image(work_dir: Path) -> tuple[str, Image]:
     venv = Path(_stage_variables("runtime", "ENV")["VIRTUAL_ENV"])
     built = install_runtime(build_wheel(work_dir), work_dir / "venv", IMAGE_PYTHON).parent.parent
     env = image_env(venv / "bin" / "python")
-    uid, gid = (int(part) for part in runtime["USER"].split(":"))
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     image = Image(
         files={str(venv): built},
         entrypoint=tuple(json.loads(runtime["ENTRYPOINT"])),
         cmd=tuple(json.loads(runtime["CMD"])),
         workdir=runtime.get("WORKDIR", "/"),
-        user=(uid, gid),
+        user=image_user(),
         home=env.get("HOME", "/"),
         env=env,
     )
@@ -410,14 +416,21 @@ def sandboxed(command: Sequence[str], serviceaccount_files: Path | None = None) 
     """`command` in a private mount namespace: root filesystem read-only and, when given,
     `serviceaccount_files` mounted read-only at /var/run/secrets/kubernetes.io/serviceaccount.
 
-    As root, a plain mount namespace; otherwise a user namespace maps the caller to root
-    (needs unprivileged user namespaces). /run (the first existing ancestor of the
-    service-account path) is hidden behind a tmpfs for this process only.
+    As root, a plain mount namespace, and the command runs as the image's USER (so the files
+    it runs from must be readable by that user); otherwise a user namespace maps the caller to
+    root (needs unprivileged user namespaces) and nothing else, so the command stays root
+    there. /run (the first existing ancestor of the service-account path) is hidden behind a
+    tmpfs for this process only.
     """
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        raise AssertionError("the pod sandbox needs util-linux's unshare")
-    namespaces = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if unshare is None or setpriv is None:
+        raise AssertionError("the pod sandbox needs util-linux's unshare and setpriv")
+    if os.geteuid() == 0:
+        namespaces = ["--mount"]
+        uid, gid = image_user()
+        command = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *command]
+    else:
+        namespaces = ["--user", "--map-root-user", "--mount"]
     tmpfs_at = _first_existing_ancestor(SERVICEACCOUNT_DIR)
     sa_dir = Path(os.path.realpath(SERVICEACCOUNT_DIR.parent)) / SERVICEACCOUNT_DIR.name
     script = f"TMPFS_AT={shlex.quote(str(tmpfs_at))}; SA_DIR={shlex.quote(str(sa_dir))}\n"
@@ -561,6 +574,13 @@ class InClusterOperator(OperatorProcess):
             stderr=subprocess.STDOUT,
             env=self.env,
         )
+
+    def ids(self) -> tuple[int, int]:
+        """The real uid and gid the operator process runs as (unshare, sh and setpriv exec
+        into it, so it keeps the pid Popen started)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        found = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return int(found["Uid"].split()[0]), int(found["Gid"].split()[0])
 
     def probe(self, path: str = "/readyz") -> int | None:
         """HTTP status of a probe endpoint, as the kubelet sees it; None when nothing answers."""

@@ -53,6 +53,7 @@ COMPONENTS: dict[str, Component] = {
         Component("coredns", "COREDNS_VERSION", "coredns", ("coredns",)),
         Component("metallb", "METALLB_VERSION", "metallb", ("metallb-controller",)),
         Component("promtool", "PROMETHEUS_VERSION", "promtool", ("promtool",)),
+        Component("actionlint", "ACTIONLINT_VERSION", "actionlint", ("actionlint",)),
     )
 }
 

@@ -6,7 +6,8 @@
 # Usage: build-binaries.sh [component ...]   (default: all)
 # Components: kubernetes (kube-apiserver, kube-controller-manager, kubectl, kube-proxy), etcd,
 #             dfs (the server and dfsctl, its admin CLI), helm, coredns, metallb (MetalLB's controller and its release's CRDs),
-#             promtool (checks and unit-tests the chart's alert rules)
+#             promtool (checks and unit-tests the chart's alert rules),
+#             actionlint (checks the GitHub Actions workflows in `nox -s lint`)
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.35.4}"
@@ -18,6 +19,7 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 METALLB_VERSION="${METALLB_VERSION:-v0.16.1}"
 # Prometheus v3.16's Go module version.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 CACHE="${DITTOFS_TESTBIN_CACHE:-$HOME/.cache/dittofs-operator/bin}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -226,8 +228,21 @@ build_promtool() {
     log "promtool $PROMETHEUS_VERSION: built in $((SECONDS - start)) s"
 }
 
+# As its release builds it: `actionlint -version` then names the version instead of "(devel)".
+build_actionlint() {
+    local out="$CACHE/actionlint-$ACTIONLINT_VERSION"
+    if [[ -x $out/actionlint ]]; then log "actionlint $ACTIONLINT_VERSION: cached in $out"; return; fi
+    local start=$SECONDS
+    log "actionlint $ACTIONLINT_VERSION: building"
+    GOBIN="$out.tmp" go install -trimpath \
+        -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+        "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+    log "actionlint $ACTIONLINT_VERSION: built in $((SECONDS - start)) s"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns metallb promtool)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes dfs helm coredns metallb promtool actionlint)
 for component in "${components[@]}"; do
     "build_$component"
 done

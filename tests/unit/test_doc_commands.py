@@ -124,6 +124,10 @@ def check(line: str, *, windows: bool = False, facts: DocFacts | None = None) ->
         "DITTOFS_TEST_KUBECONFIG=.testbed/kubeconfig pytest tests/integration",
         "python -m dittofs_controller run --namespaces a,b --log-format console",
         "podman build -f Containerfile -t ghcr.io/dittofs/dittofs-operator:0.1.0 .",
+        "docker buildx build -f Containerfile -t rg.fr-par.scw.cloud/ns/dittofs-operator:0.1.0 .",
+        "docker buildx imagetools create --tag rg.fr-par.scw.cloud/ns/dittofs:v0.29.0 "
+        "marmos91c/dittofs:v0.29.0",
+        "scw registry namespace create name=dittofs-demo region=fr-par is-public=false",
         "curl https://dittofs.example.com/health",
     ],
 )
@@ -146,6 +150,9 @@ def test_static_checks_accept_what_the_operator_publishes(line: str) -> None:
         ("python -m dittofs_controller run --no-such-flag", "rejected"),
         ("DITTOFS_CONTROLLER_NO_SUCH=1 python -m dittofs_controller version", "environment"),
         ("podman build -t ghcr.io/dittofs/dittofs-operator:9.9.9 .", "the chart runs"),
+        ("docker push registry.example.com/x/operator:0.1.0", "the chart runs"),
+        ("docker pull marmos91c/dittofs:v0.28.0", "the operator runs"),
+        ("scw registry namespace create nmae=x", "unknown argument nmae"),
         ("curl https://dittofs.example.com/api/v1/shares", "without login"),
         ("rsync -a a b", "no checker"),
     ],
@@ -183,6 +190,38 @@ def dfsctl_runner(home: Path) -> docchecks.Runner:
 )
 def test_dfsctl_commands_are_parsed_by_dfsctl(line: str, why: str | None, tmp_path: Path) -> None:
     checks = docchecks.Checks(dfsctl_runner(tmp_path), DocFacts())
+    found = [problem for c in commands(line) for problem in checks.check(c)]
+    if why is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and why in found[0], found
+
+
+def helm_runner(home: Path) -> docchecks.Runner:
+    """The real helm, offline: the checker only has it parse flags (`--help`)."""
+    helm = binaries.executable("helm", "helm")
+
+    def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        assert argv[0] == "helm" and argv[-1] == "--help", argv
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(
+            [str(helm), *argv[1:]], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (f"helm install x {docchecks.released_chart()} --version 0.1.0 --namespace n", None),
+        (f"helm upgrade x {docchecks.released_chart()} --version 0.0.9", "(this release)"),
+        (f"helm install x {docchecks.released_chart()}", "(this release)"),
+        ("helm install x oci://registry.example.com/charts/other --version 1.0.0", "unpinned"),
+    ],
+)
+def test_oci_charts_are_this_release_or_pinned(line: str, why: str | None, tmp_path: Path) -> None:
+    checks = docchecks.Checks(helm_runner(tmp_path), DocFacts())
     found = [problem for c in commands(line) for problem in checks.check(c)]
     if why is None:
         assert found == []
