@@ -1138,6 +1138,109 @@ class ShareNFS:
         minimum=0,
         maximum=4294967295,
     )
+    netgroup: str | None = field(
+        "Admit only clients in this entry of adapters.nfs.netgroups; omit to admit every "
+        "client the NFS Service lets through. The server sees the client's address only when "
+        "the Service keeps it (externalTrafficPolicy Local, docs/exposing.md).",
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+
+
+@model
+class ShareSMB:
+    """SMB behaviour of a share."""
+
+    encrypt_data: bool = field(
+        "Demand SMB 3 encryption on this share: clients that do not encrypt are refused. "
+        "adapters.smb.encryption required demands it on every share.",
+        default=False,
+    )
+    access_based_enumeration: bool = field(
+        "List only the files and folders the user may open.", default=False
+    )
+    change_notify: bool = field(
+        "Tell clients when a directory changes (Windows Explorer refreshes by it); false "
+        "saves work on busy shares.",
+        default=True,
+    )
+    alternate_data_streams: bool = field(
+        "Keep NTFS alternate data streams (Zone.Identifier and others) that Windows writes.",
+        default=True,
+    )
+    continuous_availability: bool = field(
+        "Persistent handles: a client's open files survive its reconnection.", default=False
+    )
+    mf_symlinks: bool = field(
+        "Turn the Minshall-French symlink files macOS and Linux clients write into real "
+        "symbolic links.",
+        default=False,
+    )
+
+
+@model
+class ShareTrash:
+    """A recycle bin: deleted files are kept for a while instead of removed at once."""
+
+    enabled: bool = field("Keep deleted files in the share's trash.", default=True)
+    retention_days: int | None = field(
+        "Days a deleted file stays in the trash; omit to keep it until the trash is full.",
+        default=None,
+        minimum=1,
+        maximum=3650,
+    )
+    restrict_to_admin: bool = field("Only admins may see and restore the trash.", default=False)
+    max_size: str | None = field(
+        "Most the trash may hold (oldest files go first); omit for no limit.",
+        default=None,
+        pattern=BYTE_QUANTITY,
+        max_length=32,
+    )
+    exclude_patterns: list[str] = field(
+        "Glob patterns of files deleted for good (e.g. *.tmp).",
+        factory=list,
+        max_items=32,
+        max_length=256,
+    )
+
+
+@model
+class ShareLocalCache:
+    """How the share uses its local block store when a remote one holds its contents."""
+
+    __cel__: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "(self.retention == 'ttl') == has(self.ttl)",
+            "localCache.ttl is required with retention ttl, and only with it",
+            field_path=".ttl",
+        ),
+    )
+
+    retention: Literal["lru", "pin", "ttl"] = field(
+        "lru evicts the least recently used blocks when space is needed; pin keeps every "
+        "block locally; ttl evicts blocks older than ttl.",
+        default="lru",
+    )
+    ttl: str | None = field(
+        "Age after which blocks are evicted, with retention ttl.",
+        default=None,
+        pattern=DURATION,
+        max_length=32,
+    )
+    size: str | None = field(
+        "Most this share keeps on its local block store; omit for tuning.localTier."
+        "remoteCacheSize (shares with a remote store) or DittoFS' own choice.",
+        default=None,
+        pattern=BYTE_QUANTITY,
+        max_length=32,
+    )
+    read_buffer_size: str | None = field(
+        "Memory for blocks read ahead from the remote store; omit for DittoFS' choice.",
+        default=None,
+        pattern=BYTE_QUANTITY,
+        max_length=32,
+    )
 
 
 def _byte_size(description: str) -> str | None:
@@ -1491,6 +1594,11 @@ class Share:
         "Explicit permissions of users and groups.", factory=list, max_items=16
     )
     nfs: ShareNFS = field("NFS export options.", factory=ShareNFS)
+    smb: ShareSMB = field("SMB options.", factory=ShareSMB)
+    trash: ShareTrash | None = field(
+        "Keep deleted files in a recycle bin; omit to remove them at once.", default=None
+    )
+    local_cache: ShareLocalCache = field("Use of the local block store.", factory=ShareLocalCache)
     snapshots: SnapshotPolicy | None = field(
         "Scheduled snapshots of the share (its metadata and the blocks they point at). Needs a "
         "local block store of type filesystem: DittoFS writes snapshots beside its blocks. "
@@ -1556,6 +1664,22 @@ class NFSTLS:
 
 
 @model
+class Netgroup:
+    """A named set of NFS clients, which shares can admit alone (shares[].nfs.netgroup)."""
+
+    name: str = field("Netgroup name.", pattern=DNS_LABEL, max_length=63)
+    members: list[str] = field(
+        "Clients: IP addresses (10.0.0.7), CIDR ranges (10.0.0.0/24) or host names, with "
+        "* for a leading label (*.lab.example.com).",
+        min_items=1,
+        max_items=64,
+        unique=True,
+        pattern=r"^[0-9A-Za-z.:*/_-]+$",
+        max_length=253,
+    )
+
+
+@model
 class NFSAdapter:
     """The NFS adapter (NFSv3, v4.0, v4.1 and v4.2 with MOUNT, NLM and NSM on one port)."""
 
@@ -1568,6 +1692,12 @@ class NFSAdapter:
         maximum=65535,
     )
     portmapper: Portmapper = field("The embedded portmapper.", factory=Portmapper)
+    netgroups: list[Netgroup] = field(
+        "Named sets of clients that shares can restrict themselves to.",
+        factory=list,
+        max_items=32,
+        map_key="name",
+    )
     lease_seconds: int = field(
         "NFSv4 lease time in seconds: how long a client's opens, locks and delegations "
         "live without a renewal. A shorter lease frees a vanished client's locks sooner; "
@@ -2267,6 +2397,13 @@ class DittoServerSpec:
             "l.type == 'filesystem'))",
             "shares[].snapshots needs the share's localBlockStore to be of type filesystem: "
             "DittoFS writes snapshots beside the blocks and cannot snapshot a memory store",
+            field_path=".shares",
+        ),
+        Rule(
+            "!has(self.shares) || self.shares.all(s, !has(s.nfs) || !has(s.nfs.netgroup) || "
+            "(has(self.adapters.nfs.netgroups) && "
+            "self.adapters.nfs.netgroups.exists(n, n.name == s.nfs.netgroup)))",
+            "every shares[].nfs.netgroup must name an entry of adapters.nfs.netgroups",
             field_path=".shares",
         ),
         Rule(

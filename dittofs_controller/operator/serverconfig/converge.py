@@ -72,6 +72,7 @@ class Converge:
             self.memory.managed[category] = self.memory.managed.get(category, set()) | declared
         await self._adapters()
         await self._groups()
+        await self._netgroups()
         users = await self._users()
         stores = await self._stores()
         await self._shares(stores, users)
@@ -152,6 +153,30 @@ class Converge:
         if done and "portmapper_enabled" in patch:  # read when the adapter starts
             nfs = next(adapter for adapter in self.desired.adapters if adapter.type == "nfs")
             await self._restart_adapter(nfs)
+
+    async def _netgroups(self) -> None:
+        """Netgroups with exactly their declared members, before the shares that admit them."""
+        if not self.desired.netgroups:
+            return
+        listed = {str(item.get("name")) for item in await self._list(payloads.NETGROUPS_PATH)}
+        for netgroup in self.desired.netgroups:
+            what = f"NFS netgroup {netgroup.name}"
+            path = f"{payloads.NETGROUPS_PATH}/{netgroup.name}"
+            if netgroup.name not in listed:
+                body = {"name": netgroup.name}
+                done, _ = await self._attempt(
+                    "AdapterRejected", what, self.api.post(payloads.NETGROUPS_PATH, body)
+                )
+                if not done:
+                    continue
+            found = await self.api.get(path) if netgroup.name in listed else None
+            additions, removals = payloads.netgroup_changes(netgroup, found)
+            for member in additions:
+                call = self.api.post(f"{path}/members", member)
+                await self._attempt("AdapterRejected", f"{what} member {member['value']}", call)
+            for member_id in removals:
+                call = self.api.delete(f"{path}/members/{member_id}")
+                await self._attempt("AdapterRejected", f"{what} member {member_id}", call)
 
     async def _groups(self) -> None:
         reported = {group.get("name"): group for group in await self._list("/groups")}

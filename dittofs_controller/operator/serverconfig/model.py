@@ -7,6 +7,7 @@ config file, and only its REST API changes them (payloads.py says how).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -263,6 +264,11 @@ class Share:
     quota_bytes: int = 0  # the share-wide limit; 0 is none
     quotas: tuple[Quota, ...] = ()
     encrypted: bool = False  # SMB clients must encrypt (SMB2_SHAREFLAG_ENCRYPT_DATA)
+    # The share's other settings under DittoFS' names: always declared...
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    # ...and the sizes and durations declared only when the spec sets them.
+    sized: Mapping[str, str] = attrs.field(factory=dict)
+    nfs_options: Mapping[str, Any] = attrs.field(factory=dict)  # beside squash and anon ids
 
     @property
     def path(self) -> str:
@@ -306,12 +312,30 @@ class Kerberos:
 
 
 @attrs.frozen
+class Netgroup:
+    name: str
+    members: frozenset[tuple[str, str]]  # (type, value) as DittoFS names them
+
+
+def netgroup_member(value: str) -> tuple[str, str]:
+    """DittoFS' member type of a spec member: ip, cidr or hostname."""
+    if "/" in value:
+        return "cidr", value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "hostname", value
+    return "ip", value
+
+
+@attrs.frozen
 class Desired:
     adapters: tuple[Adapter, ...]
     nfs: NFSSettings
     smb: SMBSettings
     groups: tuple[Group, ...]
     users: tuple[User, ...]
+    netgroups: tuple[Netgroup, ...]
     stores: tuple[Store, ...]
     shares: tuple[Share, ...]
     ldap: LDAP | None = None
@@ -328,6 +352,7 @@ class Desired:
                 for name, declared in (("ldap", self.ldap), ("kerberos", self.kerberos))
                 if declared is not None
             },
+            "netgroups": {netgroup.name for netgroup in self.netgroups},
         }
         for kind in STORE_KINDS:
             found[kind] = {store.name for store in self.stores if store.kind == kind}
@@ -361,6 +386,10 @@ def desired(server_name: str, spec: Spec, values: SecretValues) -> Desired:
             max_dialect=SMB_DIALECT_NAMES[smb.max_dialect],
         ),
         groups=tuple(Group(group.name, group.gid) for group in spec.groups),
+        netgroups=tuple(
+            Netgroup(netgroup.name, frozenset(map(netgroup_member, netgroup.members)))
+            for netgroup in nfs.netgroups
+        ),
         users=tuple(
             User(
                 user.name,
@@ -540,8 +569,38 @@ def _share(share: v1alpha1.Share, spec: Spec) -> Share:
         snapshots=_snapshot_policy(share.snapshots),
         quota_bytes=byte_count(share.quota),
         quotas=_quotas(share.quotas, spec),
-        encrypted=spec.adapters.smb.encryption == "required",
+        encrypted=share.smb.encrypt_data or spec.adapters.smb.encryption == "required",
+        options=_share_options(share),
+        sized=_share_sizes(share),
+        nfs_options={"netgroup": share.nfs.netgroup or ""},
     )
+
+
+def _share_options(share: v1alpha1.Share) -> dict[str, Any]:
+    smb, trash, cache = share.smb, share.trash, share.local_cache
+    return {
+        "access_based_enumeration": smb.access_based_enumeration,
+        "change_notify_disabled": not smb.change_notify,
+        "streams_disabled": not smb.alternate_data_streams,
+        "continuous_availability": smb.continuous_availability,
+        "allow_mfsymlink": smb.mf_symlinks,
+        "retention_policy": cache.retention,
+        "trash_enabled": trash is not None and trash.enabled,
+        "trash_retention_days": (trash.retention_days or 0) if trash else 0,
+        "trash_restrict_to_admin": trash is not None and trash.restrict_to_admin,
+        "trash_max_bytes": byte_count(trash.max_size) if trash else 0,
+        "trash_exclude_patterns": list(trash.exclude_patterns) if trash else [],
+    }
+
+
+def _share_sizes(share: v1alpha1.Share) -> dict[str, str]:
+    cache = share.local_cache
+    found = {"retention_ttl": cache.ttl} if cache.ttl else {}
+    if cache.size:
+        found["local_store_size"] = str(byte_count(cache.size))
+    if cache.read_buffer_size:
+        found["read_buffer_size"] = str(byte_count(cache.read_buffer_size))
+    return found
 
 
 def _snapshot_policy(policy: v1alpha1.SnapshotPolicy | None) -> SnapshotPolicy | None:

@@ -53,6 +53,7 @@ from dittofs_controller.operator.serverconfig.model import (
     Adapter,
     Group,
     Kerberos,
+    Netgroup,
     NFSSettings,
     PermissionKey,
     Quota,
@@ -194,7 +195,7 @@ def share_create_body(share: Share) -> Obj:
         body["quota_bytes"] = str(share.quota_bytes)
     if share.encrypted:
         body["encrypt_data"] = True
-    return body
+    return {**body, **share.options, **share.sized}
 
 
 def share_conflict(share: Share, reported: Obj, ids: StoreIds) -> str | None:
@@ -225,6 +226,18 @@ def share_update_body(share: Share, reported: Obj, ids: StoreIds) -> Obj | None:
         body["quota_bytes"] = str(share.quota_bytes)  # "0" removes the limit
     if bool(reported.get("encrypt_data")) != share.encrypted:
         body["encrypt_data"] = share.encrypted
+    for key, value in share.options.items():
+        found = reported.get(key)
+        if (sorted(found or ()) != sorted(value)) if isinstance(value, list) else found != value:
+            body[key] = value
+    for key, value in share.sized.items():
+        shown = str(reported.get(key) or "")
+        if key == "retention_ttl":
+            differs = duration_seconds(shown) != duration_seconds(value)
+        else:
+            differs = shown != byte_size_text(int(value))
+        if differs:
+            body[key] = value
     return body or None
 
 
@@ -264,7 +277,25 @@ def nfs_options_patch(share: Share, reported: Obj) -> Obj | None:
         body["anonymous_uid"] = share.anonymous_uid
     if share.anonymous_gid is not None and reported.get("anonymous_gid") != share.anonymous_gid:
         body["anonymous_gid"] = share.anonymous_gid
+    for key, value in share.nfs_options.items():
+        found = reported.get(key)
+        if (found or "" if key == "netgroup" else found) != value:  # no netgroup: "" or absent
+            body[key] = value
     return body or None
+
+
+def netgroup_changes(netgroup: Netgroup, reported: Obj | None) -> tuple[list[Obj], list[str]]:
+    """Members to add ({type, value}) and member ids to remove, to make the server's netgroup
+    (as GET lists it, None when missing) hold exactly the declared members."""
+    found = {
+        (str(member.get("type")), str(member.get("value"))): str(member.get("id"))
+        for member in (reported or {}).get("members") or ()
+    }
+    additions = [
+        {"type": kind, "value": value} for kind, value in sorted(netgroup.members - set(found))
+    ]
+    removals = [found[key] for key in sorted(set(found) - netgroup.members)]
+    return additions, removals
 
 
 def snapshot_policy_body(policy: SnapshotPolicy) -> Obj:
@@ -371,6 +402,7 @@ def permission_path(share: Share, kind: str, name: str) -> str:
 # stores, users, groups; with the reason a refusal is reported under.
 PRUNE_ORDER: tuple[tuple[str, str], ...] = (
     ("shares", "ShareRejected"),
+    ("netgroups", "AdapterRejected"),  # once no share admits only them
     ("metadata", "StoreInUse"),
     ("local", "StoreInUse"),
     ("remote", "StoreInUse"),
@@ -379,8 +411,14 @@ PRUNE_ORDER: tuple[tuple[str, str], ...] = (
 )
 
 
+NETGROUPS_PATH = "/adapters/nfs/netgroups"
+
+
 def listing_path(category: str) -> str:
-    paths: dict[str, str] = {kind: path for kind, path in STORE_PATHS.items()}
+    paths: dict[str, str] = {
+        **{str(k): v for k, v in STORE_PATHS.items()},
+        "netgroups": NETGROUPS_PATH,
+    }
     return paths.get(category) or f"/{category}"
 
 

@@ -34,6 +34,7 @@ CATEGORIES: dict[str, str] = {
     "users": "users",
     "groups": "groups",
     "identity": "identityProviders",
+    "netgroups": "netgroups",
 }
 
 

@@ -101,6 +101,8 @@ def test_badger_filesystem_sample() -> None:
         "read_only": False,
         "default_permission": "read",
         "owner": "alice",
+        **{k: v for k, v in DEFAULT_SHARE_OPTIONS.items() if k != "encrypt_data"},
+        "trash_exclude_patterns": [],
     }
     assert [(user.name, user.uid, user.gid) for user in state.users] == [("alice", 1000, 1000)]
     store = state.stores[0]
@@ -249,6 +251,7 @@ def test_users_groups_and_permissions() -> None:
         "local": {"blocks"},
         "remote": set(),
         "identity": set(),
+        "netgroups": set(),
     }
 
 
@@ -584,8 +587,33 @@ def reported_share(**fields: Any) -> Obj:
         "owner_uid": 1000,
         "owner_gid": 2000,
         "status": {"status": "healthy"},
+        **DEFAULT_SHARE_OPTIONS,
     }
     return {**share, **fields}
+
+
+# What DittoFS reports of a share made without options (shareToResponse in v0.29.0).
+DEFAULT_SHARE_OPTIONS = {
+    "encrypt_data": False,
+    "access_based_enumeration": False,
+    "change_notify_disabled": False,
+    "streams_disabled": False,
+    "continuous_availability": False,
+    "allow_mfsymlink": False,
+    "retention_policy": "lru",
+    "trash_enabled": False,
+    "trash_retention_days": 0,
+    "trash_restrict_to_admin": False,
+    "trash_max_bytes": 0,
+}
+# ...and of its NFS export options (DefaultNFSExportOptions).
+DEFAULT_NFS_OPTIONS = {
+    "allow_auth_sys": True,
+    "require_kerberos": False,
+    "min_kerberos_level": "krb5",
+    "netgroup": "",
+    "disable_readdirplus": False,
+}
 
 
 def test_share_updates() -> None:
@@ -622,16 +650,84 @@ def test_share_owner() -> None:
 
 def test_share_nfs_options() -> None:
     public = TEAMS_STATE.shares[1]
-    reported = {"squash": "root_to_guest", "allow_auth_sys": True}
+    reported = {"squash": "root_to_guest", **DEFAULT_NFS_OPTIONS}
     assert payloads.nfs_options_patch(public, reported) == {
         "squash": "all_to_guest",
         "anonymous_uid": 65534,
         "anonymous_gid": 65534,
     }
-    matching = {"squash": "all_to_guest", "anonymous_uid": 65534, "anonymous_gid": 65534}
+    matching = {
+        **reported,
+        "squash": "all_to_guest",
+        "anonymous_uid": 65534,
+        "anonymous_gid": 65534,
+    }
     assert payloads.nfs_options_patch(public, matching) is None
     engineering = TEAMS_STATE.shares[0]  # no anonymous ids declared: the server's stay
-    assert payloads.nfs_options_patch(engineering, {"squash": "none", "anonymous_uid": 5}) is None
+    mapped = {**DEFAULT_NFS_OPTIONS, "squash": "none", "anonymous_uid": 5}
+    assert payloads.nfs_options_patch(engineering, mapped) is None
+    # A netgroup set by hand is put back.
+    assert payloads.nfs_options_patch(engineering, {**mapped, "netgroup": "anyone"}) == {
+        "netgroup": ""
+    }
+
+
+def test_share_options_under_dittofs_names_and_compared_as_it_prints_them() -> None:
+    spec = spec_of(manifest(VALID / "share-options.yaml"))
+    (share,) = model.desired("opts", spec, {}).shares
+    assert share.encrypted is True
+    assert share.options == {
+        "access_based_enumeration": True,
+        "change_notify_disabled": True,
+        "streams_disabled": True,
+        "continuous_availability": True,
+        "allow_mfsymlink": True,
+        "retention_policy": "ttl",
+        "trash_enabled": True,
+        "trash_retention_days": 30,
+        "trash_restrict_to_admin": True,
+        "trash_max_bytes": 10 * 2**30,
+        "trash_exclude_patterns": ["*.tmp", "~$*"],
+    }
+    assert share.sized == {
+        "retention_ttl": "72h",
+        "local_store_size": str(100 * 2**30),
+        "read_buffer_size": str(256 * 2**20),
+    }
+    assert share.nfs_options == {"netgroup": "lab"}
+    # As DittoFS reports it once applied: durations and sizes in its own words.
+    applied = reported_share(
+        **{**share.options, "trash_exclude_patterns": ["~$*", "*.tmp"]},
+        encrypt_data=True,
+        retention_ttl="72h0m0s",
+        local_store_size="100.00GiB",
+        read_buffer_size="256.00MiB",
+    )
+    assert payloads.share_update_body(share, applied, IDS_OF_SHARE_OPTIONS) is None
+    drifted = {**applied, "trash_enabled": False, "local_store_size": "1.00GiB"}
+    assert payloads.share_update_body(share, drifted, IDS_OF_SHARE_OPTIONS) == {
+        "trash_enabled": True,
+        "local_store_size": str(100 * 2**30),
+    }
+    (lab,) = model.desired("opts", spec, {}).netgroups
+    assert lab.members == {
+        ("ip", "10.0.0.7"),
+        ("cidr", "10.1.0.0/16"),
+        ("hostname", "*.lab.example"),
+    }
+    listed = {
+        "members": [
+            {"id": "m1", "type": "ip", "value": "10.0.0.7"},
+            {"id": "m2", "type": "ip", "value": "10.9.9.9"},
+        ]
+    }
+    assert payloads.netgroup_changes(lab, listed) == (
+        [{"type": "cidr", "value": "10.1.0.0/16"}, {"type": "hostname", "value": "*.lab.example"}],
+        ["m2"],
+    )
+
+
+IDS_OF_SHARE_OPTIONS = {("metadata", "meta"): "m-uuid", ("local", "blocks"): "l-uuid"}
 
 
 def test_snapshot_policies_of_the_spec() -> None:
