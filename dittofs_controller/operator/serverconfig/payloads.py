@@ -45,6 +45,7 @@ Payloads follow DittoFS v0.29.0's handlers (internal/controlplane/api/handlers):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dittofs_controller.operator.children import Obj
 from dittofs_controller.operator.serverconfig.model import (
@@ -443,13 +444,8 @@ def ldap_drift(ldap: LDAP, reported: Obj | None, applied: str | None, current: s
     """
     if reported is None:
         return "not configured"
-    changed = sorted(
-        key
-        for key, value in ldap.settings.items()
-        if not _same_setting(key, value, reported.get(key))
-    )
-    if changed:
-        return f"settings {', '.join(changed)}"
+    if changed := _changed_settings(ldap.settings, reported):
+        return changed
     if reported.get("bind_password") != REDACTED or applied != current:
         return "bind password"
     return None
@@ -459,10 +455,13 @@ def kerberos_drift(kerberos: Kerberos, reported: Obj | None) -> str | None:
     """What differs between the declared Kerberos settings and the server's, or None."""
     if reported is None:
         return "not configured"
+    return _changed_settings(kerberos.settings, reported)
+
+
+def _changed_settings(settings: Mapping[str, Any], reported: Obj) -> str | None:
+    """The identity provider's settings the server holds otherwise, as "settings a, b"."""
     changed = sorted(
-        key
-        for key, value in kerberos.settings.items()
-        if not _same_setting(key, value, reported.get(key))
+        key for key, value in settings.items() if not _same_setting(key, value, reported.get(key))
     )
     return f"settings {', '.join(changed)}" if changed else None
 
