@@ -135,8 +135,9 @@ def _without_placeholders(obj: Obj) -> Obj:
     obj = copy.deepcopy(obj)
     annotations = obj["metadata"].get("annotations") or {}
     annotations.pop(names.RESTART_HASH_ANNOTATION, None)
-    if obj["kind"] == "StatefulSet":  # it hashes the pod template, restart hash included
+    if obj["kind"] == "StatefulSet":  # these hash the pod template, restart hash included
         annotations.pop(APPLIED_HASH_ANNOTATION, None)
+        annotations.pop(names.TEMPLATE_HASH_ANNOTATION, None)
         obj["spec"]["template"]["metadata"]["annotations"].pop(names.RESTART_HASH_ANNOTATION)
     return obj
 
