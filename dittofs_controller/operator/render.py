@@ -10,14 +10,16 @@ a documented placeholder, never by a real value:
 - the restart hash (ConfigMap annotation, copied onto the pod template): a digest of the config
   file and of Secret values the server reads at start.
 
-The generated Secrets (JWT, admin password, digest key, encryption key) are not printed at all, only named in
-a comment. Any value render could print would be known to every reader of its output, and
-applied through GitOps it would become the server's admin password or signing key for good (the
-operator never rewrites a Secret that exists). Left out, the operator generates random ones.
+The generated Secrets (JWT, admin password, digest key, encryption key) are not printed at
+all, only named in a comment. Any value render could print would be known to every reader of
+its output, and applied through GitOps it would become the server's admin password or signing
+key for good (the operator never rewrites a Secret that exists). Left out, the operator
+generates random ones.
 
 The `dittofs.io/applied-hash` annotations, and the StatefulSet's `dittofs.io/pod-template-hash`,
-hash the object as rendered, placeholders included, so they differ from the cluster's. The REST-side state (stores, shares, users) is not an
-object: the serverconfig reconciler sends it to DittoFS over its API.
+hash the object as rendered, placeholders included, so they differ from the cluster's. The
+REST-side state (stores, shares, users) is not an object: the serverconfig reconciler sends it
+to DittoFS over its API.
 """
 
 from __future__ import annotations
